@@ -1,0 +1,3 @@
+from sdtool.cli.app import main
+
+main()

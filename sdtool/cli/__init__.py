@@ -1,0 +1,1 @@
+"""The command-line interface: parses options, calls library functions, renders results."""

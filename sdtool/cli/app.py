@@ -1,0 +1,26 @@
+"""The `sdtool` Typer application: one module per command, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from sdtool.cli import benchmark, convert, degrade, train, upscale
+
+app = typer.Typer(
+    name="sdtool",
+    help="Real-world x4 super-resolution and realistic downscaling with SDFlow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("upscale")(upscale.upscale)
+app.command("downscale")(upscale.downscale)
+app.command("sample-degradation")(degrade.sample_degradation)
+app.command("train")(train.train)
+app.command("benchmark")(benchmark.benchmark)
+app.command("convert-official")(convert.convert_official)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,59 @@
+"""Options shared by several commands, and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from sdtool.errors import SdtoolError, UsageError
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+Weights = Annotated[
+    Optional[Path],
+    typer.Option("--weights", "-w", help="SDFlow checkpoint (.safetensors). Default: the shipped weights."),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same samples.")]
+Temperature = Annotated[
+    float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 gives the mean sample.")
+]
+Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples to draw per input image.")]
+Tile = Annotated[
+    Optional[int],
+    typer.Option("--tile", min=0, help="Tile size in input pixels; 0 turns tiling off. Default: automatic."),
+]
+TileOverlap = Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip outputs that already exist (resume).")]
+
+
+def error_line(message: str) -> None:
+    """Print one error line to stderr (no traceback)."""
+    typer.echo(f"error: {message}", err=True)
+
+
+def run_guarded(fn: Callable[[], T]) -> T:
+    """Call `fn`; turn library errors into one line and a non-zero exit code."""
+    try:
+        return fn()
+    except UsageError as exc:
+        error_line(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    except SdtoolError as exc:
+        error_line(str(exc))
+        raise typer.Exit(EXIT_SOME_FAILED) from None
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        raise typer.Exit(130) from None
+
+
+def not_yet_available(command: str) -> None:
+    error_line(f"`sdtool {command}` is not yet available in this version")
+    sys.exit(EXIT_USAGE)

@@ -1,0 +1,23 @@
+"""Typed errors raised by the library. The CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class SdtoolError(Exception):
+    """Base class: every error the library raises on purpose."""
+
+
+class CheckpointError(SdtoolError):
+    """A weights file is missing, truncated, foreign or does not match its model."""
+
+
+class ImageError(SdtoolError):
+    """An image file cannot be read, decoded or written."""
+
+
+class DatasetError(SdtoolError):
+    """A benchmark or training folder is missing, empty or inconsistent."""
+
+
+class UsageError(SdtoolError):
+    """Options that contradict each other or ask for something impossible."""

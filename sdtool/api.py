@@ -1,0 +1,52 @@
+"""Functions a Python user calls; the CLI calls the same ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from sdtool.errors import CheckpointError, UsageError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "sdflow-lite.safetensors"
+
+
+def default_weights() -> Path:
+    """The shipped SDFlow weights, or $SDTOOL_WEIGHTS when set."""
+    env = os.environ.get("SDTOOL_WEIGHTS")
+    return Path(env) if env else DEFAULT_WEIGHTS
+
+
+def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
+    """"auto" → CUDA (the local rank's GPU under torchrun) when available, else CPU; checks a requested GPU exists."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device '{device}' requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"device '{device}' requested but only {torch.cuda.device_count()} GPU(s) exist")
+    return dev
+
+
+def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "auto"):
+    """Load an SDFlow checkpoint (default: the shipped weights) in eval mode on `device`."""
+    from sdtool.checkpoint import load_checkpoint
+
+    path = Path(path) if path is not None else default_weights()
+    if not path.exists():
+        hint = " (the shipped default weights are missing: reinstall or pass --weights)" if path == DEFAULT_WEIGHTS else ""
+        raise CheckpointError(f"{path}: no such checkpoint file{hint}")
+    model, provenance = load_checkpoint(path, resolve_device(device))
+    model.provenance = provenance
+    model.source_path = path
+    return model

@@ -1,0 +1,1 @@
+"""Models: SDFlow (sdflow.py)."""

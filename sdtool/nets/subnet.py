@@ -1,0 +1,46 @@
+"""The small CNN inside affine couplings and injectors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ZeroConv(nn.Module):
+    """3×3 convolution (zero padding) starting at zero, output scaled by exp(3·logs).
+
+    Starting at zero makes every coupling the identity at initialisation (Glow); the log-scale
+    lets the output magnitude be learned quickly.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, logscale_factor: float = 3.0):
+        super().__init__()
+        self.logscale_factor = logscale_factor
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) * torch.exp(self.logs * self.logscale_factor)
+
+
+class CouplingNet(nn.Module):
+    """conv3×3 (reflect) → LeakyReLU → conv1×1 → LeakyReLU → ZeroConv; B×in×H×W → B×out×H×W."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1, padding_mode="reflect")
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
+        self.out = ZeroConv(hidden, out_channels)
+        for conv in (self.conv1, self.conv2):
+            nn.init.xavier_normal_(conv.weight)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # LeakyReLU slope 0.01 (PyTorch default), as in the authors' coupling nets.
+        x = F.leaky_relu(self.conv1(x), 0.01)
+        x = F.leaky_relu(self.conv2(x), 0.01)
+        return self.out(x)

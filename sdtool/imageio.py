@@ -1,0 +1,325 @@
+"""Read and write images for `sdtool upscale` / `sdtool downscale` without losing what the file was.
+
+Decoding and encoding go through OpenCV (16-bit PNG/TIFF, alpha, every format we accept). Pillow, which
+ships as a dependency of `imageio`, is used only to peek at the header: the EXIF orientation tag and
+whether the file is grayscale (OpenCV expands gray+alpha to BGRA), and to write 8-bit gray+alpha,
+which OpenCV cannot encode.
+
+Contract:
+    read_image(path) -> LoadedImage(rgb, alpha, info)
+        rgb:   numpy float32 H×W×3 in [0, 1] (gray files are replicated to three channels)
+        alpha: numpy float32 H×W in [0, 1], or None
+        info:  ImageInfo (mode "gray"/"rgb", bit depth, format, EXIF orientation that was applied)
+    write_image(path, rgb, alpha, info) restores the mode, bit depth and alpha of `info` as far as the
+    output format allows, and writes atomically (temporary file in the same folder, then rename).
+
+Gray output is the BT.601 luminance 0.299 R + 0.587 G + 0.114 B of the model's RGB output (the same
+weights as OpenCV's RGB2GRAY); for a gray input the model output is nearly gray, so this is close to
+the channel average, but it is the standard choice for genuinely coloured pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from sdtool.errors import ImageError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Suffix (lower case) -> format name. The keys are also the files folder discovery picks up.
+IMAGE_SUFFIXES: dict[str, str] = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".bmp": "bmp",
+}
+
+# What each format can hold: bit depths and whether it carries an alpha channel / a gray mode.
+_DEPTHS: dict[str, tuple[int, ...]] = {
+    "png": (8, 16),
+    "tiff": (8, 16, 32),
+    "jpeg": (8,),
+    "webp": (8,),
+    "bmp": (8,),
+}
+_HAS_ALPHA = {"png", "tiff", "webp", "bmp"}
+_HAS_GRAY = {"png", "tiff", "jpeg", "bmp"}  # libwebp has no gray mode
+
+_GRAY_PIL_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_EXIF_ORIENTATION = 0x0112
+
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601, RGB order
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file held, so that the output can be written the same way.
+
+    mode: "gray" or "rgb"; bit_depth: 8, 16 (integer samples) or 32 (float TIFF); format: "png", "jpeg",
+    "webp", "tiff" or "bmp"; has_alpha: the file had an alpha channel; orientation: the EXIF orientation
+    tag (1..8, 1 = none) that was applied while reading, so pixels are upright; height/width: upright size.
+    """
+
+    mode: str
+    bit_depth: int
+    format: str
+    has_alpha: bool
+    orientation: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """rgb: float32 H×W×3 in [0, 1]; alpha: float32 H×W in [0, 1] or None; info: see ImageInfo."""
+
+    rgb: np.ndarray
+    alpha: Optional[np.ndarray]
+    info: ImageInfo
+
+
+def is_image_path(path: PathLike) -> bool:
+    """True when the suffix names a format we read (the file itself is not opened)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def format_of(path: PathLike) -> str:
+    """Format name from the suffix; raises ImageError for a suffix we cannot write."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return IMAGE_SUFFIXES[suffix]
+    except KeyError:
+        known = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise ImageError(f"{path}: unsupported image type {suffix or '(no suffix)'!r}; use one of {known}") from None
+
+
+# ----------------------------------------------------------------------------------------- reading
+def _peek_header(data: bytes) -> tuple[Optional[str], int]:
+    """(Pillow mode or None, EXIF orientation 1..8) without decoding the pixels."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with imageio
+        return None, 1
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode = im.mode
+            try:
+                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            except Exception:  # a broken EXIF block must not make a readable image unreadable
+                orientation = 1
+    except Exception:
+        return None, 1
+    return mode, orientation if 1 <= orientation <= 8 else 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an H×W[×C] array stored with EXIF `orientation` upright (the same maps as Pillow's
+    ImageOps.exif_transpose)."""
+    if orientation == 2:
+        out = arr[:, ::-1]
+    elif orientation == 3:
+        out = arr[::-1, ::-1]
+    elif orientation == 4:
+        out = arr[::-1]
+    elif orientation == 5:
+        out = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        out = np.rot90(arr, -1)
+    elif orientation == 7:
+        out = np.rot90(arr, 2).swapaxes(0, 1)
+    elif orientation == 8:
+        out = np.rot90(arr, 1)
+    else:
+        out = arr
+    return np.ascontiguousarray(out)
+
+
+def _to_float(arr: np.ndarray, path: PathLike) -> tuple[np.ndarray, int]:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0, 8
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0, 16
+    if arr.dtype == np.float32 or arr.dtype == np.float64:
+        return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0), 32
+    raise ImageError(f"{path}: unsupported sample type {arr.dtype} (8-bit, 16-bit or float images only)")
+
+
+def read_image(path: PathLike) -> LoadedImage:
+    """Decode an image file; EXIF orientation applied; see the module docstring for the contract.
+
+    Raises ImageError (naming the file) when it cannot be read or decoded."""
+    import cv2
+
+    path = Path(path)
+    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: not an image file we read (suffix {path.suffix or 'missing'})")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError(f"{path}: empty file")
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.size == 0:
+        raise ImageError(f"{path}: cannot decode (corrupt or not a {fmt.upper()} image)")
+    pil_mode, orientation = _peek_header(data)
+
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    channels = arr.shape[2]
+    gray = channels in (1, 2) or (pil_mode in _GRAY_PIL_MODES)
+    alpha_raw: Optional[np.ndarray] = None
+    if channels == 1:
+        color = arr[:, :, :1]
+    elif channels == 2:
+        color, alpha_raw = arr[:, :, :1], arr[:, :, 1]
+    elif channels == 3:
+        color = arr[:, :, :1] if gray else arr[:, :, 2::-1]  # BGR -> RGB
+    elif channels == 4:
+        color = arr[:, :, :1] if gray else arr[:, :, 2::-1]
+        alpha_raw = arr[:, :, 3]
+    else:
+        raise ImageError(f"{path}: unsupported channel count {channels}")
+
+    color_f, depth = _to_float(color, path)
+    color_f = apply_orientation(color_f, orientation)
+    rgb = np.ascontiguousarray(np.repeat(color_f, 3, axis=2) if color_f.shape[2] == 1 else color_f)
+    alpha: Optional[np.ndarray] = None
+    if alpha_raw is not None:
+        alpha = apply_orientation(_to_float(alpha_raw, path)[0], orientation)
+    info = ImageInfo(
+        mode="gray" if gray else "rgb",
+        bit_depth=depth,
+        format=fmt,
+        has_alpha=alpha is not None,
+        orientation=orientation,
+        height=rgb.shape[0],
+        width=rgb.shape[1],
+    )
+    return LoadedImage(rgb=rgb, alpha=alpha, info=info)
+
+
+# ----------------------------------------------------------------------------------------- writing
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an H×W×3 float array → H×W float32."""
+    r, g, b = LUMA_WEIGHTS
+    return (rgb[..., 0] * r + rgb[..., 1] * g + rgb[..., 2] * b).astype(np.float32)
+
+
+def _quantize(x: np.ndarray, depth: int) -> np.ndarray:
+    x = np.nan_to_num(x.astype(np.float32))
+    if depth == 8:
+        return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if depth == 16:
+        return np.clip(x * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def output_info(info: ImageInfo, fmt: str, height: int, width: int) -> ImageInfo:
+    """What will actually be written in format `fmt`: the input's mode, depth and alpha where the
+    format holds them, otherwise the nearest it does (JPEG: 8-bit, no alpha; WebP: no gray)."""
+    depths = _DEPTHS[fmt]
+    depth = info.bit_depth if info.bit_depth in depths else (16 if info.bit_depth == 32 and 16 in depths else 8)
+    mode = info.mode if (info.mode == "rgb" or fmt in _HAS_GRAY) else "rgb"
+    has_alpha = info.has_alpha and fmt in _HAS_ALPHA
+    if mode == "gray" and has_alpha and fmt not in ("png", "tiff"):
+        mode = "rgb"  # only PNG/TIFF have gray+alpha (written through Pillow, 8-bit)
+    if mode == "gray" and has_alpha:
+        depth = 8  # Pillow writes gray+alpha ("LA") at 8 bits only
+    return replace(info, format=fmt, bit_depth=depth, mode=mode, has_alpha=has_alpha, height=height, width=width)
+
+
+def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> bytes:
+    """Encode float RGB (H×W×3, [0, 1]) and alpha (H×W or None) as `info` says (use `output_info` first)."""
+    import cv2
+
+    fmt = info.format
+    if info.mode == "gray":
+        color = _quantize(luminance(rgb), info.bit_depth)[:, :, None]
+    else:
+        color = _quantize(rgb, info.bit_depth)[:, :, ::-1]  # RGB -> BGR
+    if info.has_alpha and alpha is not None:
+        a = _quantize(alpha, info.bit_depth)[:, :, None]
+        if info.mode == "gray":
+            return _encode_gray_alpha(color[:, :, 0], a[:, :, 0], fmt)
+        arr = np.concatenate([color, a], axis=2)
+    else:
+        arr = color[:, :, 0] if info.mode == "gray" else color
+    arr = np.ascontiguousarray(arr)
+    ext = {"jpeg": ".jpg", "tiff": ".tiff"}.get(fmt, "." + fmt)
+    params: list[int] = []
+    if fmt == "jpeg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    elif fmt == "webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY]
+    try:
+        ok, buf = cv2.imencode(ext, arr, params)
+    except cv2.error as exc:
+        raise ImageError(f"cannot encode {fmt.upper()}: {exc}") from None
+    if not ok:
+        raise ImageError(f"cannot encode {fmt.upper()}")
+    return buf.tobytes()
+
+
+def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(np.stack([gray, alpha], axis=2), "LA")
+    bio = io.BytesIO()
+    im.save(bio, "PNG" if fmt == "png" else "TIFF")
+    return bio.getvalue()
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file in the target folder, then rename it over `path`, so a reader
+    (or an interrupted run) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> ImageInfo:
+    """Write float RGB H×W×3 in [0, 1] (+ alpha H×W) to `path` (format from its suffix), restoring the
+    mode / bit depth / alpha of the input `info` as far as the format allows. Atomic. Returns what was
+    written. Raises ImageError on an unsupported suffix or an encoding / file-system failure."""
+    path = Path(path)
+    fmt = format_of(path)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"{path}: expected an H×W×3 array, got shape {tuple(rgb.shape)}")
+    out_info = output_info(info, fmt, rgb.shape[0], rgb.shape[1])
+    try:
+        data = encode_image(rgb, alpha, out_info)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return out_info

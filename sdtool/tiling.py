@@ -1,0 +1,224 @@
+"""Tiled inference for image-to-image maps with a fixed scale factor (x4 SR, /4 downscaling).
+
+The whole image and the whole output stay on the CPU in float32; only one tile at a time goes to the
+device, so device memory depends on the tile size, not on the image size. Overlapping tiles are blended
+with a smooth (raised-cosine) window, so there are no seams.
+
+Latent noise is drawn once for the whole image by the caller and *cut* per tile: the tile at input
+pixels [y0, y1) gets noise rows [y0 // noise_stride, ...). With tile origins on multiples of
+`align` (a multiple of `noise_stride`), the noise a pixel sees does not depend on the tiling, so tiling
+does not change what a sample looks like, only (slightly) the tile borders, which the blend hides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from sdtool.errors import SdtoolError
+
+TileFn = Callable[[Tensor, Optional[Tensor]], Tensor]
+"""fn(x_tile 1×C×th×tw on the device, noise_tile or None on the device) -> y_tile 1×C'×th'×tw'."""
+
+
+class TileOOMError(SdtoolError):
+    """The device ran out of memory even with the smallest tile."""
+
+
+@dataclass(frozen=True)
+class TiledOutput:
+    """image: 1×C'×H'×W' float32 on the CPU; tile: the tile size that finally worked (0 = untiled);
+    oom_retries: how many times the tile was halved after an out-of-memory error; tiles: tiles run."""
+
+    image: Tensor
+    tile: int
+    oom_retries: int
+    tiles: int
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Origins of tiles of size `tile` covering [0, length), consecutive tiles overlapping by at
+    least `overlap`, every origin a multiple of `align`. The last tile ends at `length` (it may be
+    up to `align - 1` pixels longer than `tile` when `length - tile` is not aligned)."""
+    if tile <= 0 or length <= tile:
+        return [0]
+    stride = max(align, ((tile - overlap) // align) * align)
+    starts = list(range(0, length - tile, stride))
+    last = ((length - tile) // align) * align
+    if last > starts[-1]:
+        starts.append(last)
+    return starts
+
+
+def _ramp(n: int) -> Tensor:
+    """Raised-cosine ramp of n strictly positive values rising towards 1 (float32)."""
+    i = torch.arange(n, dtype=torch.float32)
+    return torch.sin(0.5 * math.pi * (i + 0.5) / n) ** 2
+
+
+def blend_window(length: int, ramp: int, at_start: bool, at_end: bool) -> Tensor:
+    """1-D blending weights (length,) for a tile: ramps up over `ramp` pixels unless the tile touches
+    the image start, down over `ramp` pixels unless it touches the image end; 1 in between. All
+    weights are > 0, so every output pixel covered by a tile gets a defined value."""
+    w = torch.ones(length, dtype=torch.float32)
+    r = min(ramp, length // 2)
+    if r > 0:
+        if not at_start:
+            w[:r] = torch.minimum(w[:r], _ramp(r))
+        if not at_end:
+            w[length - r:] = torch.minimum(w[length - r:], _ramp(r).flip(0))
+    return w
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for a device out-of-memory error (CUDA's own type, or a RuntimeError saying so)."""
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _scaled(n: int, scale: float) -> int:
+    """Input length -> output length (ceil for downscaling, matching the model's output size)."""
+    return math.ceil(n * scale - 1e-9)
+
+
+def run_tiled(
+    fn: TileFn,
+    x: Tensor,
+    noise: Optional[Tensor],
+    *,
+    scale: float,
+    noise_stride: int = 1,
+    noise_size: Optional[Callable[[int, int], tuple[int, int]]] = None,
+    tile: int = 0,
+    overlap: int = 16,
+    align: int = 1,
+    min_tile: int = 16,
+    device: torch.device | str = "cpu",
+    autocast_dtype: Optional[torch.dtype] = None,
+    on_tile: Optional[Callable[[int, int], None]] = None,
+    on_oom: Optional[Callable[[int], None]] = None,
+) -> TiledOutput:
+    """Run `fn` over `x` tile by tile and blend the results.
+
+    x: float32 1×C×h×w on the CPU, [0, 1]. noise: the global latent noise for the whole image
+    (1×Cn×hn×wn, CPU) or None; a tile at input [y0, y0+th) × [x0, x0+tw) gets
+    noise[..., y0//noise_stride : +nh, x0//noise_stride : +nw] with (nh, nw) = noise_size(th, tw)
+    (default: ceil(th/noise_stride), ceil(tw/noise_stride)). scale: output pixels per input pixel
+    (4 or 0.25). tile: tile side in input pixels (0 = whole image at once), rounded down to a multiple
+    of `align`; overlap: in input pixels. align: tile origins are multiples of it (must be a multiple of
+    noise_stride, and make `align * scale` an integer). On a device out-of-memory error the tile is halved
+    (not below `min_tile`) and the image restarted; `on_oom(new_tile)` is told.
+    on_tile(done, total) is called after each tile.
+    Returns TiledOutput with the 1×C'×ceil(h·scale)×ceil(w·scale) float32 CPU image.
+    """
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"run_tiled expects a 1×C×h×w tensor, got {tuple(x.shape)}")
+    if align % noise_stride != 0:
+        raise ValueError("align must be a multiple of noise_stride so that noise cuts line up")
+    device = torch.device(device)
+    h, w = x.shape[2:]
+    if tile > 0:
+        tile = max(align, (tile // align) * align)
+    retries = 0
+    while True:
+        try:
+            out, n_tiles = _run_once(
+                fn, x, noise, scale, noise_stride, noise_size, tile, overlap, align, device, autocast_dtype, on_tile
+            )
+            return TiledOutput(image=out, tile=tile, oom_retries=retries, tiles=n_tiles)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+            if not is_oom(exc):
+                raise
+            current = tile if tile > 0 else max(h, w)
+            new_tile = max(align, ((current // 2) // align) * align)
+            if current <= min_tile or new_tile >= current:
+                raise TileOOMError(
+                    f"out of device memory even with {current}-pixel tiles; try --device cpu"
+                ) from None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            tile, retries = new_tile, retries + 1
+            if on_oom is not None:
+                on_oom(tile)
+
+
+def _run_once(
+    fn: TileFn,
+    x: Tensor,
+    noise: Optional[Tensor],
+    scale: float,
+    noise_stride: int,
+    noise_size: Optional[Callable[[int, int], tuple[int, int]]],
+    tile: int,
+    overlap: int,
+    align: int,
+    device: torch.device,
+    autocast_dtype: Optional[torch.dtype],
+    on_tile: Optional[Callable[[int, int], None]],
+) -> tuple[Tensor, int]:
+    h, w = x.shape[2:]
+
+    def call(xt: Tensor, nt: Optional[Tensor]) -> Tensor:
+        xt = xt.to(device)
+        nt = nt.to(device) if nt is not None else None
+        with torch.no_grad():
+            if autocast_dtype is not None and device.type == "cuda":
+                with torch.autocast(device_type="cuda", dtype=autocast_dtype):
+                    y = fn(xt, nt)
+            else:
+                y = fn(xt, nt)
+        return y.float().cpu()
+
+    def cut_noise(y0: int, x0: int, th: int, tw: int) -> Optional[Tensor]:
+        if noise is None:
+            return None
+        if noise_size is not None:
+            nh, nw = noise_size(th, tw)
+        else:
+            nh, nw = math.ceil(th / noise_stride), math.ceil(tw / noise_stride)
+        ny, nx = y0 // noise_stride, x0 // noise_stride
+        cut = noise[:, :, ny: ny + nh, nx: nx + nw]
+        if cut.shape[2] != nh or cut.shape[3] != nw:
+            raise ValueError(f"global noise {tuple(noise.shape)} too small for tile at ({y0}, {x0}) size {th}×{tw}")
+        return cut
+
+    if tile <= 0 or (h <= tile and w <= tile):
+        y = call(x, noise)
+        if on_tile is not None:
+            on_tile(1, 1)
+        return y, 1
+
+    overlap = min(overlap, tile // 2)
+    ys = tile_starts(h, tile, overlap, align)
+    xs = tile_starts(w, tile, overlap, align)
+    out_h, out_w = _scaled(h, scale), _scaled(w, scale)
+    ramp = max(1, round(overlap * scale))
+    out: Optional[Tensor] = None
+    weight = torch.zeros(1, 1, out_h, out_w, dtype=torch.float32)
+    total, done = len(ys) * len(xs), 0
+    for iy, y0 in enumerate(ys):
+        y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
+        for ix, x0 in enumerate(xs):
+            x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
+            yt = call(x[:, :, y0:y1, x0:x1], cut_noise(y0, x0, y1 - y0, x1 - x0))
+            oy, ox = round(y0 * scale), round(x0 * scale)
+            th, tw = min(yt.shape[2], out_h - oy), min(yt.shape[3], out_w - ox)
+            if out is None:
+                out = torch.zeros(1, yt.shape[1], out_h, out_w, dtype=torch.float32)
+            wy = blend_window(th, ramp, at_start=y0 == 0, at_end=y1 >= h)
+            wx = blend_window(tw, ramp, at_start=x0 == 0, at_end=x1 >= w)
+            wt = wy[:, None] * wx[None, :]
+            out[:, :, oy: oy + th, ox: ox + tw] += yt[:, :, :th, :tw] * wt
+            weight[:, :, oy: oy + th, ox: ox + tw] += wt
+            done += 1
+            if on_tile is not None:
+                on_tile(done, total)
+    assert out is not None
+    out /= weight.clamp_min(1e-12)
+    return out, total

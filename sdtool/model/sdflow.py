@@ -94,8 +94,8 @@ class SDFlow(nn.Module):
 
     @staticmethod
     def downscale_noise_shape(n: int, h: int, w: int) -> tuple[int, int, int, int]:
-        """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8)."""
-        return (n, DEG_CHANNELS, max(1, math.ceil(h / 8)), max(1, math.ceil(w / 8)))
+        """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8, at least 16)."""
+        return (n, DEG_CHANNELS, max(2, math.ceil(h / 8)), max(2, math.ceil(w / 8)))
 
     # ------------------------------------------------------------ latent-level maps ([-1, 1])
     def hr_latents(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -180,7 +180,8 @@ class SDFlow(nn.Module):
         (`component`, or drawn from `generator`); noise has shape `downscale_noise_shape(N, H, W)`."""
         out_device = y.device
         n, _, h, w = y.shape
-        yp, _, _ = _pad_to(y.to(self.device, torch.float32) * 2 - 1, 8, 8)
+        # At least 16 px so that the degradation latent (HR/8) is 2×2: reflection padding needs 2 px.
+        yp, _, _ = _pad_to(y.to(self.device, torch.float32) * 2 - 1, 8, 16)
         comp = self.draw_components(n, component, generator)
         if noise is None:
             noise = randn(self.downscale_noise_shape(n, h, w), generator, self.device)

@@ -1,0 +1,16 @@
+"""Shared test utilities."""
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def perturb(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module:
+    """Add noise to every parameter and mark ActNorms initialised, so no piece is a trivial identity."""
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    for name, buf in module.named_buffers():
+        if name.endswith("initialized"):
+            buf.fill_(1)
+    return module

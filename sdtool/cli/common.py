@@ -57,3 +57,8 @@ def run_guarded(fn: Callable[[], T]) -> T:
 def not_yet_available(command: str) -> None:
     error_line(f"`sdtool {command}` is not yet available in this version")
     sys.exit(EXIT_USAGE)
+
+Component = Annotated[
+    Optional[int],
+    typer.Option("--component", "-k", min=0, help="Mixture component of the degradation prior. Default: random per image."),
+]

@@ -1,10 +1,74 @@
-"""`sdtool train` (placeholder until implemented)."""
+"""`sdtool train`: train SDFlow (or PDM) on two folders of unpaired LR and HR images."""
 
 from __future__ import annotations
 
-from sdtool.cli.common import not_yet_available
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sdtool.cli.common import Device, run_guarded
 
 
-def train() -> None:
-    """Train SDFlow on unpaired LR and HR folders (not yet available)."""
-    not_yet_available("train")
+def train(
+    lr_dir: Annotated[Path, typer.Option("--lr-dir", help="Folder of real LR images.")],
+    hr_dir: Annotated[Path, typer.Option("--hr-dir", help="Folder of HR images (unpaired by default).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: model.safetensors, state.pt, log.jsonl.")],
+    model: Annotated[str, typer.Option("--model", help="sdflow or pdm.")] = "sdflow",
+    config: Annotated[str, typer.Option("--config", help="Model size: paper, lite or tiny.")] = "lite",
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Total iterations.")] = 1000,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size per process.")] = 8,
+    patch: Annotated[int, typer.Option("--patch", min=16, help="HR crop size (LR crops are a quarter).")] = 96,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of weights and crops.")] = 0,
+    device: Device = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    paired: Annotated[bool, typer.Option("--paired", help="Pair LR/HR by file name and add a content-matching term.")] = False,
+    disjoint: Annotated[bool, typer.Option("--disjoint", help="Use LR and HR images of different scenes only.")] = False,
+    name_filter: Annotated[Optional[str], typer.Option("--name-filter", help="Regex a training file name must contain.")] = None,
+    val_lr: Annotated[Optional[Path], typer.Option("--val-lr", help="Paired validation LR folder.")] = None,
+    val_hr: Annotated[Optional[Path], typer.Option("--val-hr", help="Paired validation HR folder.")] = None,
+    val_filter: Annotated[Optional[str], typer.Option("--val-filter", help="Regex a validation file name must contain.")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", min=0, help="Validate every N iterations (0: at checkpoints).")] = 0,
+    ckpt_every: Annotated[int, typer.Option("--ckpt-every", min=1, help="Checkpoint every N iterations.")] = 250,
+    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Log every N iterations.")] = 10,
+    image_loss_start: Annotated[Optional[int], typer.Option("--image-loss-start", help="Iteration that starts the image-space losses (paper: 50000).")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from these SDFlow weights.")] = None,
+) -> None:
+    """Train SDFlow (or PDM) on unpaired LR and HR images; resumable, multi-GPU with torchrun."""
+    from sdtool.train.run import TrainOptions, train as run_train
+
+    opts = TrainOptions(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out, model=model, config=config, iters=iters,
+                        batch=batch, patch=patch, lr=lr, seed=seed, device=device, resume=resume, paired=paired,
+                        disjoint=disjoint, name_filter=name_filter, val_lr=val_lr, val_hr=val_hr,
+                        val_filter=val_filter, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
+                        image_loss_start=image_loss_start, init=init,
+                        extra={"command": "sdtool train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""})
+    result = run_guarded(lambda: _run_with_progress(opts, iters))
+    typer.echo(f"done: {result.iterations} iterations ({result.skipped} skipped) in {result.seconds:.0f} s; "
+               f"weights: {out / 'model.safetensors'}")
+    if result.validation:
+        typer.echo("validation: " + ", ".join(f"{k}={v:.4f}" for k, v in result.validation.items()))
+
+
+def _run_with_progress(opts, iters: int):
+    from sdtool.train.run import train as run_train
+
+    if not sys.stderr.isatty():
+        return run_train(opts)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as progress:
+        bar = progress.add_task("train", total=iters, info="")
+
+        def on_log(rec: dict) -> None:
+            if rec.get("type") == "train":
+                info = f"loss {rec.get('total', float('nan')):.3f} nll {rec.get('nll_hr', 0):.2f}/{rec.get('nll_lr', 0):.2f} {rec['sec_per_it']:.2f}s/it"
+                progress.update(bar, completed=rec["it"], info=info)
+            elif rec.get("type") == "val":
+                progress.console.print(f"it {rec['it']}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith("val")))
+
+        return run_train(opts, on_log)

@@ -1,0 +1,1 @@
+"""Training: data sampling, tasks (SDFlow, PDM) and the generic runner."""

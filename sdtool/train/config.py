@@ -1,0 +1,69 @@
+"""Training settings and loss weights as plain dataclasses (values from the paper where known)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the SDFlow losses. [reading] = second-hand reading of the paper; [ours] = our choice."""
+
+    nll: float = 1.0  # both NLLs, bits per dimension [ours: normalisation]
+    content: float = 1.0  # low-pass L1 of LR⁻¹(z_c) against the bicubic / input image [ours: weight]
+    content_perceptual: float = 0.05  # α, perceptual term inside the content loss [reading]
+    latent_adv: float = 0.05  # latent domain adversarial loss on z_c [ours]
+    zc_l2: float = 0.05  # β₁, L2 penalty on z_c [reading]
+    deg_l2: float = 0.5  # β₂, ‖z_LR − stopgrad(z_c)‖² keeps degradation small [reading]
+    image_l1: float = 0.5  # image-space losses after warm-up, each direction [reading]
+    image_perceptual: float = 0.5  # [reading]
+    image_gan: float = 0.1  # [reading]
+    image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
+    sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run goes: sizes, optimiser, schedule, bookkeeping."""
+
+    out_dir: Path
+    iters: int = 1000
+    batch: int = 8
+    patch: int = 96  # HR crop size; LR crops are patch // 4 [paper: 192, batch 32]
+    lr: float = 1e-4  # Adam learning rate [reading]
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = 100  # linear learning-rate warm-up iterations
+    lr_min_ratio: float = 0.1  # cosine decay to this fraction of lr at the last iteration
+    grad_clip: float = 10.0  # global gradient-norm clip
+    ema_decay: float = 0.999
+    ckpt_every: int = 250
+    log_every: int = 10
+    val_every: int = 0  # 0: validate only at checkpoints when a validation set is given
+    seed: int = 0
+    amp: bool = True  # bf16 autocast for sub-networks on CUDA; always fp32 on CPU
+    extra: dict = field(default_factory=dict)  # free-form provenance (data, command line)
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return json.dumps(d, sort_keys=True)
+
+
+def lr_at(it: int, s: RunSettings) -> float:
+    """Learning rate at iteration `it` (1-based): linear warm-up, then cosine decay to lr·lr_min_ratio.
+    A pure function of the iteration, so resume needs no scheduler state."""
+    import math
+
+    if it <= s.warmup:
+        return s.lr * it / max(1, s.warmup)
+    t = (it - s.warmup) / max(1, s.iters - s.warmup)
+    t = min(1.0, t)
+    return s.lr * (s.lr_min_ratio + (1 - s.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def weights_from_overrides(base: LossWeights, overrides: Optional[dict] = None) -> LossWeights:
+    return dataclasses.replace(base, **(overrides or {}))

@@ -1,0 +1,68 @@
+"""Loss functions of SDFlow training (see the method doc, "Losses")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LN2 = math.log(2.0)
+
+
+def bits_per_dim(log_prob: Tensor, x: Tensor) -> Tensor:
+    """Mean negative log-likelihood in bits per dimension of images x in [-1, 1] quantised to 8 bits.
+
+    The density is over [-1, 1]; the 8-bit bins are 2/255 wide, hence the log(255/2) offset per dim."""
+    dims = x[0].numel()
+    return (-log_prob / dims + math.log(255.0 / 2.0)).mean() / LN2
+
+
+def dequantize(x01: Tensor, g: torch.Generator) -> Tensor:
+    """[0, 1] 8-bit images → [-1, 1] with uniform noise inside each quantisation bin."""
+    noise = torch.rand(x01.shape, generator=g).to(x01.device)
+    return (x01 * 255.0 + noise) / 256.0 * 2 - 1
+
+
+def _gauss_kernel(sigma: float = 1.0, radius: int = 2) -> Tensor:
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    k = k / k.sum()
+    return k[:, None] * k[None, :]
+
+
+def low_pass(x: Tensor, sigma: float = 1.0) -> Tensor:
+    """Gaussian blur (5×5, σ = 1) per channel with reflection padding: compares content, not noise."""
+    k = _gauss_kernel(sigma).to(x.device, x.dtype)
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k.expand(c, 1, 5, 5), groups=c)
+
+
+def perceptual_distance(perceptual: nn.Module, a: Tensor, b: Tensor, min_size: int = 64) -> Tensor:
+    """Mean perceptual distance of images in [-1, 1]. Crops smaller than `min_size` are enlarged
+    (bilinear) first: AlexNet's stride-4 stem and pooling leave nothing of a 24-pixel LR crop."""
+    side = min(a.shape[-2:])
+    if side < min_size:
+        f = -(-min_size // side)
+        a = F.interpolate(a, scale_factor=f, mode="bilinear", align_corners=False)
+        b = F.interpolate(b, scale_factor=f, mode="bilinear", align_corners=False)
+    return perceptual((a.clamp(-1, 1) + 1) / 2, (b.clamp(-1, 1) + 1) / 2).mean()
+
+
+def content_loss(pred: Tensor, target: Tensor, perceptual: nn.Module | None, alpha: float) -> Tensor:
+    """L1 after low-pass + α·perceptual; images in [-1, 1]."""
+    loss = (low_pass(pred) - low_pass(target)).abs().mean()
+    if perceptual is not None and alpha > 0:
+        loss = loss + alpha * perceptual_distance(perceptual, pred, target)
+    return loss
+
+
+def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Non-saturating discriminator loss (real → 1, fake → 0)."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss(fake_logits: Tensor) -> Tensor:
+    """Non-saturating generator loss: make the discriminator call fakes real."""
+    return F.softplus(-fake_logits).mean()

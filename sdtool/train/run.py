@@ -1,0 +1,107 @@
+"""`train(...)`: everything `sdtool train` does, callable from Python."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from sdtool.errors import UsageError
+from sdtool.train.config import LossWeights, RunSettings
+from sdtool.train.runner import RunResult, Runner
+
+
+@dataclass
+class TrainOptions:
+    lr_dir: Path
+    hr_dir: Path
+    out_dir: Path
+    model: str = "sdflow"  # or "pdm"
+    config: str = "lite"
+    iters: int = 1000
+    batch: int = 8
+    patch: int = 96
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    paired: bool = False
+    disjoint: bool = False
+    name_filter: Optional[str] = None
+    val_lr: Optional[Path] = None
+    val_hr: Optional[Path] = None
+    val_filter: Optional[str] = None
+    val_every: int = 0
+    ckpt_every: int = 250
+    log_every: int = 10
+    image_loss_start: Optional[int] = None
+    init: Optional[Path] = None  # start from these SDFlow weights
+    extra: dict = field(default_factory=dict)
+
+
+def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
+    if o.model == "sdflow":
+        from sdtool.config import get_config
+        from sdtool.model.sdflow import SDFlow
+        from sdtool.train.sdflow_task import SDFlowTask, load_perceptual
+
+        if o.init is not None:
+            from sdtool.api import load_model
+
+            model = load_model(o.init, device=device)
+        else:
+            try:
+                cfg = get_config(o.config)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            torch.manual_seed(o.seed)
+            model = SDFlow(cfg).to(device)
+        weights = LossWeights()
+        if o.image_loss_start is not None:
+            weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)
+        return SDFlowTask(model, weights, lr=o.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=o.seed,
+                          paired=o.paired, amp=settings.amp, perceptual=load_perceptual(device))
+    if o.model == "pdm":
+        try:
+            from sdtool.train.pdm_task import make_pdm_task
+        except ImportError:
+            raise UsageError("--model pdm is not available in this version") from None
+        return make_pdm_task(o, device, settings)
+    raise UsageError(f"unknown --model '{o.model}': choose sdflow or pdm")
+
+
+def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
+    """Train on unpaired LR/HR folders; writes out_dir/model.safetensors (EMA), state.pt, log.jsonl."""
+    from sdtool.api import resolve_device
+    from sdtool.train.data import CropSampler, ImageBank, disjoint_split, list_images
+    from sdtool.train.dist import init_from_env
+
+    if o.patch % 8 or o.patch < 16:
+        raise UsageError(f"--patch {o.patch}: the HR crop must be a multiple of 8 and at least 16")
+    if o.paired and o.disjoint:
+        raise UsageError("--paired and --disjoint contradict each other")
+    device = resolve_device(o.device)
+    rank, world_size = init_from_env(device)
+    settings = RunSettings(out_dir=Path(o.out_dir), iters=o.iters, batch=o.batch, patch=o.patch, lr=o.lr,
+                           seed=o.seed, ckpt_every=o.ckpt_every, log_every=o.log_every, val_every=o.val_every,
+                           warmup=min(100, max(1, o.iters // 10)),
+                           extra={**o.extra, "world_size": world_size, "config": o.config, "model": o.model})
+    lr_files, hr_files = list_images(o.lr_dir, o.name_filter), list_images(o.hr_dir, o.name_filter)
+    if o.disjoint:
+        lr_files, hr_files = disjoint_split(lr_files, hr_files)
+    lr_patch = o.patch // 4
+    sampler = CropSampler(ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch), o.batch, lr_patch,
+                          seed=o.seed, rank=rank, paired=o.paired)
+    task = _build_task(o, device, settings)
+    validator = None
+    if (o.val_lr is None) != (o.val_hr is None):
+        raise UsageError("--val-lr and --val-hr go together")
+    if o.val_lr is not None and rank == 0:
+        from sdtool.train.validate import load_pairs, make_validator
+
+        validator = make_validator(load_pairs(o.val_lr, o.val_hr, name_filter=o.val_filter))
+    runner = Runner(task, sampler, settings, validator if o.model == "sdflow" else None, on_log)
+    return runner.run(resume=o.resume)

@@ -1,0 +1,172 @@
+"""The generic training loop: schedule, EMA, NaN guard, atomic checkpoints, exact resume, logs, validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from sdtool.errors import UsageError
+from sdtool.train.config import RunSettings, lr_at
+from sdtool.train.dist import barrier, broadcast_module, world
+from sdtool.train.task import NonFiniteLoss, TrainTask
+
+MODEL_FILE = "model.safetensors"  # EMA weights: what upscale/downscale load
+STATE_FILE = "state.pt"  # everything else needed to resume exactly
+LOG_FILE = "log.jsonl"
+
+Sampler = Callable[[int], tuple[Tensor, Tensor]]
+Validator = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class RunResult:
+    iterations: int
+    skipped: int
+    seconds: float
+    last: dict[str, float]
+    validation: dict[str, float]
+
+
+class EMA:
+    """Exponential moving average of a model's parameters; buffers (ActNorm flags …) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Runner:
+    """Drives a TrainTask. Rank 0 writes `model.safetensors` (EMA), `state.pt` and `log.jsonl` in out_dir."""
+
+    def __init__(self, task: TrainTask, sampler: Sampler, settings: RunSettings,
+                 validator: Optional[Validator] = None, on_log: Optional[Callable[[dict], None]] = None):
+        self.task, self.sampler, self.s = task, sampler, settings
+        self.validator, self.on_log = validator, on_log
+        self.out = Path(settings.out_dir)
+        self.rank, self.world_size = world()
+        for module in task.modules().values():
+            broadcast_module(module)
+        self.ema = EMA(task.model, settings.ema_decay)
+        self.it = 0
+        self.skipped = 0
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "it": self.it,
+            "skipped": self.skipped,
+            "kind": self.task.kind,
+            "modules": {k: m.state_dict() for k, m in self.task.modules().items()},
+            "ema": self.ema.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.task.optimizers().items()},
+            "settings": self.s.to_json(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != self.task.kind:
+            raise UsageError(f"{self.out / STATE_FILE}: a '{state.get('kind')}' run cannot resume as '{self.task.kind}'")
+        for k, m in self.task.modules().items():
+            m.load_state_dict(state["modules"][k])
+        self.ema.model.load_state_dict(state["ema"])
+        for k, o in self.task.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        self.it, self.skipped = int(state["it"]), int(state["skipped"])
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        from sdtool.checkpoint import FORMAT, FORMAT_VERSION, atomic_save_tensors
+
+        meta = {"format": FORMAT if self.task.kind == "sdflow" else f"sdtool-{self.task.kind}",
+                "format_version": FORMAT_VERSION,
+                "provenance": json.dumps({"iterations": self.it, "run": self.s.extra}, sort_keys=True),
+                **self.task.export_metadata()}
+        atomic_save_tensors(dict(self.ema.model.state_dict()), self.out / MODEL_FILE, meta)
+        _atomic_torch_save(self.state_dict(), self.out / STATE_FILE)
+
+    def resume(self) -> bool:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            return False
+        self.load_state_dict(torch.load(path, map_location=self.task.model.device, weights_only=True))
+        return True
+
+    # ---------------------------------------------------------------- loop
+    def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        with open(self.out / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.on_log:
+            self.on_log(record)
+
+    def validate(self) -> dict[str, float]:
+        if self.validator is None or self.rank != 0:
+            return {}
+        metrics = self.validator(self.ema.model)
+        self._log({"type": "val", "it": self.it, **metrics})
+        return metrics
+
+    def run(self, resume: bool = False) -> RunResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if (self.out / STATE_FILE).exists() and not resume:
+            raise UsageError(f"{self.out}: holds a training run already; pass --resume or choose another --out")
+        if resume:
+            self.resume()
+        if self.rank == 0 and not (self.out / "settings.json").exists():
+            (self.out / "settings.json").write_text(self.s.to_json())
+        t0, last, val = time.time(), {}, {}
+        while self.it < self.s.iters:
+            it = self.it + 1
+            for opt in self.task.optimizers().values():
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(it, self.s)
+            lr_batch, hr_batch = self.sampler(it)
+            t_step = time.time()
+            try:
+                last = self.task.train_step(lr_batch, hr_batch, it)
+                self.ema.update(self.task.model)
+            except NonFiniteLoss as exc:
+                self.skipped += 1
+                self._log({"type": "skip", "it": it, "reason": str(exc)})
+            self.it = it
+            if it % self.s.log_every == 0 or it == self.s.iters:
+                self._log({"type": "train", "it": it, "lr": lr_at(it, self.s), "sec_per_it": time.time() - t_step,
+                           "skipped": self.skipped, **last})
+            if it % self.s.ckpt_every == 0 or it == self.s.iters:
+                if self.s.val_every == 0:
+                    val = self.validate() or val
+                self.save()
+                barrier()
+            if self.s.val_every and it % self.s.val_every == 0:
+                val = self.validate() or val
+        return RunResult(self.it, self.skipped, time.time() - t0, last, val)

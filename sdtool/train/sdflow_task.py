@@ -1,0 +1,146 @@
+"""Training SDFlow on unpaired LR and HR crops: the losses of the method doc, two optimisers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from sdtool.model.sdflow import SDFlow
+from sdtool.nets.discriminator import PatchDiscriminator
+from sdtool.resize import imresize
+from sdtool.train import losses as L
+from sdtool.train.config import LossWeights
+from sdtool.train.dist import average_gradients
+from sdtool.train.task import NonFiniteLoss
+
+
+def load_perceptual(device: torch.device) -> Optional[nn.Module]:
+    """LPIPS-alex (offline weights in weights/) as the perceptual loss; None when unavailable."""
+    try:
+        from sdtool.metrics.lpips import get_lpips
+
+        return get_lpips(device)
+    except Exception:  # missing weights: train without the perceptual terms, said in the log
+        return None
+
+
+class SDFlowTask:
+    """Losses (1) NLL of both domains, (2) content, (3) latent domain adversarial + β₁, β₂ penalties,
+    (4) after `image_loss_start`, image-space L1 + perceptual + GAN on generated SR and LR images."""
+
+    kind = "sdflow"
+
+    def __init__(
+        self, model: SDFlow, weights: LossWeights = LossWeights(), lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999), grad_clip: float = 10.0, seed: int = 0,
+        paired: bool = False, amp: bool = True, perceptual: Optional[nn.Module] = None,
+    ):
+        self.model = model
+        self.w = weights
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.paired = paired
+        device = model.device
+        self.amp = amp and device.type == "cuda"
+        self.perceptual = perceptual
+        self.d_latent = PatchDiscriminator(3, 64, n_down=1).to(device)
+        self.d_hr = PatchDiscriminator(3, 64, n_down=3).to(device)
+        self.d_lr = PatchDiscriminator(3, 64, n_down=2).to(device)
+        d_params = [p for d in (self.d_latent, self.d_hr, self.d_lr) for p in d.parameters()]
+        self.opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(d_params, lr=lr, betas=(0.5, 0.999))
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "d_latent": self.d_latent, "d_hr": self.d_hr, "d_lr": self.d_lr}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": self.opt_g, "d": self.opt_d}
+
+    def export_metadata(self) -> dict[str, str]:
+        return {"config": self.model.config.to_json(), "loss_weights": json.dumps(self.w.__dict__, sort_keys=True)}
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    def image_phase(self, it: int) -> bool:
+        return it > self.w.image_loss_start
+
+    def train_step(self, lr: Tensor, hr: Tensor, it: int) -> dict[str, float]:
+        m, w = self.model, self.w
+        device = m.device
+        g = torch.Generator().manual_seed(hash(("sdflow", self.seed, it)) & 0x7FFF_FFFF_FFFF)
+        x = L.dequantize(lr.to(device), g)
+        y = L.dequantize(hr.to(device), g)
+        m.train()
+        logs: dict[str, float] = {}
+        with self._autocast():
+            logp_hr, zc_hr = m.hr_log_prob(y)
+            logp_lr, parts = m.lr_log_prob(x)
+            zc_lr = parts["z_c"]
+            nll_hr, nll_lr = L.bits_per_dim(logp_hr, y), L.bits_per_dim(logp_lr, x)
+            y_bic = imresize(y, 0.25)
+            content = L.content_loss(m.lr_from_content(zc_hr), y_bic, self.perceptual, w.content_perceptual)
+            content = content + L.content_loss(m.lr_from_content(zc_lr), x, self.perceptual, w.content_perceptual)
+            if self.paired:  # pairs let the two content latents be matched directly
+                content = content + (zc_lr - zc_hr).abs().mean()
+            # Both domains try to make their content indistinguishable (flipped labels).
+            adv = L.g_loss(-self.d_latent(zc_hr)) + L.g_loss(self.d_latent(zc_lr))
+            zc_l2 = zc_hr.pow(2).mean() + zc_lr.pow(2).mean()
+            deg_l2 = (parts["z_lr"] - zc_lr.detach()).pow(2).mean()
+            total = (w.nll * (nll_hr + nll_lr) + w.content * content + w.latent_adv * adv
+                     + w.zc_l2 * zc_l2 + w.deg_l2 * deg_l2)
+            fakes = {}
+            if self.image_phase(it):
+                img_loss, fakes = self._image_losses(x, y, y_bic, zc_lr, zc_hr, g)
+                total = total + img_loss
+                logs["image"] = float(img_loss.detach())
+        logs.update(nll_hr=float(nll_hr.detach()), nll_lr=float(nll_lr.detach()), content=float(content.detach()),
+                    latent_adv=float(adv.detach()), zc_l2=float(zc_l2.detach()), deg_l2=float(deg_l2.detach()),
+                    total=float(total.detach()))
+        if not torch.isfinite(total):
+            raise NonFiniteLoss(f"non-finite loss at iteration {it}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+        self._step(self.opt_g, total, list(m.parameters()))
+        logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
+        return logs
+
+    def _image_losses(self, x, y, y_bic, zc_lr, zc_hr, g) -> tuple[Tensor, dict[str, Tensor]]:
+        m, w, tau = self.model, self.w, self.w.sample_temperature
+        n, _, h, wd = x.shape
+        z_hp = tau * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(x.device)
+        sr = m.sr_from_content(zc_lr, z_hp)
+        comp = torch.randint(m.n_components, (n,), generator=g).to(x.device)
+        z_dp = m.deg_prior.sample(torch.randn(m.downscale_noise_shape(n, *y.shape[2:]), generator=g).to(x.device), tau, comp)
+        ds = m.lr_from_content(zc_hr, z_dp)
+        # SR must stay consistent with its LR content; downscaled images with the HR content.
+        loss = w.image_l1 * (L.low_pass(imresize(sr, 0.25)) - L.low_pass(x)).abs().mean()
+        loss = loss + w.image_l1 * (L.low_pass(ds) - L.low_pass(y_bic)).abs().mean()
+        if self.perceptual is not None:
+            loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, imresize(sr, 0.25), x)
+            loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, ds, y_bic)
+        loss = loss + w.image_gan * (L.g_loss(self.d_hr(sr)) + L.g_loss(self.d_lr(ds)))
+        return loss, {"sr": sr.detach(), "ds": ds.detach()}
+
+    def _discriminator_step(self, zc_hr, zc_lr, x, y, fakes) -> float:
+        with self._autocast():
+            loss = L.d_loss(self.d_latent(zc_hr), self.d_latent(zc_lr))
+            if fakes:
+                loss = loss + L.d_loss(self.d_hr(y), self.d_hr(fakes["sr"])) + L.d_loss(self.d_lr(x), self.d_lr(fakes["ds"]))
+        if not torch.isfinite(loss):
+            return float("nan")  # a bad discriminator batch is skipped on its own
+        params = [p for d in (self.d_latent, self.d_hr, self.d_lr) for p in d.parameters()]
+        self._step(self.opt_d, loss, params)
+        return float(loss.detach())
+
+    def _step(self, opt: torch.optim.Optimizer, loss: Tensor, params: list[nn.Parameter]) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(params)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if not torch.isfinite(norm):
+            opt.zero_grad(set_to_none=True)
+            raise NonFiniteLoss("non-finite gradient norm")
+        opt.step()

@@ -1,0 +1,64 @@
+"""Validation on a paired folder during training: SR PSNR/LPIPS and downscaling LPIPS against real LR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from sdtool.errors import DatasetError
+
+
+def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optional[str] = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs by identical file name (never by position): (name, lr H×W×3 float, hr 4H×4W×3 float)."""
+    from sdtool.imageio import read_image
+    from sdtool.train.data import list_images
+
+    hr_by_name = {p.name: p for p in list_images(hr_dir, name_filter)}
+    pairs = []
+    for lr_path in list_images(lr_dir, name_filter):
+        if lr_path.name not in hr_by_name:
+            continue
+        lr = read_image(lr_path).rgb
+        hr = read_image(hr_by_name[lr_path.name]).rgb
+        if hr.shape[:2] != (lr.shape[0] * 4, lr.shape[1] * 4):
+            raise DatasetError(f"{hr_by_name[lr_path.name]}: size {hr.shape[:2]} is not 4× its LR image {lr.shape[:2]}")
+        pairs.append((lr_path.name, lr, hr))
+        if len(pairs) >= limit:
+            break
+    if not pairs:
+        raise DatasetError(f"{lr_dir} and {hr_dir}: no file name appears in both folders")
+    return pairs
+
+
+def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
+    """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
+    images against the real LR images (with the bicubic LR for comparison)."""
+    from sdtool.metrics import psnr
+    from sdtool.metrics.lpips import lpips_distance
+    from sdtool.resize import imresize
+
+    def to_t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+
+    def to_u8(t: torch.Tensor) -> np.ndarray:
+        return (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round()
+
+    bicubic_lpips = float(np.mean([lpips_distance(imresize(to_t(hr), 0.25).clamp(0, 1), to_t(lr)).item() for _, lr, hr in pairs]))
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        psnrs, lp_sr, lp_ds = [], [], []
+        for i, (_, lr, hr) in enumerate(pairs):
+            g = torch.Generator().manual_seed(seed + i)
+            sr = model.upscale(to_t(lr), temperature=temperature, generator=g).cpu()
+            psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
+            lp_sr.append(lpips_distance(sr, to_t(hr)).item())
+            ds = model.downscale(to_t(hr), temperature=temperature, generator=g).cpu()
+            lp_ds.append(lpips_distance(ds, to_t(lr)).item())
+        return {"val_psnr_rgb": float(np.mean(psnrs)), "val_lpips": float(np.mean(lp_sr)),
+                "val_ds_lpips": float(np.mean(lp_ds)), "val_bicubic_ds_lpips": bicubic_lpips}
+
+    return validate

@@ -243,8 +243,12 @@ def enable_mixed_precision(model: Any, dtype: Any) -> int:
         return 0
     safe = (ConditionNet, SqueezedConditionNet, ContentExtractor)
     wrapped = 0
-    for module in model.modules():
-        if not isinstance(module, safe) or getattr(module, "_sdtool_autocast", False):
+    outer: list[str] = []  # wrap the outermost safe module only (a SqueezedConditionNet holds a ConditionNet)
+    for name, module in model.named_modules():
+        if not isinstance(module, safe) or any(name.startswith(o + ".") for o in outer):
+            continue
+        outer.append(name)
+        if getattr(module, "_sdtool_autocast", False):
             continue
         inner = module.forward
         device_type = next(module.parameters()).device.type

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Speed and memory of `sdtool upscale` / `sdtool downscale` inference on the CPU (a benchmark, not a test).
+
+For each model size (lite, paper), task, input size and tiling setting it runs the same code path as the CLI
+(`sdtool.tiling.run_tiled` over the model, with one global noise tensor) in a *fresh child process*, so that
+each figure gets its own peak RSS (resource.getrusage ru_maxrss, which can only grow within a process).
+Weights are random (speed and memory do not depend on their values); image I/O is not timed.
+
+Prints one line per configuration: output megapixels per second, seconds, peak RSS of the child, and the
+growth of the peak over the baseline (model built + a small warm-up call), which is the part that depends on
+the image and the tile.
+
+    python scripts/bench_speed.py                       # lite and paper, a few sizes, tiled and untiled
+    python scripts/bench_speed.py --presets lite --task upscale --sizes 64 128 --tile 32
+    python scripts/bench_speed.py --threads 2
+
+Example (CLI peak RSS of a whole run): /usr/bin/time -v sdtool downscale in.png out.png --tile 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+DEFAULT_SIZES = {"upscale": [32, 64, 96], "downscale": [128, 256, 512]}
+DEFAULT_TILES = {"upscale": 32, "downscale": 128}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_one(preset: str, task: str, size: int, tile: int, overlap: int, threads: int) -> dict[str, float]:
+    """Build the model, warm it up, then time one image of size×size input pixels (in this process)."""
+    import torch
+
+    from sdtool.config import PRESETS
+    from sdtool.model.sdflow import SDFlow
+    from sdtool.tiling import run_tiled
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = SDFlow(PRESETS[preset]).eval()
+    g = torch.Generator().manual_seed(0)
+    if task == "upscale":
+        model.upscale(torch.rand(1, 3, 8, 8, generator=g), noise=torch.randn(model.upscale_noise_shape(1, 8, 8)))
+        shape = model.upscale_noise_shape(1, size, size)
+        kw = dict(scale=4.0, noise_stride=1, align=1,
+                  noise_size=lambda h, w: tuple(model.upscale_noise_shape(1, h, w)[2:]))
+
+        def fn(x, n):
+            return model.upscale(x, temperature=0.8, noise=n)
+    else:
+        model.downscale(torch.rand(1, 3, 32, 32, generator=g), component=0,
+                        noise=torch.randn(model.downscale_noise_shape(1, 32, 32)))
+        shape = model.downscale_noise_shape(1, size, size)
+        kw = dict(scale=0.25, noise_stride=8, align=8,
+                  noise_size=lambda h, w: tuple(model.downscale_noise_shape(1, h, w)[2:]))
+
+        def fn(x, n):
+            return model.downscale(x, temperature=0.8, component=0, noise=n)
+
+    base = _rss_mb()
+    x = torch.rand(1, 3, size, size, generator=g)
+    noise = torch.randn(shape, generator=g)
+    t0 = time.perf_counter()
+    out = run_tiled(fn, x, noise, tile=tile, overlap=overlap, device="cpu", **kw)
+    seconds = time.perf_counter() - t0
+    out_px = out.image.shape[2] * out.image.shape[3]
+    return {"seconds": seconds, "out_mp": out_px / 1e6, "mp_per_s": out_px / 1e6 / seconds,
+            "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "tiles": out.tiles}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["lite", "paper"])
+    ap.add_argument("--task", choices=["upscale", "downscale", "both"], default="both")
+    ap.add_argument("--sizes", nargs="+", type=int, help="input sides in pixels (default per task)")
+    ap.add_argument("--tile", type=int, help="tile side in input pixels for the tiled runs (default 32 / 128)")
+    ap.add_argument("--overlap", type=int, help="tile overlap in input pixels (default 8 / 32)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--one", nargs=6, metavar=("PRESET", "TASK", "SIZE", "TILE", "OVERLAP", "THREADS"),
+                    help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args()
+    if args.one:
+        p, t, s, tl, ov, th = args.one
+        print(json.dumps(run_one(p, t, int(s), int(tl), int(ov), int(th))))
+        return
+
+    tasks = ["upscale", "downscale"] if args.task == "both" else [args.task]
+    print(f"{'model':6} {'task':9} {'input':>9} {'tile':>5} {'tiles':>5} {'out MP':>7} {'s':>7} "
+          f"{'MP/s':>7} {'peakRSS MB':>10} {'+over base':>10}")
+    for preset in args.presets:
+        for task in tasks:
+            tile_size = args.tile or DEFAULT_TILES[task]
+            overlap = args.overlap if args.overlap is not None else (8 if task == "upscale" else 32)
+            for size in args.sizes or DEFAULT_SIZES[task]:
+                for tile in (0, tile_size):
+                    if tile and tile >= size:
+                        continue
+                    cmd = [sys.executable, __file__, "--one", preset, task, str(size), str(tile), str(overlap),
+                           str(args.threads)]
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        print(f"{preset:6} {task:9} {size:>4}x{size:<4} failed: {proc.stderr.strip()[-300:]}")
+                        continue
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    print(f"{preset:6} {task:9} {size:>4}x{size:<4} {tile or 'off':>5} {r['tiles']:>5} "
+                          f"{r['out_mp']:>7.3f} {r['seconds']:>7.2f} {r['mp_per_s']:>7.3f} "
+                          f"{r['peak_rss_mb']:>10.0f} {r['peak_rss_mb'] - r['baseline_rss_mb']:>10.0f}",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,7 +47,11 @@ def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[
     def to_u8(t: torch.Tensor) -> np.ndarray:
         return (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round()
 
-    bicubic_lpips = float(np.mean([lpips_distance(imresize(to_t(hr), 0.25).clamp(0, 1), to_t(lr)).item() for _, lr, hr in pairs]))
+    def lr_lpips(a: torch.Tensor, b: torch.Tensor) -> float:
+        # AlexNet's stem leaves nothing of images under 32 px: no LR LPIPS for such tiny pairs.
+        return lpips_distance(a, b).item() if min(a.shape[-2:]) >= 32 else float("nan")
+
+    bicubic_lpips = float(np.mean([lr_lpips(imresize(to_t(hr), 0.25).clamp(0, 1), to_t(lr)) for _, lr, hr in pairs]))
 
     def validate(model: nn.Module) -> dict[str, float]:
         psnrs, lp_sr, lp_ds = [], [], []
@@ -57,7 +61,7 @@ def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[
             psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
             lp_sr.append(lpips_distance(sr, to_t(hr)).item())
             ds = model.downscale(to_t(hr), temperature=temperature, generator=g).cpu()
-            lp_ds.append(lpips_distance(ds, to_t(lr)).item())
+            lp_ds.append(lr_lpips(ds, to_t(lr)))
         return {"val_psnr_rgb": float(np.mean(psnrs)), "val_lpips": float(np.mean(lp_sr)),
                 "val_ds_lpips": float(np.mean(lp_ds)), "val_bicubic_ds_lpips": bicubic_lpips}
 

@@ -1,0 +1,154 @@
+"""Training: the loss goes down, kill + resume is exact, NaN batches are skipped, torchrun with 2 processes works."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sdtool.train.run import TrainOptions, train
+
+
+def _make_folders(root: Path, n: int = 3, lr_size: int = 16) -> tuple[Path, Path]:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    lr_dir, hr_dir = root / "lr", root / "hr"
+    lr_dir.mkdir(parents=True)
+    hr_dir.mkdir(parents=True)
+    yy, xx = np.mgrid[0:4 * lr_size, 0:4 * lr_size]
+    for i in range(n):
+        # smooth structured HR images and blurry, noisy LR images of other scenes
+        hr = np.stack([np.sin(xx / (5 + i) + c) * np.cos(yy / (7 + c)) for c in range(3)], -1) * 100 + 128
+        cv2.imwrite(str(hr_dir / f"s{i}.png"), hr.clip(0, 255).astype(np.uint8))
+        lr = cv2.resize(hr, (lr_size, lr_size), interpolation=cv2.INTER_AREA) + rng.normal(0, 8, (lr_size, lr_size, 3))
+        cv2.imwrite(str(lr_dir / f"s{i}.png"), lr.clip(0, 255).astype(np.uint8))
+    return lr_dir, hr_dir
+
+
+def _opts(tmp_path, lr_dir, hr_dir, **kw):
+    base = dict(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=tmp_path / "run", config="tiny", iters=6, batch=2, patch=32,
+                lr=1e-3, device="cpu", ckpt_every=3, log_every=1, image_loss_start=3)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_goes_down(tmp_path):
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    train(_opts(tmp_path, lr_dir, hr_dir, iters=40, ckpt_every=40, image_loss_start=10_000))
+    recs = [r for r in _log(tmp_path / "run") if r["type"] == "train"]
+    first = np.mean([r["nll_hr"] + r["nll_lr"] for r in recs[:5]])
+    last = np.mean([r["nll_hr"] + r["nll_lr"] for r in recs[-5:]])
+    assert last < first - 0.5, (first, last)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_kill_and_resume_is_exact(tmp_path):
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "straight"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(rec):
+        if rec.get("type") == "train" and rec["it"] == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "killed"), on_log=kill_at_4)
+    state = torch.load(tmp_path / "killed" / "state.pt", weights_only=True)
+    assert state["it"] == 3
+    # without --resume the run folder is protected
+    from sdtool.errors import UsageError
+
+    with pytest.raises(UsageError, match="--resume"):
+        train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "killed"))
+    train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "killed", resume=True))
+    a = _weights(tmp_path / "straight" / "model.safetensors")
+    b = _weights(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    sb = torch.load(tmp_path / "killed" / "state.pt", weights_only=True)
+    for name in sa["modules"]:
+        assert all(torch.equal(sa["modules"][name][k], sb["modules"][name][k]) for k in sa["modules"][name])
+
+
+def test_nan_batch_is_skipped(tmp_path):
+    from sdtool.config import PRESETS
+    from sdtool.model.sdflow import SDFlow
+    from sdtool.train.config import LossWeights, RunSettings
+    from sdtool.train.runner import Runner
+    from sdtool.train.sdflow_task import SDFlowTask
+
+    torch.manual_seed(0)
+    task = SDFlowTask(SDFlow(PRESETS["tiny"]), LossWeights(), lr=1e-3)
+
+    def sampler(it):
+        g = torch.Generator().manual_seed(it)
+        lr, hr = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+        if it == 2:
+            lr[0, 0, 0, 0] = float("nan")
+        return lr, hr
+
+    snapshots = {}
+
+    def on_log(rec):
+        snapshots[rec["it"]] = {k: v.clone() for k, v in task.model.state_dict().items()}
+
+    runner = Runner(task, sampler, RunSettings(out_dir=tmp_path / "nan", iters=3, ckpt_every=3, log_every=1), on_log=on_log)
+    result = runner.run()
+    assert result.skipped == 1
+    skips = [r for r in _log(tmp_path / "nan") if r["type"] == "skip"]
+    assert len(skips) == 1 and skips[0]["it"] == 2 and "non-finite" in skips[0]["reason"]
+    # the skipped step changed no weight; the others did
+    s1, s2, s3 = snapshots[1], snapshots[2], snapshots[3]
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert any(not torch.equal(s2[k], s3[k]) for k in s2)
+    assert all(torch.isfinite(v.float()).all() for v in s3.values())
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "sdtool", "train", "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir), "--out", str(out),
+           "--config", "tiny", "--iters", "3", "--batch", "1", "--patch", "32", "--device", "cpu", "--ckpt-every", "3"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "settings.json").read_text())["extra"]["world_size"] == 2
+
+
+def test_cli_train_and_use_weights(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdtool import load_model
+    from sdtool.cli.app import app
+
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["train", "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir), "--out", str(out),
+                                   "--config", "tiny", "--iters", "2", "--batch", "1", "--patch", "32",
+                                   "--device", "cpu", "--val-lr", str(lr_dir), "--val-hr", str(hr_dir)])
+    assert res.exit_code == 0, res.output
+    assert "validation: val_psnr_rgb=" in res.output
+    m = load_model(out / "model.safetensors", device="cpu")
+    assert m.upscale(torch.rand(1, 3, 8, 8), 0.8).shape == (1, 3, 32, 32)
+    res = CliRunner().invoke(app, ["train", "--lr-dir", str(tmp_path / "nope"), "--hr-dir", str(hr_dir), "--out", str(out / "x")])
+    assert res.exit_code != 0 and "nope: not a folder" in res.output

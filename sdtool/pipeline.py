@@ -298,7 +298,6 @@ class _Settings:
     tile: Optional[int]
     overlap: int
     skip_existing: bool
-    autocast_dtype: Any
 
 
 def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
@@ -443,7 +442,7 @@ def process_images(
     emit(ProgressEvent("start", total=len(jobs)))
 
     model_checked = False
-    settings = _Settings(task, samples, temperature, seed, component, tile, overlap, skip_existing, None)
+    settings = _Settings(task, samples, temperature, seed, component, tile, overlap, skip_existing)
     for index, job in enumerate(jobs):
         emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=samples))
         if skip_existing and all(p.exists() for p in job.outputs):

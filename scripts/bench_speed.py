@@ -92,8 +92,8 @@ def main() -> None:
         return
 
     tasks = ["upscale", "downscale"] if args.task == "both" else [args.task]
-    print(f"{'model':6} {'task':9} {'input':>9} {'tile':>5} {'tiles':>5} {'out MP':>7} {'s':>7} "
-          f"{'MP/s':>7} {'peakRSS MB':>10} {'+over base':>10}")
+    print(f"{'model':6} {'task':9} {'input':>9} {'tile':>5} {'tiles':>5} {'out MP':>8} {'s':>8} "
+          f"{'out MP/s':>9} {'peakRSS MB':>10} {'+over base':>10}")
     for preset in args.presets:
         for task in tasks:
             tile_size = args.tile or DEFAULT_TILES[task]
@@ -110,7 +110,7 @@ def main() -> None:
                         continue
                     r = json.loads(proc.stdout.strip().splitlines()[-1])
                     print(f"{preset:6} {task:9} {size:>4}x{size:<4} {tile or 'off':>5} {r['tiles']:>5} "
-                          f"{r['out_mp']:>7.3f} {r['seconds']:>7.2f} {r['mp_per_s']:>7.3f} "
+                          f"{r['out_mp']:>8.4f} {r['seconds']:>8.2f} {r['mp_per_s']:>9.2e} "
                           f"{r['peak_rss_mb']:>10.0f} {r['peak_rss_mb'] - r['baseline_rss_mb']:>10.0f}",
                           flush=True)
 

@@ -369,8 +369,13 @@ def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int]
             on_tile=lambda done, total, _k=k: step(_k + done / total, steps_total),
         )
         tile = res.tile  # keep a halved tile for the next samples
-        y = res.image[0, :, :out_h, :out_w].clamp(0, 1).permute(1, 2, 0).numpy()
-        write_image(out_path, np.ascontiguousarray(y), alpha_out, img.info)
+        # One H×W×3 copy only (the accumulator is freed first): whole-image buffers dominate host memory.
+        y_t = res.image[0, :, :out_h, :out_w].clamp_(0, 1)
+        del res
+        y = y_t.permute(1, 2, 0).contiguous().numpy()
+        del y_t
+        write_image(out_path, y, alpha_out, img.info)
+        del y
         step(k + 1, steps_total)
     return notes
 

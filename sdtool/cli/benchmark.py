@@ -1,10 +1,155 @@
-"""`sdtool benchmark` (placeholder until implemented)."""
+"""`sdtool benchmark`: SR and downscaling metrics on DRealSR / RealSR / a folder of x4 pairs.
+
+Parses options, calls `sdtool.benchmark.run_benchmark`, shows a progress bar (terminal only), prints a rich
+table of mean metrics and writes the JSON report and the CSV beside it.
+"""
 
 from __future__ import annotations
 
-from sdtool.cli.common import not_yet_available
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from sdtool.cli.common import Device, Seed, run_guarded
+
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        "--dataset", "-d",
+        help="drealsr, realsr, or a folder of x4 pairs (test_HR/ + test_LR/ with matching names, or the original "
+        "RealSR / DRealSR layouts).",
+        show_default=False,
+    ),
+]
+DataRoot = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-root",
+        help="Folder holding the named dataset (or its <name>/ subfolder). Default: $SDTOOL_DATA/<name>, else ./data/<name>.",
+    ),
+]
+SplitOpt = Annotated[
+    str,
+    typer.Option("--split", help="all; or for RealSR names (Canon/Nikon_NNN): val (NNN 041-050) or train (001-040)."),
+]
+WeightsMulti = Annotated[
+    Optional[list[Path]],
+    typer.Option("--weights", "-w", help="SDFlow checkpoint; repeat for several side by side. Default: the shipped model."),
+]
+MethodMulti = Annotated[
+    Optional[list[str]], typer.Option("--method", "-m", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable.")
+]
+TemperatureMulti = Annotated[
+    Optional[list[float]],
+    typer.Option("--temperature", "-t", help="Sampling temperature; repeat to benchmark several. Default 0.8."),
+]
+SamplesOpt = Annotated[
+    int, typer.Option("--samples", "-n", min=1, help="SR samples per image; > 1 adds best-of-N LPIPS and diversity.")
+]
+OutOpt = Annotated[
+    Optional[Path],
+    typer.Option("--out", "-o", help="JSON report path; the CSV is written beside it. Default: ./benchmark-<dataset>.json."),
+]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N pairs (by name).")]
+NoModel = Annotated[
+    bool, typer.Option("--no-model", help="Benchmark only the --method baselines (no default SDFlow model).")
+]
+NoDown = Annotated[bool, typer.Option("--no-downscale", help="Skip the downscaling metrics.")]
+
+_COLUMNS = [
+    ("psnr_rgb", "PSNR", 2), ("psnr_y", "PSNR-Y", 2), ("ssim_rgb", "SSIM", 4), ("ssim_y", "SSIM-Y", 4),
+    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("lpips_best", "LPIPS best", 4),
+    ("diversity", "Div.", 2), ("down_psnr_real", "↓PSNR real", 2), ("down_lpips_real", "↓LPIPS real", 4),
+    ("down_psnr_bicubic", "↓PSNR bic", 2), ("down_lpips_bicubic", "↓LPIPS bic", 4),
+]
 
 
-def benchmark() -> None:
-    """Measure SR and downscaling quality on paired datasets (not yet available)."""
-    not_yet_available("benchmark")
+def _fmt(v: Any, digits: int) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _render(report: dict[str, Any], json_path: Path, csv_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = report["settings"]
+    table = Table(title=f"{s['dataset']}: {s['pairs']} pairs, x4 ({s['root']})")
+    cols = [c for c in _COLUMNS if any(c[0] in m for m in report["summary"].values())]
+    table.add_column("method", style="bold")
+    for _, title, _d in cols:
+        table.add_column(title, justify="right")
+    table.add_column("time s", justify="right")
+    for name, summary in report["summary"].items():
+        table.add_row(
+            name, *(_fmt(summary.get(k), d) for k, _t, d in cols), f"{report['methods'][name]['wall_time_s']:.1f}"
+        )
+    # Off a terminal (pipes, logs) rich would wrap at 80 columns; a wide table stays readable there.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
+    console.print(table)
+    console.print(f"report: {json_path}  {csv_path}  (device: {report['device']})")
+
+
+def benchmark(
+    dataset: DatasetOpt,
+    data_root: DataRoot = None,
+    split: SplitOpt = "all",
+    weights: WeightsMulti = None,
+    method: MethodMulti = None,
+    samples: SamplesOpt = 1,
+    temperature: TemperatureMulti = None,
+    out: OutOpt = None,
+    seed: Seed = None,
+    device: Device = "auto",
+    limit: LimitOpt = None,
+    no_model: NoModel = False,
+    no_downscale: NoDown = False,
+) -> None:
+    """Measure SR quality (PSNR, SSIM, LPIPS, NIQE, LR consistency) and downscaling realism on x4 pairs."""
+    from sdtool import benchmark as bm
+
+    def work() -> None:
+        data = bm.load_dataset(dataset, data_root, split, limit)
+        methods = bm.resolve_methods(
+            weights or [], method or [], temperature or [0.8], device=device, default_model=not no_model
+        )
+        total = len(data.pairs) * len(methods)
+        progress: Any = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )
+        state = {"base": 0, "last": ""}
+
+        def on_progress(ev: "bm.ProgressEvent") -> None:
+            if progress is None:
+                return
+            if ev.method != state["last"] and state["last"]:
+                state["base"] += len(data.pairs)
+            state["last"] = ev.method
+            progress.update(task_id, completed=state["base"] + ev.done, description=f"benchmark {ev.method}")
+
+        if progress is not None:
+            progress.start()
+            task_id = progress.add_task("benchmark", total=total)
+        try:
+            report = bm.run_benchmark(
+                data, methods, samples=samples, seed=seed if seed is not None else 0,
+                downscale=not no_downscale, progress=on_progress,
+            )
+        finally:
+            if progress is not None:
+                progress.stop()
+        target = out if out is not None else Path(f"benchmark-{data.name}.json")
+        json_path, csv_path = bm.write_report(report, target)
+        _render(report, json_path, csv_path)
+
+    run_guarded(work)

@@ -222,12 +222,18 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _quantize(x: np.ndarray, depth: int) -> np.ndarray:
-    x = np.nan_to_num(x.astype(np.float32))
-    if depth == 8:
-        return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if depth == 16:
-        return np.clip(x * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+    """[0, 1] float → rounded integers of `depth` bits (or clipped float32 for 32). In-place on one
+    temporary: output images are the largest arrays of a run, so no extra full-size copies."""
+    if depth == 32:
+        tmp = np.array(x, dtype=np.float32, copy=True)
+        np.nan_to_num(tmp, copy=False)
+        return np.clip(tmp, 0.0, 1.0, out=tmp)
+    peak = 255.0 if depth == 8 else 65535.0
+    tmp = np.multiply(x, peak, dtype=np.float32)
+    np.nan_to_num(tmp, copy=False)
+    tmp += 0.5
+    np.clip(tmp, 0.0, peak, out=tmp)
+    return tmp.astype(np.uint8 if depth == 8 else np.uint16)
 
 
 def output_info(info: ImageInfo, fmt: str, height: int, width: int) -> ImageInfo:

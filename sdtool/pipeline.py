@@ -368,6 +368,7 @@ def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int]
             on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
             on_tile=lambda done, total, _k=k: step(_k + done / total, steps_total),
         )
+        del noise  # the whole-image noise is no longer needed; free it before the output copy
         tile = res.tile  # keep a halved tile for the next samples
         # One H×W×3 copy only (the accumulator is freed first): whole-image buffers dominate host memory.
         y_t = res.image[0, :, :out_h, :out_w].clamp_(0, 1)

@@ -8,7 +8,7 @@ Pipeline, as in MATLAB `computequality` with 96×96 blocks:
    the 4 neighbours (0,1), (1,0), (1,1), (1,-1) taken with a circular shift inside the block;
 3. fit a Gaussian to the 36-d block features and return the Mahalanobis-like distance to the pristine
    model (weights/niqe_pris_params.npz): sqrt(d^T pinv((C_pris + C_img) / 2) d).
-Lower is more natural. Images need at least 96×96 pixels... and in practice 2 blocks or more.
+Lower is more natural. An image needs at least two textured 96×96 blocks (else ValueError).
 """
 
 from __future__ import annotations
@@ -132,10 +132,10 @@ def niqe(img: np.ndarray, crop_border: int = 0) -> float:
     feats = niqe_features(gray)
     mu_p, cov_p = load_pristine()
     # nanmean per feature; nancov drops blocks with any NaN (flat blocks give NaN AGGD fits).
-    mu = np.nanmean(feats, axis=0)
     good = feats[np.all(np.isfinite(feats), axis=1)]
     if good.shape[0] < 2:
         raise ValueError("NIQE needs at least two textured 96×96 blocks")
+    mu = np.nanmean(feats, axis=0)
     cov = np.cov(good, rowvar=False)
     d = mu_p - mu
     return float(math.sqrt(max(float(d @ np.linalg.pinv((cov_p + cov) / 2) @ d), 0.0)))

@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, help="input sides in pixels (default per task)")
     ap.add_argument("--tile", type=int, help="tile side in input pixels for the tiled runs (default 32 / 128)")
     ap.add_argument("--overlap", type=int, help="tile overlap in input pixels (default 8 / 32)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids thread oversubscription on a shared machine)")
     ap.add_argument("--one", nargs=6, metavar=("PRESET", "TASK", "SIZE", "TILE", "OVERLAP", "THREADS"),
                     help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()

@@ -393,7 +393,8 @@ def _niqe_or_nan(fn: Callable[[np.ndarray], float], img: np.ndarray) -> float:
 
 
 def _finite_mean(values: Sequence[float]) -> float:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+    """Mean ignoring NaN (metric undefined, e.g. NIQE of a tiny image); +inf (identical images) stays inf."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else math.nan
 
 

@@ -365,8 +365,10 @@ class ProgressEvent:
 
 
 def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
-    from sdtool.metrics.lpips import lpips_distance
+    from sdtool.metrics.lpips import MIN_SIDE, lpips_distance
 
+    if min(a.shape[:2]) < MIN_SIDE:
+        return math.nan  # too small for AlexNet (e.g. the LR of a tiny crop): undefined, reported as null
     return float(lpips_distance(_to_tensor(a), _to_tensor(b), device=device)[0])
 
 

@@ -133,6 +133,8 @@ def test_lpips_pinned_identity_and_gradient(images):
     assert all(not p.requires_grad for p in m.parameters())
     with pytest.raises(ValueError):
         m(_t(a), _t(a)[:, :, :-1])
+    with pytest.raises(ValueError, match="at least 32"):
+        m(_t(a)[..., :31, :], _t(a)[..., :31, :])
 
 
 def test_lpips_missing_backbone_is_a_checkpoint_error(tmp_path):

@@ -5,7 +5,7 @@ backbone as weights/lpips_alex.safetensors (converted by scripts/convert_lpips_a
 weights/lpips_alex.md) and takes the learned linear layers from the installed `lpips` package
 (lpips/weights/v0.1/alex.pth). The network is written here in plain torch (no torchvision import).
 
-Tensor contract: inputs N×3×H×W float in [0,1] (RGB), H, W >= 16 or so; output N distances (float32),
+Tensor contract: inputs N×3×H×W float in [0,1] (RGB), H, W >= 32 (ValueError otherwise); output N distances (float32),
 0 for identical images, larger is more different. Gradients flow to both inputs (usable as a loss).
 """
 
@@ -28,6 +28,7 @@ BACKBONE_PATH = WEIGHTS_DIR / "lpips_alex.safetensors"
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 _CHANNELS = (64, 192, 384, 256, 256)
+MIN_SIDE = 32  # smallest image side AlexNet's trunk accepts
 
 
 class _AlexFeatures(nn.Module):
@@ -105,6 +106,9 @@ class LPIPS(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
             raise ValueError(f"LPIPS expects two N×3×H×W tensors of the same shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+        if min(a.shape[-2:]) < MIN_SIDE:
+            # Two stride-2 poolings after the stride-4 conv leave no pixels below this size.
+            raise ValueError(f"LPIPS needs images of at least {MIN_SIDE}×{MIN_SIDE}, got {a.shape[-1]}×{a.shape[-2]}")
         dtype = self.shift.dtype
         xa = ((a.to(dtype) * 2 - 1) - self.shift) / self.scale
         xb = ((b.to(dtype) * 2 - 1) - self.shift) / self.scale

@@ -198,6 +198,7 @@ def load_dataset(
     Known names look in --data-root (or its <name>/ subfolder), else $SDTOOL_DATA/<name>, else ./data/<name>.
     Raises DatasetError naming where to put the data when nothing is there.
     """
+    split = {"validation": "val", "valid": "val", "training": "train"}.get(split.lower(), split.lower())
     if split not in SPLITS:
         raise UsageError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
     key = dataset.lower()

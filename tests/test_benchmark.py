@@ -112,6 +112,7 @@ def test_data_root_env_and_realsr_split(tmp_path, monkeypatch):
     assert d.name == "realsr" and d.root == tmp_path / "realsr"
     assert [p.name for p in d.pairs] == ["Canon_041_LR4", "Canon_050_LR4", "Nikon_041_LR4", "Nikon_050_LR4"]
     assert len(bm.load_dataset("realsr", split="train").pairs) == 4
+    assert bm.load_dataset("realsr", split="validation").pairs == d.pairs
     assert len(bm.load_dataset("realsr", data_root=tmp_path / "realsr", limit=3).pairs) == 3
     with pytest.raises(UsageError):
         bm.load_dataset("realsr", split="test")

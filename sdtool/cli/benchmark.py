@@ -33,7 +33,7 @@ DataRoot = Annotated[
 ]
 SplitOpt = Annotated[
     str,
-    typer.Option("--split", help="all; or for RealSR names (Canon/Nikon_NNN): val (NNN 041-050) or train (001-040)."),
+    typer.Option("--split", help="all; or for RealSR names (Canon/Nikon_NNN): val|validation (NNN 041-050) or train (001-040)."),
 ]
 WeightsMulti = Annotated[
     Optional[list[Path]],

@@ -37,7 +37,10 @@ class RunResult:
 
 
 class EMA:
-    """Exponential moving average of a model's parameters; buffers (ActNorm flags …) are copied."""
+    """Exponential moving average of a model's parameters; buffers (ActNorm flags …) are copied.
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)): early averages would otherwise be dominated
+    by the random initial weights (with 0.999, still 37 % of them after 1000 steps)."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
@@ -46,9 +49,10 @@ class EMA:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - self.decay)
+            e.lerp_(p.detach(), 1 - decay)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
@@ -154,7 +158,7 @@ class Runner:
             t_step = time.time()
             try:
                 last = self.task.train_step(lr_batch, hr_batch, it)
-                self.ema.update(self.task.model)
+                self.ema.update(self.task.model, it)
             except NonFiniteLoss as exc:
                 self.skipped += 1
                 self._log({"type": "skip", "it": it, "reason": str(exc)})

@@ -1,0 +1,108 @@
+"""PDM: kernel/noise networks, save/load, determinism, and recovery of a known degradation by training."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdtool.degrade.ops import blur_downsample, gaussian_kernel, kernel_sigma
+from sdtool.errors import CheckpointError
+from sdtool.model.pdm import PDM, PDM_PRESETS, load_pdm, save_pdm
+from sdtool.train.pdm_task import PDMTask, PDMTrainConfig, fit_pdm, learned_kernel_sigma
+
+
+def synth_hr(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Piecewise-constant images (rectangles, disks): sharp edges make the blur width observable at LR."""
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    imgs = []
+    for _ in range(n):
+        img = (0.2 + 0.6 * torch.rand(3, 1, 1, generator=gen)).expand(3, size, size).clone()
+        for _ in range(12):
+            c = (0.1 + 0.8 * torch.rand(3, 1, 1, generator=gen)).expand(3, size, size)
+            if float(torch.rand(1, generator=gen)) < 0.5:
+                x0, y0 = (torch.rand(2, generator=gen) * size).tolist()
+                wd, ht = (4 + torch.rand(2, generator=gen) * size / 2).tolist()
+                m = (xx >= x0) & (xx < x0 + wd) & (yy >= y0) & (yy < y0 + ht)
+            else:
+                cx, cy = (torch.rand(2, generator=gen) * size).tolist()
+                r = 3 + float(torch.rand(1, generator=gen)) * size / 4
+                m = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+            img = torch.where(m, c, img)
+        imgs.append(img)
+    return torch.stack(imgs)
+
+
+def test_kernels_are_normalised_and_shapes() -> None:
+    m = PDM(PDM_PRESETS["tiny"])
+    y = torch.rand(2, 3, 40, 36)
+    s = m.degrade(y, generator=torch.Generator().manual_seed(0))
+    assert s.lr.shape == (2, 3, 10, 9) and s.noise.shape == (2, 3, 10, 9)
+    assert s.kernel.shape == (2, 21, 21)
+    assert torch.allclose(s.kernel.sum(dim=(-2, -1)), torch.ones(2), atol=1e-5)
+    assert abs(float(kernel_sigma(s.kernel)[0]) - 2.5) < 0.25  # initial kernel = Gaussian of init_sigma
+    v = PDM(PDM_PRESETS["variant"])
+    sv = v.degrade(y, generator=torch.Generator().manual_seed(0))
+    assert sv.kernel.shape == (2, 21, 21, 10, 9)
+    assert torch.allclose(sv.kernel.sum(dim=(1, 2)), torch.ones(2, 10, 9), atol=1e-5)
+
+
+def test_seed_determinism_and_diversity() -> None:
+    torch.manual_seed(3)
+    m = PDM(PDM_PRESETS["tiny"])
+    y = torch.rand(1, 3, 32, 32)
+    a = m.degrade(y, generator=torch.Generator().manual_seed(1)).lr
+    b = m.degrade(y, generator=torch.Generator().manual_seed(1)).lr
+    c = m.degrade(y, generator=torch.Generator().manual_seed(2)).lr
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = PDM(PDM_PRESETS["tiny"])
+    with torch.no_grad():
+        m.net_n.log_gain.fill_(-3.0)
+        for p in m.net_k.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "pdm.safetensors"
+    save_pdm(m, path)
+    m2 = load_pdm(path)
+    assert m2.config == m.config
+    y = torch.rand(1, 3, 32, 32)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    assert torch.equal(m.eval().degrade(y, generator=g()).lr, m2.degrade(y, generator=g()).lr)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError):
+        load_pdm(bad)
+    with pytest.raises(CheckpointError):
+        load_pdm(tmp_path / "missing.safetensors")
+
+
+def test_train_step_protocol() -> None:
+    task = PDMTask(PDM_PRESETS["tiny"], PDMTrainConfig(), generator=torch.Generator().manual_seed(0))
+    assert task.kind == "pdm" and set(task.modules()) == {"pdm", "disc"} and set(task.optimizers()) == {"g", "d"}
+    before = task.model.net_n.log_gain.detach().clone()
+    stats = task.train_step(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 64, 64), 0)
+    assert set(stats) >= {"loss_d", "loss_g_adv", "noise_energy"} and all(v == v for v in stats.values())
+    assert not torch.equal(before, task.model.net_n.log_gain.detach())
+    assert "config" in task.export_metadata()
+
+
+def test_recovers_known_gaussian_kernel_and_noise() -> None:
+    """LR made with a Gaussian kernel σ = 1.6 (HR px) and noise σ = 5/255 from other HR images (unpaired):
+    a small PDM trained adversarially recovers the kernel width within 20 % and the noise level within 30 %."""
+    t0 = time.time()
+    torch.set_num_threads(2)
+    gen = torch.Generator().manual_seed(0)
+    hr_real, hr_other = synth_hr(32, 128, gen), synth_hr(32, 128, gen)
+    lr = blur_downsample(hr_real, gaussian_kernel(21, 1.6)[0]) + torch.randn(32, 3, 32, 32, generator=gen) * 5 / 255
+    model, hist = fit_pdm(lr, hr_other, 300, PDM_PRESETS["tiny"],
+                          PDMTrainConfig(lr_g=5e-4, lr_d=2e-3), batch=16, lr_patch=24, seed=0)
+    sigma, noise = learned_kernel_sigma(model)
+    print(f"recovered kernel sigma {sigma:.3f} (true 1.6), noise {noise * 255:.2f}/255 (true 5), {time.time() - t0:.1f}s")
+    assert abs(sigma - 1.6) / 1.6 < 0.20
+    assert abs(noise - 5 / 255) / (5 / 255) < 0.30

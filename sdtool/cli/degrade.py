@@ -1,10 +1,81 @@
-"""`sdtool sample-degradation` (placeholder until implemented)."""
+"""`sdtool sample-degradation`: sample realistic LR images (and their kernels / noise) from HR images.
+
+Parses options, calls `sdtool.degrade.pipeline.sample_degradation`, prints failures and a summary.
+Exit codes as `upscale`: 0 all done or skipped, 1 some files failed or the weights are bad, 2 bad usage.
+"""
 
 from __future__ import annotations
 
-from sdtool.cli.common import not_yet_available
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sdtool.cli.common import EXIT_OK, EXIT_SOME_FAILED, Device, Samples, Seed, SkipExisting, Temperature, Tile, run_guarded
+
+Range = Annotated[Optional[str], typer.Option(help="MIN,MAX")]
 
 
-def sample_degradation() -> None:
-    """Sample realistic degradations of HR images (not yet available)."""
-    not_yet_available("sample-degradation")
+def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tuple[float, float]:
+    from sdtool.errors import UsageError
+
+    if text is None:
+        return default
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--{name} takes MIN,MAX (two numbers), got {text!r}") from None
+    return lo, hi
+
+
+def sample_degradation(
+    input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Output file or folder (as downscale).", show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="sdflow, pdm (needs --weights) or classic (parametric).")] = "classic",
+    samples: Samples = 1,
+    temperature: Temperature = 0.8,
+    seed: Seed = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="SDFlow or PDM checkpoint.")] = None,
+    device: Device = "auto",
+    save_kernels: Annotated[bool, typer.Option("--save-kernels", help="Also write the kernel (.png, .npy); SDFlow: the latent (.npy).")] = False,
+    save_noise: Annotated[bool, typer.Option("--save-noise", help="Also write the noise map (.png, .npy); PDM / classic.")] = False,
+    sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Write one contact sheet PNG (HR, LR samples, kernels).")] = None,
+    like: Annotated[Optional[Path], typer.Option("--like", help="Transfer the degradation of this real LR image (sdflow, pdm).")] = None,
+    tile: Tile = None,
+    skip_existing: SkipExisting = False,
+    sigma: Annotated[Optional[str], typer.Option("--sigma", help="classic: blur std range in HR px, MIN,MAX [0.4,3].")] = None,
+    noise: Annotated[Optional[str], typer.Option("--noise", help="classic: Gaussian noise std range /255, MIN,MAX [1,15].")] = None,
+    poisson_peak: Annotated[Optional[str], typer.Option("--poisson-peak", help="classic: photons at white, MIN,MAX [100,1000].")] = None,
+    jpeg_quality: Annotated[Optional[str], typer.Option("--jpeg-quality", help="classic: JPEG quality range, MIN,MAX [40,95].")] = None,
+    aniso_prob: Annotated[float, typer.Option("--aniso-prob", help="classic: chance of an anisotropic kernel.")] = 0.5,
+    poisson_prob: Annotated[float, typer.Option("--poisson-prob", help="classic: chance of Poisson noise.")] = 0.5,
+    jpeg_prob: Annotated[float, typer.Option("--jpeg-prob", help="classic: chance of JPEG compression.")] = 0.7,
+) -> None:
+    """Sample degraded x0.25 LR images of HR images with SDFlow, a trained PDM or parametric degradations.
+
+    Sample k of a/b.png is OUT/a/b.png (one sample) or OUT/a/b_s00.png, ... ; side outputs are named
+    b_kernel.png/.npy, b_noise.png/.npy, b_latent.npy and b.json next to it.
+    """
+    from sdtool.degrade.classic import ClassicConfig
+    from sdtool.degrade.pipeline import DegradeOptions, sample_degradation as run
+
+    def go():  # type: ignore[no-untyped-def]
+        d = ClassicConfig()
+        jq = _range(jpeg_quality, "jpeg-quality", d.jpeg_quality)
+        classic = ClassicConfig(
+            sigma=_range(sigma, "sigma", d.sigma), noise=_range(noise, "noise", d.noise),
+            poisson_peak=_range(poisson_peak, "poisson-peak", d.poisson_peak), jpeg_quality=(int(jq[0]), int(jq[1])),
+            aniso_prob=aniso_prob, poisson_prob=poisson_prob, jpeg_prob=jpeg_prob,
+        )
+        classic.validate()
+        opts = DegradeOptions(model=model, samples=samples, temperature=temperature, save_kernels=save_kernels,
+                              save_noise=save_noise, sheet=sheet, like=like, tile=tile, skip_existing=skip_existing,
+                              classic=classic)
+        return run(input_path, output, options=opts, weights=weights, device=device, seed=seed)
+
+    result = run_guarded(go)
+    for f in result.failed:
+        typer.echo(f"error: {f.error}", err=True)
+    typer.echo(f"sample-degradation ({model}): {len(result.done)} done, {len(result.skipped)} skipped, "
+               f"{len(result.failed)} failed in {result.seconds:.1f} s (seed {result.seed})")
+    raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)

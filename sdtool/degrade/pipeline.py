@@ -1,0 +1,313 @@
+"""Library behind `sdtool sample-degradation`: N sampled LR images per HR image, with side outputs.
+
+Files, naming, skip-existing, atomic writes, per-file seeds, error handling and results are those of
+`sdtool.pipeline` (the `downscale` task): `a/b.png` → `OUT/a/b.png` or `OUT/a/b_s00.png`, … . Side outputs
+sit next to each LR sample:
+  --save-kernels: `<name>_kernel.png` (max = white) and `<name>_kernel.npy` (float32 K×K, or K×K×h×w for a
+                  spatially varying PDM), PDM / classic; SDFlow: `<name>_latent.npy` (z_d', 12×H/8×W/8).
+  --save-noise:   `<name>_noise.png` (0.5 + n/0.2) and `<name>_noise.npy` (float32 h×w×3), PDM / classic.
+  every model:    `<name>.json` with the sampled parameters (SDFlow: the mixture component) when any side
+                  output is asked for.
+--sheet PATH writes one contact sheet PNG (per image: HR, its LR samples, kernels).
+Tiling: SDFlow uses the tiled runner of `sdtool.tiling` like `downscale`; PDM and classic are cheap
+convolutions and run on the whole image (a spatially varying PDM needs K²·h·w floats per channel).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from sdtool.degrade import MODELS, DegradationSample
+from sdtool.degrade.classic import ClassicConfig
+from sdtool.errors import CheckpointError, SdtoolError, UsageError
+from sdtool.pipeline import (
+    DOWNSCALE_ALIGN,
+    FileOutcome,
+    ProcessResult,
+    ProgressCallback,
+    ProgressEvent,
+    file_seed,
+    plan_jobs,
+)
+
+
+@dataclass
+class DegradeOptions:
+    """What to sample and write (see module docstring)."""
+
+    model: str = "classic"
+    samples: int = 1
+    temperature: float = 0.8
+    save_kernels: bool = False
+    save_noise: bool = False
+    sheet: Optional[Path] = None
+    like: Optional[Path] = None
+    tile: Optional[int] = None
+    tile_overlap: int = 32
+    skip_existing: bool = False
+    classic: ClassicConfig = field(default_factory=ClassicConfig)
+
+
+def _side(path: Path, tag: str, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}{tag}{suffix}")
+
+
+def side_outputs(out: Path, opts: DegradeOptions) -> list[Path]:
+    """Side files written with LR sample `out` (for skip-existing and for the user)."""
+    files: list[Path] = []
+    if opts.save_kernels:
+        files += [_side(out, "_latent", ".npy")] if opts.model == "sdflow" else [
+            _side(out, "_kernel", ".png"), _side(out, "_kernel", ".npy")]
+    if opts.save_noise and opts.model != "sdflow":
+        files += [_side(out, "_noise", ".png"), _side(out, "_noise", ".npy")]
+    if opts.save_kernels or opts.save_noise:
+        files.append(_side(out, "", ".json"))
+    return files
+
+
+class _Sampler:
+    """Uniform interface over the three models: sample(y 1×3×H×W [0,1], generator) → DegradationSample."""
+
+    def __init__(self, kind: str, model: Any, opts: DegradeOptions) -> None:
+        self.kind, self.model, self.opts = kind, model, opts
+        self.transfer: Optional[dict[str, Any]] = None
+
+    @property
+    def device(self) -> Any:
+        import torch
+
+        return self.model.device if self.kind != "classic" else torch.device("cpu")
+
+    def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
+        from sdtool.degrade import transfer
+
+        if self.kind == "sdflow":
+            self.transfer = transfer.sdflow_degradation_stats(self.model, real_lr)
+        elif self.kind == "pdm":
+            self.transfer = transfer.fit_pdm_latents(self.model, real_lr, y_example)
+        else:
+            raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
+
+    def sample(self, y: Any, gen: Any, step: Callable[[float], None]) -> DegradationSample:
+        import torch
+
+        o = self.opts
+        if self.kind == "classic":
+            return self.model.sample(y, generator=gen)
+        if self.kind == "pdm":
+            if self.transfer is not None:
+                from sdtool.degrade.transfer import pdm_transfer
+
+                return pdm_transfer(self.model, y, self.transfer, o.temperature, gen)
+            return self.model.degrade(y, temperature=o.temperature, generator=gen)
+        # SDFlow: draw the component then the whole-image noise (the order `downscale` uses), run tiled
+        from sdtool.pipeline import DEFAULT_TILE, MIN_TILE, _pad_reflect
+        from sdtool.tiling import run_tiled
+
+        h, w = y.shape[-2:]
+        yp = _pad_reflect(y.cpu(), DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
+        shape = tuple(self.model.downscale_noise_shape(1, *yp.shape[2:]))
+        if self.transfer is not None:
+            comp = int(self.transfer["component"][0])
+            mu = float(self.model.deg_prior.means[comp])
+            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp]))
+            eps = torch.randn(shape, generator=gen)
+            latent = self.transfer["mean"].cpu() + self.transfer["std"].cpu() * o.temperature * eps
+            noise, temp = (latent - mu) / sigma, 1.0
+        else:
+            comp = int(torch.randint(self.model.n_components, (1,), generator=gen))
+            noise, temp = torch.randn(shape, generator=gen), o.temperature
+            mu = float(self.model.deg_prior.means[comp]) if hasattr(self.model, "deg_prior") else 0.0
+            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp])) if hasattr(self.model, "deg_prior") else 1.0
+            latent = mu + sigma * temp * noise
+        tile = o.tile
+        if tile is None:
+            tile = DEFAULT_TILE["downscale"] if h * w > 512 * 512 else 0
+
+        def fn(xt: Any, nt: Any) -> Any:
+            return self.model.downscale(xt, temperature=temp, component=comp, noise=nt)
+
+        def noise_size(th: int, tw: int) -> tuple[int, int]:
+            return tuple(self.model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
+
+        res = run_tiled(fn, yp, noise, scale=0.25, noise_stride=DOWNSCALE_ALIGN, noise_size=noise_size, tile=tile,
+                        overlap=math.ceil(o.tile_overlap / DOWNSCALE_ALIGN) * DOWNSCALE_ALIGN, align=DOWNSCALE_ALIGN,
+                        min_tile=MIN_TILE["downscale"], device=self.device, autocast_dtype=None,
+                        on_oom=lambda t: None, on_tile=lambda d, t: step(d / t))
+        lr = res.image[:, :, : math.ceil(h / 4), : math.ceil(w / 4)].clamp(0, 1)
+        return DegradationSample(lr=lr, latent=latent, component=torch.tensor([comp]),
+                                 params=[{"component": comp, "transfer": self.transfer is not None}])
+
+
+def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> _Sampler:
+    """Build the sampler: classic (no weights), pdm (weights required: `sdtool train --model pdm`), sdflow."""
+    if kind == "classic":
+        from sdtool.degrade.classic import ClassicDegradation
+
+        if weights is not None:
+            raise UsageError("--weights does not apply to --model classic")
+        return _Sampler(kind, ClassicDegradation(opts.classic), opts)
+    if kind == "pdm":
+        from sdtool.model.pdm import load_pdm
+
+        if weights is None:
+            raise UsageError("--model pdm needs --weights PDM.safetensors (train one with `sdtool train --model pdm`)")
+        return _Sampler(kind, load_pdm(weights, device), opts)
+    from sdtool.api import load_model
+
+    model = load_model(weights, device=device)
+    model.eval()
+    return _Sampler(kind, model, opts)
+
+
+def _to_tensor(rgb: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
+    from sdtool.degrade.sheet import write_sheet
+    from sdtool.imageio import write_bytes_atomic
+
+    def npy(path: Path, arr: np.ndarray) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, arr.astype(np.float32))
+        write_bytes_atomic(path, buf.getvalue())
+
+    if opts.save_kernels:
+        if s.latent is not None:
+            npy(_side(out, "_latent", ".npy"), s.latent[0].detach().cpu().numpy())
+        if s.kernel is not None:
+            k = s.kernel[0].detach().cpu().numpy()
+            npy(_side(out, "_kernel", ".npy"), k)
+            view = k if k.ndim == 2 else k.mean(axis=(2, 3))
+            view = view / max(float(view.max()), 1e-12)
+            write_sheet(_side(out, "_kernel", ".png"), (np.repeat(view[..., None], 3, 2) * 255 + 0.5).astype(np.uint8))
+    if opts.save_noise and s.noise is not None:
+        n = s.noise[0].detach().cpu().permute(1, 2, 0).numpy()
+        npy(_side(out, "_noise", ".npy"), n)
+        write_sheet(_side(out, "_noise", ".png"), (np.clip(0.5 + n / 0.2, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if opts.save_kernels or opts.save_noise:
+        meta = {"model": opts.model, "temperature": opts.temperature, "params": s.params[0] if s.params else {}}
+        write_bytes_atomic(_side(out, "", ".json"), json.dumps(meta, indent=1).encode())
+
+
+def sample_degradation(
+    input_path: "str | Path",
+    output: "Optional[str | Path]" = None,
+    *,
+    options: Optional[DegradeOptions] = None,
+    weights: "Optional[str | Path]" = None,
+    device: str = "auto",
+    seed: Optional[int] = None,
+    sampler: Optional[_Sampler] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> ProcessResult:
+    """Sample `options.samples` degraded LR images for every HR image of a file or folder.
+
+    HR images: any size/format `read_image` reads (alpha is resized and kept like `downscale`). Sample k of a
+    file depends only on (seed, relative path, k, image). `sampler` overrides the model (tests).
+    Raises UsageError / CheckpointError for the whole run; per-file failures are in `result.failed`.
+    """
+    import torch
+
+    from sdtool.degrade.sheet import make_sheet, write_sheet
+    from sdtool.imageio import read_image, write_image
+    from sdtool.pipeline import _resize_alpha
+
+    o = options or DegradeOptions()
+    t_start = time.perf_counter()
+    emit = progress or (lambda _e: None)
+    if o.model not in MODELS:
+        raise UsageError(f"--model must be one of {', '.join(MODELS)}, got {o.model!r}")
+    if o.samples < 1:
+        raise UsageError("--samples must be at least 1")
+    if not math.isfinite(o.temperature) or o.temperature < 0:
+        raise UsageError("--temperature must be a finite number >= 0")
+    if o.like is not None and o.model == "classic":
+        raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
+    if o.like is not None and not Path(o.like).is_file():
+        raise UsageError(f"--like {o.like}: no such file")
+    seed = secrets.randbits(31) if seed is None else int(seed)
+    jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
+                              samples=o.samples, temperature=o.temperature, component=None,
+                              skip_existing=o.skip_existing)
+    result = ProcessResult(notices=notices, seed=seed)
+    for message in notices:
+        emit(ProgressEvent("notice", message=message))
+    emit(ProgressEvent("start", total=len(jobs)))
+    sheet_rows: list[Any] = []
+    like_rgb = None
+    if o.like is not None:
+        like_rgb = _to_tensor(read_image(o.like).rgb)
+
+    for index, job in enumerate(jobs):
+        emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=o.samples))
+        wanted = [p for out in job.outputs for p in [out, *side_outputs(out, o)]]
+        if o.skip_existing and all(p.exists() for p in wanted) and o.sheet is None:
+            outcome = FileOutcome(job.source, list(job.outputs), "skipped")
+            result.skipped.append(outcome)
+            emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
+            continue
+        t0 = time.perf_counter()
+        try:
+            img = read_image(job.source)
+            y = _to_tensor(img.rgb)
+            if sampler is None:
+                sampler = load_sampler(o.model, Path(weights) if weights else None, device, o)
+                sampler.opts = o
+            if like_rgb is not None and sampler.transfer is None:
+                sampler.prepare_transfer(like_rgb, y)
+            result.device = str(sampler.device)
+            for out in job.outputs:
+                if out.resolve() == job.source.resolve():
+                    raise UsageError(f"{job.source}: output would overwrite the input; choose another OUT")
+            gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
+            h, w = y.shape[-2:]
+            alpha = _resize_alpha(img.alpha, math.ceil(h / 4), math.ceil(w / 4), "downscale") \
+                if img.alpha is not None else None
+            lrs, kernels = [], []
+            for k, out in enumerate(job.outputs):
+                s = sampler.sample(y.to(sampler.device), gen, lambda f, _k=k: emit(ProgressEvent(
+                    "step", index=index, total=len(jobs), path=job.source, step=_k + f, steps=o.samples)))
+                lr = s.lr[0].detach().cpu().permute(1, 2, 0).contiguous().numpy()
+                if not (o.skip_existing and all(p.exists() for p in [out, *side_outputs(out, o)])):
+                    write_image(out, lr, alpha, img.info)
+                    _write_side(out, s, o)
+                if o.sheet is not None:
+                    lrs.append(lr)
+                    if s.kernel is not None:
+                        kk = s.kernel[0].detach().cpu().numpy()
+                        kernels.append(kk if kk.ndim == 2 else kk.mean(axis=(2, 3)))
+                emit(ProgressEvent("step", index=index, total=len(jobs), path=job.source, step=k + 1, steps=o.samples))
+            if o.sheet is not None:
+                sheet_rows.append((img.rgb, lrs, kernels))
+            outcome = FileOutcome(job.source, list(job.outputs), "done", seconds=time.perf_counter() - t0)
+            result.done.append(outcome)
+        except (UsageError, CheckpointError, KeyboardInterrupt):
+            raise
+        except SdtoolError as exc:
+            outcome = FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0)
+            result.failed.append(outcome)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
+            outcome = FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: {type(exc).__name__}: {exc}",
+                                  time.perf_counter() - t0)
+            result.failed.append(outcome)
+        emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
+    if o.sheet is not None and sheet_rows:
+        write_sheet(o.sheet, make_sheet(sheet_rows))
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+

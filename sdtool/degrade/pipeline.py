@@ -117,16 +117,16 @@ class _Sampler:
         shape = tuple(self.model.downscale_noise_shape(1, *yp.shape[2:]))
         if self.transfer is not None:
             comp = int(self.transfer["component"][0])
-            mu = float(self.model.deg_prior.means[comp])
-            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp]))
+            mu = float(self.model.deg_prior.means[comp].detach())
+            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp].detach()))
             eps = torch.randn(shape, generator=gen)
             latent = self.transfer["mean"].cpu() + self.transfer["std"].cpu() * o.temperature * eps
             noise, temp = (latent - mu) / sigma, 1.0
         else:
             comp = int(torch.randint(self.model.n_components, (1,), generator=gen))
             noise, temp = torch.randn(shape, generator=gen), o.temperature
-            mu = float(self.model.deg_prior.means[comp]) if hasattr(self.model, "deg_prior") else 0.0
-            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp])) if hasattr(self.model, "deg_prior") else 1.0
+            mu = float(self.model.deg_prior.means[comp].detach()) if hasattr(self.model, "deg_prior") else 0.0
+            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp].detach())) if hasattr(self.model, "deg_prior") else 1.0
             latent = mu + sigma * temp * noise
         tile = o.tile
         if tile is None:

@@ -39,7 +39,7 @@ def _prior_params(model: Any, component: int) -> tuple[float, float]:
     import torch
 
     prior = model.deg_prior
-    return float(prior.means[component]), float(torch.exp(prior.log_stds[component]))
+    return float(prior.means[component].detach()), float(torch.exp(prior.log_stds[component].detach()))
 
 
 def sdflow_transfer(

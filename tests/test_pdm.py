@@ -96,7 +96,6 @@ def test_recovers_known_gaussian_kernel_and_noise() -> None:
     """LR made with a Gaussian kernel σ = 1.6 (HR px) and noise σ = 5/255 from other HR images (unpaired):
     a small PDM trained adversarially recovers the kernel width within 20 % and the noise level within 30 %."""
     t0 = time.time()
-    torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(0)
     hr_real, hr_other = synth_hr(32, 128, gen), synth_hr(32, 128, gen)
     lr = blur_downsample(hr_real, gaussian_kernel(21, 1.6)[0]) + torch.randn(32, 3, 32, 32, generator=gen) * 5 / 255

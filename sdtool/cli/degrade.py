@@ -31,7 +31,7 @@ def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tupl
 def sample_degradation(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
     output: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Output file or folder (as downscale).", show_default=False)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="sdflow, pdm (needs --weights) or classic (parametric).")] = "classic",
+    model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights) or classic (parametric).")] = "classic",
     samples: Samples = 1,
     temperature: Temperature = 0.8,
     seed: Seed = None,

@@ -148,7 +148,8 @@ class _Sampler:
 
 
 def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> _Sampler:
-    """Build the sampler: classic (no weights), pdm (weights required: `sdtool train --model pdm`), sdflow."""
+    """Build the sampler: classic (no weights), pdm (default: the shipped PDM weights), sdflow (default: the
+    shipped SDFlow weights)."""
     if kind == "classic":
         from sdtool.degrade.classic import ClassicDegradation
 
@@ -158,8 +159,14 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind == "pdm":
         from sdtool.model.pdm import load_pdm
 
+        from sdtool.api import DEFAULT_PDM_WEIGHTS
+        from sdtool.errors import CheckpointError
+
         if weights is None:
-            raise UsageError("--model pdm needs --weights PDM.safetensors (train one with `sdtool train --model pdm`)")
+            weights = DEFAULT_PDM_WEIGHTS
+            if not weights.is_file():
+                raise CheckpointError(f"{weights}: the shipped PDM weights are missing (pass --weights; train "
+                                      "one with `sdtool train --model pdm`)")
         return _Sampler(kind, load_pdm(weights, device), opts)
     from sdtool.api import load_model
 

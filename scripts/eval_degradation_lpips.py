@@ -1,10 +1,14 @@
-"""LPIPS(alex) of sampled LR vs real LR on realsr-crops validation (Canon/Nikon 041-050, 20 pairs)."""
-import sys, torch
+"""LPIPS(alex) of sampled LR vs real LR on realsr-crops validation (Canon/Nikon 041-050, 20 pairs).
+
+Usage: python scripts/eval_degradation_lpips.py classic|pdm|sdflow WEIGHTS|- [TEMPERATURE]
+The RealSR crops folder (test_HR/, test_LR/) is $SDTOOL_DATA/realsr-crops, else ./data/realsr-crops.
+"""
+import os, sys, torch
 from pathlib import Path
 from sdtool.imageio import read_image
 from sdtool.metrics.lpips import lpips_distance
 from sdtool.degrade.pipeline import DegradeOptions, load_sampler
-root = Path("/work/shared/data/realsr-crops")
+root = Path(os.environ.get("SDTOOL_DATA", "data")) / "realsr-crops"
 kind = sys.argv[1]; weights = Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "-" else None
 opts = DegradeOptions(model=kind, temperature=float(sys.argv[3]) if len(sys.argv) > 3 else (1.0 if kind == "pdm" else 0.8))
 s = load_sampler(kind, weights, "cpu", opts)

@@ -69,32 +69,27 @@ def test_foreign_safetensors(tmp_path):
         load_model(p, device="cpu")
 
 
-def test_wrong_shape(saved, tmp_path):
-    from safetensors.torch import load_file, save_file
+def _rewritten(path, out, edit):
+    """A copy of checkpoint `path` at `out` (metadata kept) whose tensors `edit` has changed."""
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
-    _, path = saved
     tensors = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    tensors["deg_prior.means"] = torch.zeros(7)
-    p = tmp_path / "shape.safetensors"
-    save_file(tensors, str(p), metadata=meta)
+    edit(tensors)
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+def test_wrong_shape(saved, tmp_path):
+    p = _rewritten(saved[1], tmp_path / "shape.safetensors", lambda t: t.update({"deg_prior.means": torch.zeros(7)}))
     with pytest.raises(CheckpointError, match=r"deg_prior.means' has shape \(7,\)"):
         load_model(p, device="cpu")
 
 
 def test_missing_key(saved, tmp_path):
-    from safetensors.torch import load_file, save_file
-    from safetensors import safe_open
-
-    _, path = saved
-    tensors = load_file(str(path))
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    del tensors["deg_prior.log_stds"]
-    p = tmp_path / "missing.safetensors"
-    save_file(tensors, str(p), metadata=meta)
+    p = _rewritten(saved[1], tmp_path / "missing.safetensors", lambda t: t.pop("deg_prior.log_stds"))
     with pytest.raises(CheckpointError, match="missing key.*deg_prior.log_stds"):
         load_model(p, device="cpu")
 

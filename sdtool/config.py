@@ -10,10 +10,32 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import TypeVar
+
+C = TypeVar("C", bound="JsonConfig")
+
+
+class JsonConfig:
+    """JSON round trip for frozen config dataclasses (checkpoint metadata); unknown fields are refused."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[C], text: str) -> C:
+        data = json.loads(text)
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        for name, value in data.items():
+            if isinstance(value, list) and str(fields[name].type).startswith("tuple"):
+                data[name] = tuple(value)  # JSON has no tuples
+        return cls(**data)
 
 
 @dataclass(frozen=True)
-class SDFlowConfig:
+class SDFlowConfig(JsonConfig):
     """Sizes of every SDFlow network (see docs: HR, HF, LR, content extractor, degradation flows)."""
 
     name: str = "paper"
@@ -32,19 +54,6 @@ class SDFlowConfig:
     enc_mf_convs: int = 8  # convolutions of the degradation-modulation branch
     n_gaussian: int = 16  # mixture components of the degradation prior
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "SDFlowConfig":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        if "hr_steps" in data:
-            data["hr_steps"] = tuple(data["hr_steps"])
-        return cls(**data)
 
 
 PRESETS: dict[str, SDFlowConfig] = {

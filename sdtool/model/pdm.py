@@ -12,8 +12,6 @@ Images are in [0,1]; the blur is applied at HR resolution exactly like sdtool.de
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import Tensor, nn
 
+from sdtool.config import JsonConfig
 from sdtool.degrade import DegradationSample
 from sdtool.errors import CheckpointError
 
@@ -32,7 +31,7 @@ FORMAT = "sdtool-pdm"
 
 
 @dataclass(frozen=True)
-class PDMConfig:
+class PDMConfig(JsonConfig):
     """Sizes of a PDM. kernel_size K (odd), scale s, spatial (per-pixel kernels), zk_dim (length of z_k or
     channels of the z_k map), k_hidden/k_layers (netK width/depth), n_hidden/n_layers (netN), init_sigma
     (std in HR pixels of the initial Gaussian kernel; start wide: in our runs the adversarial game
@@ -53,17 +52,6 @@ class PDMConfig:
     init_noise: float = 0.01
     logit_smooth: float = 1.5
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "PDMConfig":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown PDM config fields: {sorted(unknown)}")
-        return cls(**data)
 
 
 PDM_PRESETS: dict[str, PDMConfig] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Union
 
 import torch
 
@@ -53,20 +53,15 @@ def infer_config(files: dict[str, State]) -> SDFlowConfig:
         cond_channels=_shape(hr, hf + "cond_net.out_conv.4.weight", "hrnet")[0],
         enc_nc=_shape(lr, "in_conv.1.weight", "lrencoder")[0],
         enc_blocks=_count(lr, r"trunk\.(\d+)\."),
-        enc_mf_convs=_count(lr, r"mf_conv\.(\d+)\.weight") // 3 + (1 if _count(lr, r"mf_conv\.(\d+)\.weight") % 3 else 0),
+        enc_mf_convs=sum(1 for k in lr if re.fullmatch(r"mf_conv\.\d+\.weight", k)),
         n_gaussian=_shape(dg, "means", "degnet")[0],
     )
 
 
 def _step_map(rest: str) -> str:
     """Inside one official FlowStep → our FlowStep (Sequential of actnorm, conv, [injector], [coupling])."""
-    rules: list[tuple[str, Callable[[re.Match], str]]] = [
-        (r"actnorm\.(.+)", lambda m: f"transforms.0.{m.group(1)}"),
-        (r"permute\.(.+)", lambda m: f"transforms.1.{m.group(1)}"),
-    ]
-    for pat, fn in rules:
-        if m := re.fullmatch(pat, rest):
-            return fn(m)
+    if m := re.fullmatch(r"(actnorm|permute)\.(.+)", rest):
+        return f"transforms.{0 if m.group(1) == 'actnorm' else 1}.{m.group(2)}"
     m = re.fullmatch(r"(affine_injector|affine_coulping)\.net\.(.+)", rest)
     if not m:
         raise KeyError(rest)
@@ -101,7 +96,7 @@ def _transition_map(t: int, rest: str, base: int) -> str:
     return f"transforms.{base + 2 * t + (0 if kind == 'actnorm' else 1)}.{leaf}"
 
 
-def map_key(stem: str, key: str, cfg: SDFlowConfig, conditional: bool) -> str:
+def map_key(stem: str, key: str, cfg: SDFlowConfig) -> str:
     """Official `<stem>.pth` key → sdtool key. Raises KeyError for keys outside the known layout."""
     s0, s1 = cfg.hr_steps
     if stem == "hrnet":
@@ -170,7 +165,7 @@ def convert_state(files: dict[str, State], source: str = "official checkpoint") 
             if key.rsplit(".", 1)[-1] in DERIVED:
                 continue
             try:
-                ours = map_key(stem, key, cfg, conditional=False)
+                ours = map_key(stem, key, cfg)
             except KeyError:
                 raise CheckpointError(f"{stem}.pth: unexpected key '{key}' (not in the SDFlow layout)") from None
             if ours not in target:

@@ -14,3 +14,18 @@ def perturb(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module:
         if name.endswith("initialized"):
             buf.fill_(1)
     return module
+
+
+def write_image_file(path, arr):
+    """Write a uint8/uint16 array with OpenCV, creating folders; returns the path."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), arr)
+    return path
+
+
+def sha256_of(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ from sdtool.checkpoint import save_model
 from sdtool.cli.app import app
 from sdtool.config import PRESETS
 from sdtool.model.sdflow import SDFlow
+from tests.helpers import sha256_of, write_image_file
 
 runner = CliRunner()
 
@@ -33,22 +33,14 @@ def _img(h: int, w: int, c: int = 3) -> np.ndarray:
     return np.round(np.stack(chans, axis=2) if c > 1 else chans[0]).astype(np.uint8)
 
 
-def _write(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), arr)
-    return path
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_folder_with_corrupt_file_exits_1_and_does_the_rest(tmp_path: Path, weights: Path) -> None:
-    _write(tmp_path / "in" / "a.png", _img(8, 8))
-    _write(tmp_path / "in" / "b" / "c.jpg", _img(8, 6))
+    write_image_file(tmp_path / "in" / "a.png", _img(8, 8))
+    write_image_file(tmp_path / "in" / "b" / "c.jpg", _img(8, 6))
     (tmp_path / "in" / "b" / "broken.png").write_bytes(b"nope")
     (tmp_path / "in" / "notes.txt").write_text("x")
-    sums = {p: _sha(p) for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    sums = {p: sha256_of(p) for p in (tmp_path / "in").rglob("*") if p.is_file()}
     res = runner.invoke(app, ["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w", str(weights), "--seed", "1"])
     assert res.exit_code == 1, res.output
     assert "broken.png" in res.output and "cannot decode" in res.output
@@ -56,7 +48,7 @@ def test_folder_with_corrupt_file_exits_1_and_does_the_rest(tmp_path: Path, weig
     assert "upscale: 2 done, 0 skipped, 1 failed" in res.output
     assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == (32, 32, 3)
     assert cv2.imread(str(tmp_path / "out" / "b" / "c.jpg")).shape == (32, 24, 3)
-    assert all(_sha(p) == s for p, s in sums.items())  # inputs unchanged
+    assert all(sha256_of(p) == s for p, s in sums.items())  # inputs unchanged
 
     again = runner.invoke(app, ["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w", str(weights),
                                 "--seed", "1", "--skip-existing"])
@@ -64,18 +56,18 @@ def test_folder_with_corrupt_file_exits_1_and_does_the_rest(tmp_path: Path, weig
 
 
 def test_all_good_exits_0_and_seed_reproduces(tmp_path: Path, weights: Path) -> None:
-    src = _write(tmp_path / "hr.png", _img(24, 20))
+    src = write_image_file(tmp_path / "hr.png", _img(24, 20))
     for out in ("o1.png", "o2.png"):
         res = runner.invoke(app, ["downscale", str(src), str(tmp_path / out), "-w", str(weights), "--seed", "4",
                                   "--temperature", "0.8", "--component", "1", "--tile", "0"])
         assert res.exit_code == 0, res.output
         assert "1 done, 0 skipped, 0 failed" in res.output and "seed 4" in res.output
-    assert _sha(tmp_path / "o1.png") == _sha(tmp_path / "o2.png")
+    assert sha256_of(tmp_path / "o1.png") == sha256_of(tmp_path / "o2.png")
     assert cv2.imread(str(tmp_path / "o1.png")).shape == (6, 5, 3)
 
 
 def test_optional_out_writes_beside_input(tmp_path: Path, weights: Path) -> None:
-    src = _write(tmp_path / "photo.png", _img(6, 6))
+    src = write_image_file(tmp_path / "photo.png", _img(6, 6))
     for expected in ("photo_x4_t0.8.png", "photo_x4_t0.8-2.png"):
         res = runner.invoke(app, ["upscale", str(src), "-w", str(weights)])
         assert res.exit_code == 0, res.output
@@ -86,7 +78,7 @@ def test_optional_out_writes_beside_input(tmp_path: Path, weights: Path) -> None
 
 
 def test_missing_weights_names_the_file(tmp_path: Path) -> None:
-    src = _write(tmp_path / "a.png", _img(6, 6))
+    src = write_image_file(tmp_path / "a.png", _img(6, 6))
     res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tmp_path / "gone.safetensors")])
     assert res.exit_code == 1
     assert "gone.safetensors" in res.output
@@ -102,7 +94,7 @@ def test_missing_weights_names_the_file(tmp_path: Path) -> None:
     ["upscale", "{f}", "{d}/o.png", "--samples", "0"],
 ])
 def test_bad_usage_exits_2(tmp_path: Path, weights: Path, args: list[str]) -> None:
-    f = _write(tmp_path / "x.png", _img(8, 8))
+    f = write_image_file(tmp_path / "x.png", _img(8, 8))
     argv = [a.format(d=tmp_path, f=f) for a in args] + ["-w", str(weights)]
     res = runner.invoke(app, argv)
     assert res.exit_code == 2, res.output

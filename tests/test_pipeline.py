@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sdtool.config import PRESETS
 from sdtool.errors import UsageError
 from sdtool.model.sdflow import SDFlow
 from sdtool.pipeline import ProgressEvent, enable_mixed_precision, file_seed, process_images, sample_suffixes
+from tests.helpers import sha256_of, write_image_file
 
 RNG = np.random.default_rng(7)
 
@@ -33,18 +33,10 @@ def _img(h: int, w: int, c: int, dtype: type = np.uint8) -> np.ndarray:
     return np.round(arr * (255 if dtype == np.uint8 else 65535)).astype(dtype)
 
 
-def _write(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), arr)
-    return path
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): _sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
@@ -66,7 +58,7 @@ FOLDER = {
 
 def _make_folder(root: Path) -> Path:
     for rel, arr in FOLDER.items():
-        _write(root / rel, arr)
+        write_image_file(root / rel, arr)
     (root / "readme.txt").write_text("not an image")
     (root / "sub" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     return root
@@ -99,7 +91,7 @@ def test_alpha_is_resized_not_modelled(tmp_path: Path, tiny: SDFlow) -> None:
     arr = _img(8, 8, 4)
     arr[..., 3] = 0
     arr[:4, :, 3] = 255
-    _write(tmp_path / "a.png", arr)
+    write_image_file(tmp_path / "a.png", arr)
     process_images(tmp_path / "a.png", tmp_path / "b.png", model=tiny, seed=0)
     out = cv2.imread(str(tmp_path / "b.png"), cv2.IMREAD_UNCHANGED)
     ref = cv2.resize(arr[..., 3].astype(np.float32) / 255, (32, 32), interpolation=cv2.INTER_CUBIC)
@@ -109,7 +101,7 @@ def test_alpha_is_resized_not_modelled(tmp_path: Path, tiny: SDFlow) -> None:
 def test_sample_naming_and_seed_reproducibility(tmp_path: Path, tiny: SDFlow) -> None:
     assert sample_suffixes(1) == [""] and sample_suffixes(3) == ["_s00", "_s01", "_s02"]
     assert sample_suffixes(101)[-1] == "_s100"
-    _write(tmp_path / "in" / "a" / "b.png", _img(10, 10, 3))
+    write_image_file(tmp_path / "in" / "a" / "b.png", _img(10, 10, 3))
     process_images(tmp_path / "in", tmp_path / "o1", model=tiny, samples=3, seed=5, temperature=0.8)
     process_images(tmp_path / "in", tmp_path / "o2", model=tiny, samples=3, seed=5, temperature=0.8)
     names = sorted(p.name for p in (tmp_path / "o1" / "a").iterdir())
@@ -118,31 +110,31 @@ def test_sample_naming_and_seed_reproducibility(tmp_path: Path, tiny: SDFlow) ->
     s0, s1 = (cv2.imread(str(tmp_path / "o1" / "a" / n)) for n in names[:2])
     assert not np.array_equal(s0, s1)  # samples differ from each other
     process_images(tmp_path / "in", tmp_path / "o3", model=tiny, samples=1, seed=6)
-    assert _sha(tmp_path / "o3" / "a" / "b.png") != _sha(tmp_path / "o1" / "a" / "b_s00.png")
+    assert sha256_of(tmp_path / "o3" / "a" / "b.png") != sha256_of(tmp_path / "o1" / "a" / "b_s00.png")
 
 
 def test_sample_does_not_depend_on_other_files(tmp_path: Path, tiny: SDFlow) -> None:
-    _write(tmp_path / "one" / "x.png", _img(10, 12, 3))
-    _write(tmp_path / "two" / "x.png", _img(10, 12, 3))
-    _write(tmp_path / "two" / "a_first.png", _img(6, 6, 3))
+    write_image_file(tmp_path / "one" / "x.png", _img(10, 12, 3))
+    write_image_file(tmp_path / "two" / "x.png", _img(10, 12, 3))
+    write_image_file(tmp_path / "two" / "a_first.png", _img(6, 6, 3))
     for name in ("one", "two"):
         process_images(tmp_path / name, tmp_path / f"out_{name}", task="downscale", model=tiny, seed=9, samples=2)
     for k in ("s00", "s01"):
-        assert _sha(tmp_path / "out_one" / f"x_{k}.png") == _sha(tmp_path / "out_two" / f"x_{k}.png")
+        assert sha256_of(tmp_path / "out_one" / f"x_{k}.png") == sha256_of(tmp_path / "out_two" / f"x_{k}.png")
     assert file_seed(9, Path("x.png")) != file_seed(9, Path("y.png"))
 
 
 def test_skip_existing_resumes(tmp_path: Path, tiny: SDFlow) -> None:
     for name in ("a.png", "b.png", "c.png"):
-        _write(tmp_path / "in" / name, _img(8, 8, 3))
+        write_image_file(tmp_path / "in" / name, _img(8, 8, 3))
     first = process_images(tmp_path / "in", tmp_path / "out", model=tiny, seed=2)
     assert len(first.done) == 3
-    kept = _sha(tmp_path / "out" / "a.png")
+    kept = sha256_of(tmp_path / "out" / "a.png")
     (tmp_path / "out" / "b.png").unlink()
     second = process_images(tmp_path / "in", tmp_path / "out", model=tiny, seed=2, skip_existing=True)
     assert sorted(o.source.name for o in second.skipped) == ["a.png", "c.png"]
     assert [o.source.name for o in second.done] == ["b.png"]
-    assert _sha(tmp_path / "out" / "a.png") == kept
+    assert sha256_of(tmp_path / "out" / "a.png") == kept
     third = process_images(tmp_path / "in", tmp_path / "out", model=None, weights=tmp_path / "absent.safetensors",
                            seed=2, skip_existing=True)
     assert len(third.skipped) == 3 and not third.done  # nothing to do: the model is not even loaded
@@ -152,7 +144,7 @@ def test_skip_existing_resumes(tmp_path: Path, tiny: SDFlow) -> None:
 def test_tiling_does_not_change_the_sample(tmp_path: Path, tiny: SDFlow, temperature: float) -> None:
     # Measured: PSNR (peak 65535) between the 16-bit PNG written untiled (--tile 0) and tiled (--tile 24),
     # same seed, so the same global noise; x4 upscale of a 40×52 image.
-    _write(tmp_path / "in.png", _img(40, 52, 3, np.uint16))
+    write_image_file(tmp_path / "in.png", _img(40, 52, 3, np.uint16))
     common = dict(model=tiny, seed=11, temperature=temperature)
     process_images(tmp_path / "in.png", tmp_path / "full.png", tile=0, **common)
     process_images(tmp_path / "in.png", tmp_path / "tiled.png", tile=24, tile_overlap=8, **common)
@@ -163,7 +155,7 @@ def test_tiling_does_not_change_the_sample(tmp_path: Path, tiny: SDFlow, tempera
 
 
 def test_downscale_tiling_does_not_change_the_sample(tmp_path: Path, tiny: SDFlow) -> None:
-    _write(tmp_path / "in.png", _img(150, 131, 3, np.uint16))
+    write_image_file(tmp_path / "in.png", _img(150, 131, 3, np.uint16))
     common = dict(task="downscale", model=tiny, seed=11, temperature=0.8)
     process_images(tmp_path / "in.png", tmp_path / "full.png", tile=0, **common)
     process_images(tmp_path / "in.png", tmp_path / "tiled.png", tile=64, tile_overlap=16, **common)
@@ -179,14 +171,14 @@ def test_downscale_tiling_does_not_change_the_sample(tmp_path: Path, tiny: SDFlo
 ])
 def test_tiny_and_odd_sizes(tmp_path: Path, tiny: SDFlow, task: str, size: tuple[int, int],
                             expected: tuple[int, int]) -> None:
-    _write(tmp_path / "t.png", _img(*size, 3))
+    write_image_file(tmp_path / "t.png", _img(*size, 3))
     res = process_images(tmp_path / "t.png", tmp_path / "o.png", task=task, model=tiny, seed=0)
     assert res.ok, res.failed
     assert cv2.imread(str(tmp_path / "o.png")).shape[:2] == expected
 
 
 def test_default_name_beside_input_never_overwrites(tmp_path: Path, tiny: SDFlow) -> None:
-    src = _write(tmp_path / "hr.png", _img(16, 16, 3))
+    src = write_image_file(tmp_path / "hr.png", _img(16, 16, 3))
     r1 = process_images(src, task="downscale", model=tiny, seed=0, temperature=0.8)
     r2 = process_images(src, task="downscale", model=tiny, seed=0, temperature=0.8)
     assert r1.done[0].outputs == [tmp_path / "hr_x0.25_t0.8.png"]
@@ -200,21 +192,21 @@ def test_default_name_beside_input_never_overwrites(tmp_path: Path, tiny: SDFlow
 
 
 def test_single_file_to_folder_and_refuses_to_overwrite_input(tmp_path: Path, tiny: SDFlow) -> None:
-    src = _write(tmp_path / "p.jpg", _img(8, 8, 3))
+    src = write_image_file(tmp_path / "p.jpg", _img(8, 8, 3))
     res = process_images(src, tmp_path / "outdir", model=tiny, seed=0)
     assert res.done[0].outputs == [tmp_path / "outdir" / "p.jpg"]
-    before = _sha(src)
+    before = sha256_of(src)
     res = process_images(src, src, model=tiny, seed=0)
     assert res.failed and "overwrite the input" in res.failed[0].error
-    assert _sha(src) == before
+    assert sha256_of(src) == before
 
 
 def test_component_changes_downscale_and_is_checked(tmp_path: Path, tiny: SDFlow) -> None:
-    src = _write(tmp_path / "h.png", _img(32, 32, 3))
+    src = write_image_file(tmp_path / "h.png", _img(32, 32, 3))
     outs = []
     for k in (0, 3):
         process_images(src, tmp_path / f"c{k}.png", task="downscale", model=tiny, seed=0, component=k)
-        outs.append(_sha(tmp_path / f"c{k}.png"))
+        outs.append(sha256_of(tmp_path / f"c{k}.png"))
     assert outs[0] != outs[1]
     with pytest.raises(UsageError, match="component"):
         process_images(src, tmp_path / "c9.png", task="downscale", model=tiny, component=9)
@@ -236,7 +228,7 @@ def test_usage_errors(tmp_path: Path, tiny: SDFlow) -> None:
 
 def test_ranks_split_files_round_robin(tmp_path: Path, tiny: SDFlow, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(5):
-        _write(tmp_path / "in" / f"f{i}.png", _img(6, 6, 3))
+        write_image_file(tmp_path / "in" / f"f{i}.png", _img(6, 6, 3))
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     res = process_images(tmp_path / "in", tmp_path / "out", model=tiny, seed=0)
@@ -246,11 +238,11 @@ def test_ranks_split_files_round_robin(tmp_path: Path, tiny: SDFlow, monkeypatch
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     process_images(tmp_path / "in", tmp_path / "all", model=tiny, seed=0)
-    assert _sha(tmp_path / "out" / "f3.png") == _sha(tmp_path / "all" / "f3.png")
+    assert sha256_of(tmp_path / "out" / "f3.png") == sha256_of(tmp_path / "all" / "f3.png")
 
 
 def test_output_folder_inside_input_is_not_reprocessed(tmp_path: Path, tiny: SDFlow) -> None:
-    _write(tmp_path / "in" / "a.png", _img(6, 6, 3))
+    write_image_file(tmp_path / "in" / "a.png", _img(6, 6, 3))
     process_images(tmp_path / "in", tmp_path / "in" / "sr", model=tiny, seed=0)
     res = process_images(tmp_path / "in", tmp_path / "in" / "sr", model=tiny, seed=0)
     assert [o.source.name for o in res.done] == ["a.png"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,7 +37,7 @@ def train(
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from these SDFlow weights.")] = None,
 ) -> None:
     """Train SDFlow (or PDM) on unpaired LR and HR images; resumable, multi-GPU with torchrun."""
-    from sdtool.train.run import TrainOptions, train as run_train
+    from sdtool.train.run import TrainOptions
 
     opts = TrainOptions(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out, model=model, config=config, iters=iters,
                         batch=batch, patch=patch, lr=lr, seed=seed, device=device, resume=resume, paired=paired,

@@ -3,7 +3,8 @@
 Pipeline, as in MATLAB `computequality` with 96×96 blocks:
 1. grey level = MATLAB `rgb2gray` (0.2989 R + 0.5870 G + 0.1140 B), rounded to the uint8 grid;
 2. crop to whole 96×96 blocks; for two scales (the second is MATLAB bicubic imresize by 0.5):
-   MSCN coefficients with a 7×7 Gaussian (sigma 7/6, replicate borders, +1 in the denominator),
+   MSCN coefficients with a 7×7 Gaussian (sigma 7/6, replicate borders, +1 in the denominator;
+   rounding noise in flat areas set to exactly 0, see `_mscn`),
    then per block 18 features: AGGD fit of the coefficients (shape, mean scale) and of the products with
    the 4 neighbours (0,1), (1,0), (1,1), (1,-1) taken with a circular shift inside the block;
 3. fit a Gaussian to the 36-d block features and return the Mahalanobis-like distance to the pristine
@@ -24,6 +25,7 @@ from sdtool.resize import imresize_np, quantize
 
 PARAMS_PATH = Path(__file__).resolve().parents[2] / "weights" / "niqe_pris_params.npz"
 BLOCK = 96
+FLAT_TOL = 1e-9  # |MSCN| below this is rounding noise of a flat area (real values are ≳ 1e-6)
 _GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])  # MATLAB rgb2gray
 
 
@@ -91,7 +93,13 @@ def _mscn(img: np.ndarray) -> np.ndarray:
     window /= window.sum()
     mu = correlate(img, window, mode="nearest")
     sigma = np.sqrt(np.abs(correlate(img * img, window, mode="nearest") - mu * mu))
-    return (img - mu) / (sigma + 1)
+    mscn = (img - mu) / (sigma + 1)
+    # In flat areas the coefficients are 0 in exact arithmetic, but rounding leaves ±1e-14 whose sign
+    # depends on the filter's summation order and decides which side of the AGGD fit they join. Snapping
+    # them to 0 makes the score independent of that order (and brings TID2013 I19 from 9.02 to 8.67,
+    # MATLAB: 8.64).
+    mscn[np.abs(mscn) < FLAT_TOL] = 0.0
+    return mscn
 
 
 def niqe_features(gray: np.ndarray) -> np.ndarray:

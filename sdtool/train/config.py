@@ -24,6 +24,12 @@ class LossWeights:
     image_gan: float = 0.1  # [reading]
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
     sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]
+    # Cycle HR → generated LR → SR, compared with the HR it came from (image phase only) [ours]. The paper's
+    # image-space SR target is unknown; this one needs no pairs: the LR is the model's own degradation
+    # sample (detached, so the downscaler cannot hide detail in it for the upscaler).
+    cycle_l1: float = 0.5  # L1 between the cycled SR sample and the HR crop
+    cycle_perceptual: float = 1.0  # perceptual distance between them
+    cycle_latent: float = 1.0  # L1 between extractor(generated LR) and the HR content latent
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,24 @@ class TrainOptions:
     log_every: int = 10
     image_loss_start: Optional[int] = None
     init: Optional[Path] = None  # start from these SDFlow weights
+    loss: tuple[str, ...] = ()  # "name=value" overrides of LossWeights fields
     extra: dict = field(default_factory=dict)
+
+
+def parse_loss_overrides(items) -> dict:
+    """["cycle_l1=0.5", ...] → {"cycle_l1": 0.5}; UsageError naming a bad item."""
+    fields = {f.name: f.type for f in dataclasses.fields(LossWeights)}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise UsageError(f"--loss '{item}': expected NAME=VALUE with NAME one of {', '.join(fields)}")
+        try:
+            out[name] = int(value) if fields[name] in (int, "int") else float(value)
+        except ValueError:
+            raise UsageError(f"--loss '{item}': '{value}' is not a number") from None
+    return out
 
 
 def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
@@ -59,7 +76,7 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
                 raise UsageError(str(exc)) from None
             torch.manual_seed(o.seed)
             model = SDFlow(cfg).to(device)
-        weights = LossWeights()
+        weights = dataclasses.replace(LossWeights(), **parse_loss_overrides(o.loss))
         if o.image_loss_start is not None:
             weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)
         return SDFlowTask(model, weights, lr=o.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=o.seed,

@@ -122,7 +122,23 @@ class SDFlowTask:
             loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, imresize(sr, 0.25), x)
             loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, ds, y_bic)
         loss = loss + w.image_gan * (L.g_loss(self.d_hr(sr)) + L.g_loss(self.d_lr(ds)))
+        loss = loss + self._cycle_loss(y, zc_hr, ds, g)
         return loss, {"sr": sr.detach(), "ds": ds.detach()}
+
+    def _cycle_loss(self, y: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> Tensor:
+        """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""
+        m, w = self.model, self.w
+        if not (w.cycle_l1 or w.cycle_perceptual or w.cycle_latent):
+            return y.new_zeros(())
+        zc = m.extractor(ds.detach().clamp(-1, 1))
+        loss = w.cycle_latent * (zc - zc_hr.detach()).abs().mean()
+        n, _, h, wd = zc.shape
+        z_hp = w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(y.device)
+        sr = m.sr_from_content(zc, z_hp)
+        loss = loss + w.cycle_l1 * (sr - y).abs().mean()
+        if self.perceptual is not None and w.cycle_perceptual:
+            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr, y)
+        return loss
 
     def _discriminator_step(self, zc_hr, zc_lr, x, y, fakes) -> float:
         with self._autocast():

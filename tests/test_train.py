@@ -152,3 +152,47 @@ def test_cli_train_and_use_weights(tmp_path):
     assert m.upscale(torch.rand(1, 3, 8, 8), 0.8).shape == (1, 3, 32, 32)
     res = CliRunner().invoke(app, ["train", "--lr-dir", str(tmp_path / "nope"), "--hr-dir", str(hr_dir), "--out", str(out / "x")])
     assert res.exit_code != 0 and "nope: not a folder" in res.output
+
+
+def test_loss_overrides_parse_and_refuse():
+    from sdtool.errors import UsageError
+    from sdtool.train.run import parse_loss_overrides
+
+    assert parse_loss_overrides(["cycle_l1=0.25", "image-loss-start=5"]) == {"cycle_l1": 0.25, "image_loss_start": 5}
+    assert isinstance(parse_loss_overrides(["image_loss_start=5"])["image_loss_start"], int)
+    with pytest.raises(UsageError, match="nope=1"):
+        parse_loss_overrides(["nope=1"])
+    with pytest.raises(UsageError, match="not a number"):
+        parse_loss_overrides(["cycle_l1=abc"])
+    with pytest.raises(UsageError, match="NAME=VALUE"):
+        parse_loss_overrides(["cycle_l1"])
+
+
+def test_cycle_loss_trains_the_upscaling_path():
+    """HR → own LR sample → extractor → SR: positive, reaches the extractor and the HF flow, never the
+    degradation flow (its LR sample is detached); all-zero weights switch it off."""
+    import dataclasses
+
+    from sdtool.config import get_config
+    from sdtool.model.sdflow import SDFlow
+    from sdtool.train.config import LossWeights
+    from sdtool.train.sdflow_task import SDFlowTask
+
+    torch.manual_seed(0)
+    model = SDFlow(get_config("tiny"))
+    task = SDFlowTask(model, LossWeights(), perceptual=None)
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.train()
+        model.hr_log_prob(y), model.lr_log_prob(torch.rand(2, 3, 8, 8) * 2 - 1)  # ActNorm data init
+    zc_hr, _, _ = model.hr_latents(y)
+    ds = model.lr_from_content(zc_hr.detach())
+    loss = task._cycle_loss(y, zc_hr, ds, g)
+    assert loss.ndim == 0 and float(loss.detach()) > 0
+    loss.backward()
+    grad = lambda mod: sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
+    assert grad(model.extractor) > 0 and grad(model.hf_flow) > 0
+    assert grad(model.deg_flow) == 0
+    off = SDFlowTask(model, dataclasses.replace(LossWeights(), cycle_l1=0, cycle_perceptual=0, cycle_latent=0))
+    assert float(off._cycle_loss(y, zc_hr, ds, g)) == 0.0

@@ -196,3 +196,24 @@ def test_cycle_loss_trains_the_upscaling_path():
     assert grad(model.deg_flow) == 0
     off = SDFlowTask(model, dataclasses.replace(LossWeights(), cycle_l1=0, cycle_perceptual=0, cycle_latent=0))
     assert float(off._cycle_loss(y, zc_hr, ds, g)) == 0.0
+
+
+def test_freeze_keeps_parts_fixed_and_names_are_checked(tmp_path):
+    """A downscaling-only phase: SR parts frozen, SR image terms off; only the LR side moves."""
+    from sdtool.api import load_model
+    from sdtool.errors import UsageError
+
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    train(_opts(tmp_path, lr_dir, hr_dir, iters=3, ckpt_every=3, out_dir=tmp_path / "base"))
+    init = tmp_path / "base" / "model.safetensors"
+    frozen = ("hr_flow", "hf_flow", "extractor")
+    train(_opts(tmp_path, lr_dir, hr_dir, iters=4, ckpt_every=4, out_dir=tmp_path / "ds", init=init,
+                image_loss_start=1, freeze=frozen, loss=("image_sr=0",)))
+    before, after = load_model(init, device="cpu"), load_model(tmp_path / "ds" / "model.safetensors", device="cpu")
+    for name in frozen:
+        for (k, a), b in zip(getattr(before, name).state_dict().items(), getattr(after, name).state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{k} changed"
+    moved = [not torch.equal(a, b) for a, b in zip(before.lr_flow.state_dict().values(), after.lr_flow.state_dict().values())]
+    assert any(moved)
+    with pytest.raises(UsageError, match="--freeze 'decoder'"):
+        train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", init=init, freeze=("decoder",)))

@@ -19,9 +19,13 @@ class LossWeights:
     latent_adv: float = 0.05  # latent domain adversarial loss on z_c [ours]
     zc_l2: float = 0.05  # β₁, L2 penalty on z_c [reading]
     deg_l2: float = 0.5  # β₂, ‖z_LR − stopgrad(z_c)‖² keeps degradation small [reading]
-    image_l1: float = 0.5  # image-space losses after warm-up, each direction [reading]
+    image_l1: float = 0.5  # image-space losses after warm-up, SR direction [reading]
     image_perceptual: float = 0.5  # [reading]
     image_gan: float = 0.1  # [reading]
+    ds_l1: float = 0.5  # the same three for generated LR images (downscaling direction) [reading]
+    ds_perceptual: float = 0.5  # against the bicubic LR: high values pull samples towards bicubic sharpness
+    ds_gan: float = 0.1  # against real LR images: the only term that asks for realism
+    image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
     sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]
     # Cycle HR → generated LR → SR, compared with the HR it came from (image phase only) [ours]. The paper's

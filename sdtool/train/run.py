@@ -40,6 +40,7 @@ class TrainOptions:
     image_loss_start: Optional[int] = None
     init: Optional[Path] = None  # start from these SDFlow weights
     loss: tuple[str, ...] = ()  # "name=value" overrides of LossWeights fields
+    freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
     extra: dict = field(default_factory=dict)
 
 
@@ -59,6 +60,15 @@ def parse_loss_overrides(items) -> dict:
     return out
 
 
+def freeze_parts(model: torch.nn.Module, names) -> None:
+    """Stop training the named sub-modules (they still run); UsageError for a name the model lacks."""
+    parts = dict(model.named_children())
+    for name in names:
+        if name not in parts:
+            raise UsageError(f"--freeze '{name}': the model has {', '.join(parts)}")
+        parts[name].requires_grad_(False)
+
+
 def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
     if o.model == "sdflow":
         from sdtool.config import get_config
@@ -76,6 +86,7 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
                 raise UsageError(str(exc)) from None
             torch.manual_seed(o.seed)
             model = SDFlow(cfg).to(device)
+        freeze_parts(model, o.freeze)
         weights = dataclasses.replace(LossWeights(), **parse_loss_overrides(o.loss))
         if o.image_loss_start is not None:
             weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)

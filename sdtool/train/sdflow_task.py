@@ -109,21 +109,30 @@ class SDFlowTask:
 
     def _image_losses(self, x, y, y_bic, zc_lr, zc_hr, g) -> tuple[Tensor, dict[str, Tensor]]:
         m, w, tau = self.model, self.w, self.w.sample_temperature
-        n, _, h, wd = x.shape
-        z_hp = tau * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(x.device)
-        sr = m.sr_from_content(zc_lr, z_hp)
+        n = x.shape[0]
         comp = torch.randint(m.n_components, (n,), generator=g).to(x.device)
         z_dp = m.deg_prior.sample(torch.randn(m.downscale_noise_shape(n, *y.shape[2:]), generator=g).to(x.device), tau, comp)
         ds = m.lr_from_content(zc_hr, z_dp)
-        # SR must stay consistent with its LR content; downscaled images with the HR content.
+        # Downscaled images must keep the HR content; only the GAN asks them to look like real LR images.
+        loss = w.ds_l1 * (L.low_pass(ds) - L.low_pass(y_bic)).abs().mean() + w.ds_gan * L.g_loss(self.d_lr(ds))
+        if self.perceptual is not None and w.ds_perceptual:
+            loss = loss + w.ds_perceptual * L.perceptual_distance(self.perceptual, ds, y_bic)
+        fakes = {"ds": ds.detach()}
+        if w.image_sr:
+            sr_loss, fakes["sr"] = self._sr_image_loss(x, zc_lr, g)
+            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, ds, g))
+        return loss, fakes
+
+    def _sr_image_loss(self, x, zc_lr, g) -> tuple[Tensor, Tensor]:
+        """SR samples of real LR crops: consistent with their LR input, realistic for the HR discriminator."""
+        m, w = self.model, self.w
+        n, _, h, wd = x.shape
+        z_hp = w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(x.device)
+        sr = m.sr_from_content(zc_lr, z_hp)
         loss = w.image_l1 * (L.low_pass(imresize(sr, 0.25)) - L.low_pass(x)).abs().mean()
-        loss = loss + w.image_l1 * (L.low_pass(ds) - L.low_pass(y_bic)).abs().mean()
-        if self.perceptual is not None:
+        if self.perceptual is not None and w.image_perceptual:
             loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, imresize(sr, 0.25), x)
-            loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, ds, y_bic)
-        loss = loss + w.image_gan * (L.g_loss(self.d_hr(sr)) + L.g_loss(self.d_lr(ds)))
-        loss = loss + self._cycle_loss(y, zc_hr, ds, g)
-        return loss, {"sr": sr.detach(), "ds": ds.detach()}
+        return loss + w.image_gan * L.g_loss(self.d_hr(sr)), sr.detach()
 
     def _cycle_loss(self, y: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> Tensor:
         """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""
@@ -143,8 +152,10 @@ class SDFlowTask:
     def _discriminator_step(self, zc_hr, zc_lr, x, y, fakes) -> float:
         with self._autocast():
             loss = L.d_loss(self.d_latent(zc_hr), self.d_latent(zc_lr))
-            if fakes:
-                loss = loss + L.d_loss(self.d_hr(y), self.d_hr(fakes["sr"])) + L.d_loss(self.d_lr(x), self.d_lr(fakes["ds"]))
+            if "sr" in fakes:
+                loss = loss + L.d_loss(self.d_hr(y), self.d_hr(fakes["sr"]))
+            if "ds" in fakes:
+                loss = loss + L.d_loss(self.d_lr(x), self.d_lr(fakes["ds"]))
         if not torch.isfinite(loss):
             return float("nan")  # a bad discriminator batch is skipped on its own
         params = [p for d in (self.d_latent, self.d_hr, self.d_lr) for p in d.parameters()]

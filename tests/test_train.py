@@ -217,3 +217,17 @@ def test_freeze_keeps_parts_fixed_and_names_are_checked(tmp_path):
     assert any(moved)
     with pytest.raises(UsageError, match="--freeze 'decoder'"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", init=init, freeze=("decoder",)))
+
+
+def test_ds_target_blur_auto_is_estimated_and_stored(tmp_path):
+    from safetensors import safe_open
+
+    from sdtool.errors import UsageError
+
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    train(_opts(tmp_path, lr_dir, hr_dir, iters=2, ckpt_every=2, ds_target_blur="auto"))
+    with safe_open(str(tmp_path / "run" / "model.safetensors"), "pt") as f:
+        weights = json.loads(f.metadata()["loss_weights"])
+    assert 0.0 < weights["ds_target_blur"] <= 2.0  # the LR folder is area-downscaled and blurrier than bicubic
+    with pytest.raises(UsageError, match="--ds-target-blur 'soft'"):
+        train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", ds_target_blur="soft"))

@@ -35,6 +35,7 @@ def train(
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Log every N iterations.")] = 10,
     image_loss_start: Annotated[Optional[int], typer.Option("--image-loss-start", help="Iteration that starts the image-space losses (paper: 50000).")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from these SDFlow weights.")] = None,
+    ds_target_blur: Annotated[Optional[str], typer.Option("--ds-target-blur", help="Blur σ (LR px) of the target of generated LR images, or 'auto' (estimated from the unpaired folders).")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", help="Comma-separated SDFlow parts to keep fixed, e.g. hr_flow,hf_flow,extractor.")] = None,
     loss: Annotated[Optional[list[str]], typer.Option("--loss", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
 ) -> None:
@@ -45,7 +46,7 @@ def train(
                         batch=batch, patch=patch, lr=lr, seed=seed, device=device, resume=resume, paired=paired,
                         disjoint=disjoint, name_filter=name_filter, val_lr=val_lr, val_hr=val_hr,
                         val_filter=val_filter, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
-                        image_loss_start=image_loss_start, init=init, loss=tuple(loss or ()),
+                        image_loss_start=image_loss_start, init=init, loss=tuple(loss or ()), ds_target_blur=ds_target_blur,
                         freeze=tuple(p.strip() for p in (freeze or '').split(',') if p.strip()),
                         extra={"command": "sdtool train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""})
     result = run_guarded(lambda: _run_with_progress(opts, iters))

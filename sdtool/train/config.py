@@ -25,6 +25,7 @@ class LossWeights:
     ds_l1: float = 0.5  # the same three for generated LR images (downscaling direction) [reading]
     ds_perceptual: float = 0.5  # against the bicubic LR: high values pull samples towards bicubic sharpness
     ds_gan: float = 0.1  # against real LR images: the only term that asks for realism
+    ds_target_blur: float = 0.0  # σ (LR px) of a Gaussian on the bicubic target of generated LR images [ours]
     image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
     sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]

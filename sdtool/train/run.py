@@ -40,6 +40,7 @@ class TrainOptions:
     image_loss_start: Optional[int] = None
     init: Optional[Path] = None  # start from these SDFlow weights
     loss: tuple[str, ...] = ()  # "name=value" overrides of LossWeights fields
+    ds_target_blur: Optional[str] = None  # "auto" (estimated from the unpaired folders) or σ in LR pixels
     freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
     extra: dict = field(default_factory=dict)
 
@@ -101,6 +102,19 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
     raise UsageError(f"unknown --model '{o.model}': choose sdflow or pdm")
 
 
+def _ds_target_blur(value: str, sampler, lr_patch: int) -> float:
+    """--ds-target-blur: a number, or "auto" = estimated from the training crops without using pairs."""
+    from sdtool.train.domain_blur import bank_crops, estimate_domain_blur
+
+    if value != "auto":
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"--ds-target-blur '{value}': give a σ in LR pixels or 'auto'") from None
+    return estimate_domain_blur(bank_crops(sampler.lr.images, lr_patch, per_image=4, seed=1),
+                                bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2))
+
+
 def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
     """Train on unpaired LR/HR folders; writes out_dir/model.safetensors (EMA), state.pt, log.jsonl."""
     from sdtool.api import resolve_device
@@ -123,6 +137,8 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     lr_patch = o.patch // 4
     sampler = CropSampler(ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch), o.batch, lr_patch,
                           seed=o.seed, rank=rank, paired=o.paired)
+    if o.ds_target_blur is not None:
+        o = dataclasses.replace(o, loss=(*o.loss, f"ds_target_blur={_ds_target_blur(o.ds_target_blur, sampler, lr_patch)}"))
     task = _build_task(o, device, settings)
     validator = None
     if (o.val_lr is None) != (o.val_hr is None):

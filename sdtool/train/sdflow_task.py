@@ -15,6 +15,7 @@ from sdtool.resize import imresize
 from sdtool.train import losses as L
 from sdtool.train.config import LossWeights
 from sdtool.train.dist import average_gradients
+from sdtool.train.domain_blur import gaussian_blur
 from sdtool.train.task import NonFiniteLoss
 
 
@@ -113,10 +114,12 @@ class SDFlowTask:
         comp = torch.randint(m.n_components, (n,), generator=g).to(x.device)
         z_dp = m.deg_prior.sample(torch.randn(m.downscale_noise_shape(n, *y.shape[2:]), generator=g).to(x.device), tau, comp)
         ds = m.lr_from_content(zc_hr, z_dp)
-        # Downscaled images must keep the HR content; only the GAN asks them to look like real LR images.
-        loss = w.ds_l1 * (L.low_pass(ds) - L.low_pass(y_bic)).abs().mean() + w.ds_gan * L.g_loss(self.d_lr(ds))
+        # Downscaled images keep the HR content, softened by the LR domain's blur (estimated without pairs,
+        # see train/domain_blur.py); the GAN asks them to look like real LR images.
+        target = gaussian_blur(y_bic, w.ds_target_blur)
+        loss = w.ds_l1 * (L.low_pass(ds) - L.low_pass(target)).abs().mean() + w.ds_gan * L.g_loss(self.d_lr(ds))
         if self.perceptual is not None and w.ds_perceptual:
-            loss = loss + w.ds_perceptual * L.perceptual_distance(self.perceptual, ds, y_bic)
+            loss = loss + w.ds_perceptual * L.perceptual_distance(self.perceptual, ds, target)
         fakes = {"ds": ds.detach()}
         if w.image_sr:
             sr_loss, fakes["sr"] = self._sr_image_loss(x, zc_lr, g)

@@ -35,6 +35,8 @@ class LossWeights:
     cycle_l1: float = 0.5  # L1 between the cycled SR sample and the HR crop
     cycle_perceptual: float = 1.0  # perceptual distance between them
     cycle_latent: float = 1.0  # L1 between extractor(generated LR) and the HR content latent
+    cycle_input_blur: float = 0.0  # b: the cycle's LR input gets a Gaussian blur of σ ~ U(0, 2b) LR px, so the
+    #   extractor also sees inputs as soft as real LR photographs while the degradation flow is still learning
 
 
 @dataclass(frozen=True)

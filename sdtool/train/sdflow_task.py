@@ -48,9 +48,13 @@ class SDFlowTask:
         device = model.device
         self.amp = amp and device.type == "cuda"
         self.perceptual = perceptual
-        self.d_latent = PatchDiscriminator(3, 64, n_down=1).to(device)
-        self.d_hr = PatchDiscriminator(3, 64, n_down=3).to(device)
-        self.d_lr = PatchDiscriminator(3, 64, n_down=2).to(device)
+        # Seeded on their own: their start must not depend on what else drew from the global RNG before
+        # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 7919)
+            self.d_latent = PatchDiscriminator(3, 64, n_down=1).to(device)
+            self.d_hr = PatchDiscriminator(3, 64, n_down=3).to(device)
+            self.d_lr = PatchDiscriminator(3, 64, n_down=2).to(device)
         d_params = [p for d in (self.d_latent, self.d_hr, self.d_lr) for p in d.parameters()]
         self.opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam(d_params, lr=lr, betas=(0.5, 0.999))
@@ -142,7 +146,11 @@ class SDFlowTask:
         m, w = self.model, self.w
         if not (w.cycle_l1 or w.cycle_perceptual or w.cycle_latent):
             return y.new_zeros(())
-        zc = m.extractor(ds.detach().clamp(-1, 1))
+        lr_in = ds.detach().clamp(-1, 1)
+        if w.cycle_input_blur > 0:
+            u = float(torch.rand((), generator=g))
+            lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
+        zc = m.extractor(lr_in)
         loss = w.cycle_latent * (zc - zc_hr.detach()).abs().mean()
         n, _, h, wd = zc.shape
         z_hp = w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(y.device)

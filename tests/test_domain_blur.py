@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sdtool.resize import imresize
-from sdtool.train.domain_blur import bank_crops, estimate_domain_blur, gaussian_blur
+from sdtool.degrade.ops import gaussian_blur
+from sdtool.train.domain_blur import bank_crops, estimate_domain_blur
 
 
 def _scenes(n: int, size: int, seed: int) -> torch.Tensor:

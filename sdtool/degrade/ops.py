@@ -77,6 +77,24 @@ def blur_downsample_variant(y: "Tensor", kernels: "Tensor", scale: int = 4) -> "
     return (cols * k).sum(dim=2).reshape(n, c, lh, lw)
 
 
+def gaussian_blur(x: "Tensor", sigma: float, radius: Optional[int] = None) -> "Tensor":
+    """Separable isotropic Gaussian blur of N×C×H×W images with reflection padding (replicate for images
+    no larger than the radius). radius defaults to ceil(3σ); σ ≤ 0 returns x unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    if sigma <= 0:
+        return x
+    r = radius if radius is not None else max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def gaussian_kernel(
     size: int,
     sigma_x: "Tensor | float",

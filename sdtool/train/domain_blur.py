@@ -8,30 +8,15 @@ LR images, so that the degradation flow, not the content, carries the blur.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from sdtool.degrade.ops import gaussian_blur
 from sdtool.degrade.transfer import radial_log_spectrum
 from sdtool.resize import imresize
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of N×C×H×W images (reflection padding, radius ceil(3σ)); σ ≤ 0 returns x."""
-    if sigma <= 0:
-        return x
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    pad_mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=pad_mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode=pad_mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def estimate_domain_blur(lr: Tensor, hr: Tensor, sigmas: Optional[Sequence[float]] = None) -> float:

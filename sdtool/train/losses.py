@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sdtool.degrade.ops import gaussian_blur
+
 LN2 = math.log(2.0)
 
 
@@ -25,18 +27,9 @@ def dequantize(x01: Tensor, g: torch.Generator) -> Tensor:
     return (x01 * 255.0 + noise) / 256.0 * 2 - 1
 
 
-def _gauss_kernel(sigma: float = 1.0, radius: int = 2) -> Tensor:
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-    k = k / k.sum()
-    return k[:, None] * k[None, :]
-
-
 def low_pass(x: Tensor, sigma: float = 1.0) -> Tensor:
     """Gaussian blur (5×5, σ = 1) per channel with reflection padding: compares content, not noise."""
-    k = _gauss_kernel(sigma).to(x.device, x.dtype)
-    c = x.shape[1]
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k.expand(c, 1, 5, 5), groups=c)
+    return gaussian_blur(x, sigma, radius=2)
 
 
 def perceptual_distance(perceptual: nn.Module, a: Tensor, b: Tensor, min_size: int = 64) -> Tensor:

@@ -70,7 +70,8 @@ def freeze_parts(model: torch.nn.Module, names) -> None:
         parts[name].requires_grad_(False)
 
 
-def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
+def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, measured: Optional[dict] = None):
+    """measured: loss weights found from the data (e.g. "auto" ds_target_blur), applied after --loss."""
     if o.model == "sdflow":
         from sdtool.config import get_config
         from sdtool.model.sdflow import SDFlow
@@ -88,7 +89,7 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings):
             torch.manual_seed(o.seed)
             model = SDFlow(cfg).to(device)
         freeze_parts(model, o.freeze)
-        weights = dataclasses.replace(LossWeights(), **parse_loss_overrides(o.loss))
+        weights = dataclasses.replace(LossWeights(), **{**parse_loss_overrides(o.loss), **(measured or {})})
         if o.image_loss_start is not None:
             weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)
         return SDFlowTask(model, weights, lr=o.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=o.seed,
@@ -137,9 +138,10 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     lr_patch = o.patch // 4
     sampler = CropSampler(ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch), o.batch, lr_patch,
                           seed=o.seed, rank=rank, paired=o.paired)
-    if o.ds_target_blur is not None:
-        o = dataclasses.replace(o, loss=(*o.loss, f"ds_target_blur={_ds_target_blur(o.ds_target_blur, sampler, lr_patch)}"))
-    task = _build_task(o, device, settings)
+    measured = {}
+    if o.ds_target_blur is not None and o.model == "sdflow":
+        measured["ds_target_blur"] = _ds_target_blur(o.ds_target_blur, sampler, lr_patch)
+    task = _build_task(o, device, settings, measured)
     validator = None
     if (o.val_lr is None) != (o.val_hr is None):
         raise UsageError("--val-lr and --val-hr go together")

@@ -9,13 +9,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from sdtool.degrade.ops import gaussian_blur
 from sdtool.model.sdflow import SDFlow
 from sdtool.nets.discriminator import PatchDiscriminator
 from sdtool.resize import imresize
 from sdtool.train import losses as L
 from sdtool.train.config import LossWeights
 from sdtool.train.dist import average_gradients
-from sdtool.train.domain_blur import gaussian_blur
 from sdtool.train.task import NonFiniteLoss
 
 
@@ -130,15 +130,21 @@ class SDFlowTask:
             loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, ds, g))
         return loss, fakes
 
+    def _sr_sample(self, z_c: Tensor, g: torch.Generator) -> Tensor:
+        """An SR sample at the training temperature from content latents z_c (B×3×h×w)."""
+        m = self.model
+        n, _, h, wd = z_c.shape
+        z_hp = self.w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(z_c.device)
+        return m.sr_from_content(z_c, z_hp)
+
     def _sr_image_loss(self, x, zc_lr, g) -> tuple[Tensor, Tensor]:
         """SR samples of real LR crops: consistent with their LR input, realistic for the HR discriminator."""
-        m, w = self.model, self.w
-        n, _, h, wd = x.shape
-        z_hp = w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(x.device)
-        sr = m.sr_from_content(zc_lr, z_hp)
-        loss = w.image_l1 * (L.low_pass(imresize(sr, 0.25)) - L.low_pass(x)).abs().mean()
+        w = self.w
+        sr = self._sr_sample(zc_lr, g)
+        sr_lr = imresize(sr, 0.25)
+        loss = w.image_l1 * (L.low_pass(sr_lr) - L.low_pass(x)).abs().mean()
         if self.perceptual is not None and w.image_perceptual:
-            loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, imresize(sr, 0.25), x)
+            loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, sr_lr, x)
         return loss + w.image_gan * L.g_loss(self.d_hr(sr)), sr.detach()
 
     def _cycle_loss(self, y: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> Tensor:
@@ -152,9 +158,7 @@ class SDFlowTask:
             lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
         zc = m.extractor(lr_in)
         loss = w.cycle_latent * (zc - zc_hr.detach()).abs().mean()
-        n, _, h, wd = zc.shape
-        z_hp = w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(y.device)
-        sr = m.sr_from_content(zc, z_hp)
+        sr = self._sr_sample(zc, g)
         loss = loss + w.cycle_l1 * (sr - y).abs().mean()
         if self.perceptual is not None and w.cycle_perceptual:
             loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr, y)

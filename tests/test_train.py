@@ -231,3 +231,25 @@ def test_ds_target_blur_auto_is_estimated_and_stored(tmp_path):
     assert 0.0 < weights["ds_target_blur"] <= 2.0  # the LR folder is area-downscaled and blurrier than bicubic
     with pytest.raises(UsageError, match="--ds-target-blur 'soft'"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", ds_target_blur="soft"))
+
+
+def test_chroma_blur_and_mode_l1_are_stored_and_act(tmp_path):
+    from safetensors import safe_open
+
+    from sdtool.errors import UsageError
+
+    lr_dir, hr_dir = _make_folders(tmp_path)
+    runs = {}
+    for mode in (0.0, 5.0):
+        out = tmp_path / f"run{mode}"
+        train(_opts(tmp_path, lr_dir, hr_dir, out_dir=out, iters=1, ckpt_every=1, image_loss_start=0,
+                    ds_target_blur="0.5", ds_chroma_blur="auto", loss=(f"ds_mode_l1={mode}",)))
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            weights = json.loads(f.metadata()["loss_weights"])
+        assert weights["ds_target_blur"] == 0.5 and 0.0 <= weights["ds_target_chroma_blur"] <= 3.0
+        assert weights["ds_mode_l1"] == mode
+        runs[mode] = [r for r in _log(out) if r.get("type") == "train"][0]["image"]
+    # Same weights and draws at iteration 1: the difference is 5 × the mode's L1 distance, > 0.
+    assert runs[5.0] > runs[0.0] + 1e-4
+    with pytest.raises(UsageError, match="--ds-chroma-blur 'soft'"):
+        train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", ds_chroma_blur="soft"))

@@ -36,6 +36,7 @@ def train(
     image_loss_start: Annotated[Optional[int], typer.Option("--image-loss-start", help="Iteration that starts the image-space losses (paper: 50000).")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from these SDFlow weights.")] = None,
     ds_target_blur: Annotated[Optional[str], typer.Option("--ds-target-blur", help="Blur σ (LR px) of the target of generated LR images, or 'auto' (estimated from the unpaired folders).")] = None,
+    ds_chroma_blur: Annotated[Optional[str], typer.Option("--ds-chroma-blur", help="Further blur σ (LR px) of that target's colour (chroma) only, or 'auto' (matches the real LR's chroma/luma detail ratio, unpaired).")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", help="Comma-separated SDFlow parts to keep fixed, e.g. hr_flow,hf_flow,extractor.")] = None,
     loss: Annotated[Optional[list[str]], typer.Option("--loss", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
 ) -> None:
@@ -46,7 +47,7 @@ def train(
                         batch=batch, patch=patch, lr=lr, seed=seed, device=device, resume=resume, paired=paired,
                         disjoint=disjoint, name_filter=name_filter, val_lr=val_lr, val_hr=val_hr,
                         val_filter=val_filter, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
-                        image_loss_start=image_loss_start, init=init, loss=tuple(loss or ()), ds_target_blur=ds_target_blur,
+                        image_loss_start=image_loss_start, init=init, loss=tuple(loss or ()), ds_target_blur=ds_target_blur, ds_chroma_blur=ds_chroma_blur,
                         freeze=tuple(p.strip() for p in (freeze or '').split(',') if p.strip()),
                         extra={"command": "sdtool train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""})
     result = run_guarded(lambda: _run_with_progress(opts, iters))

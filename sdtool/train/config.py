@@ -26,6 +26,9 @@ class LossWeights:
     ds_perceptual: float = 0.5  # against the bicubic LR: high values pull samples towards bicubic sharpness
     ds_gan: float = 0.1  # against real LR images: the only term that asks for realism
     ds_target_blur: float = 0.0  # σ (LR px) of a Gaussian on the bicubic target of generated LR images [ours]
+    ds_target_chroma_blur: float = 0.0  # further σ (LR px) on the target's chroma only [ours]
+    ds_mode_l1: float = 0.0  # full-resolution L1 of the τ = 0 sample (component mean) against that target [ours]:
+    #   the low-pass terms leave the generated LR free to be sharper and noisier in colour than any camera LR
     image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
     sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]

@@ -41,6 +41,7 @@ class TrainOptions:
     init: Optional[Path] = None  # start from these SDFlow weights
     loss: tuple[str, ...] = ()  # "name=value" overrides of LossWeights fields
     ds_target_blur: Optional[str] = None  # "auto" (estimated from the unpaired folders) or σ in LR pixels
+    ds_chroma_blur: Optional[str] = None  # the same for the extra blur of the target's chroma
     freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
     extra: dict = field(default_factory=dict)
 
@@ -103,17 +104,35 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, me
     raise UsageError(f"unknown --model '{o.model}': choose sdflow or pdm")
 
 
-def _ds_target_blur(value: str, sampler, lr_patch: int) -> float:
-    """--ds-target-blur: a number, or "auto" = estimated from the training crops without using pairs."""
-    from sdtool.train.domain_blur import bank_crops, estimate_domain_blur
+def _number_or_auto(flag: str, value: str) -> Optional[float]:
+    if value == "auto":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{flag} '{value}': give a σ in LR pixels or 'auto'") from None
 
-    if value != "auto":
-        try:
-            return float(value)
-        except ValueError:
-            raise UsageError(f"--ds-target-blur '{value}': give a σ in LR pixels or 'auto'") from None
-    return estimate_domain_blur(bank_crops(sampler.lr.images, lr_patch, per_image=4, seed=1),
-                                bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2))
+
+def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
+    """--ds-target-blur / --ds-chroma-blur: numbers, or "auto" = estimated from the training crops without
+    using pairs (train/domain_blur.py). Returns the LossWeights fields to set."""
+    from sdtool.train.domain_blur import bank_crops, estimate_chroma_blur, estimate_domain_blur
+
+    if o.model != "sdflow" or (o.ds_target_blur is None and o.ds_chroma_blur is None):
+        return {}
+    out = {}
+    crops = lambda: (bank_crops(sampler.lr.images, lr_patch, per_image=4, seed=1),
+                     bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2))
+    if o.ds_target_blur is not None:
+        sigma = _number_or_auto("--ds-target-blur", o.ds_target_blur)
+        out["ds_target_blur"] = estimate_domain_blur(*crops()) if sigma is None else sigma
+    if o.ds_chroma_blur is not None:
+        chroma = _number_or_auto("--ds-chroma-blur", o.ds_chroma_blur)
+        if chroma is None:
+            sigma = out.get("ds_target_blur", parse_loss_overrides(o.loss).get("ds_target_blur", 0.0))
+            chroma = estimate_chroma_blur(*crops(), sigma)
+        out["ds_target_chroma_blur"] = chroma
+    return out
 
 
 def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
@@ -138,10 +157,7 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     lr_patch = o.patch // 4
     sampler = CropSampler(ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch), o.batch, lr_patch,
                           seed=o.seed, rank=rank, paired=o.paired)
-    measured = {}
-    if o.ds_target_blur is not None and o.model == "sdflow":
-        measured["ds_target_blur"] = _ds_target_blur(o.ds_target_blur, sampler, lr_patch)
-    task = _build_task(o, device, settings, measured)
+    task = _build_task(o, device, settings, _measure_domain(o, sampler, lr_patch))
     validator = None
     if (o.val_lr is None) != (o.val_hr is None):
         raise UsageError("--val-lr and --val-hr go together")

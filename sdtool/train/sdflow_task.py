@@ -15,6 +15,7 @@ from sdtool.nets.discriminator import PatchDiscriminator
 from sdtool.resize import imresize
 from sdtool.train import losses as L
 from sdtool.train.config import LossWeights
+from sdtool.train.domain_blur import domain_target
 from sdtool.train.dist import average_gradients
 from sdtool.train.task import NonFiniteLoss
 
@@ -120,8 +121,11 @@ class SDFlowTask:
         ds = m.lr_from_content(zc_hr, z_dp)
         # Downscaled images keep the HR content, softened by the LR domain's blur (estimated without pairs,
         # see train/domain_blur.py); the GAN asks them to look like real LR images.
-        target = gaussian_blur(y_bic, w.ds_target_blur)
+        target = domain_target(y_bic, w.ds_target_blur, w.ds_target_chroma_blur)
         loss = w.ds_l1 * (L.low_pass(ds) - L.low_pass(target)).abs().mean() + w.ds_gan * L.g_loss(self.d_lr(ds))
+        if w.ds_mode_l1:  # the mode of the degradation distribution: the softened image, no noise
+            mode = m.lr_from_content(zc_hr, m.deg_prior.sample(torch.zeros_like(z_dp), 0.0, comp))
+            loss = loss + w.ds_mode_l1 * (mode - target).abs().mean()
         if self.perceptual is not None and w.ds_perceptual:
             loss = loss + w.ds_perceptual * L.perceptual_distance(self.perceptual, ds, target)
         fakes = {"ds": ds.detach()}

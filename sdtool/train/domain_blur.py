@@ -5,7 +5,7 @@ that closes the gap can be measured without pairs, from statistics that depend o
 rather than on what they show: natural images are roughly scale-invariant, so the ratio of fine-scale to
 coarse-scale luma detail, |Y − G₁Y| / |G₁Y − G₂Y| (Gₛ a Gaussian of σ s), is set mostly by the blur.
 `estimate_domain_blur` blurs the bicubic LR of the HR crops until that ratio matches the real LR crops
-(0.55 LR px on the RealSR train split; on its pairs, bicubic + σ 0.5–0.7 is the closest to the real LR).
+(0.55 LR px on the RealSR train split; on the validation pairs, bicubic + σ 0.5–0.7 is closest to the real LR).
 Training uses it as the target of generated LR images, so that the degradation flow carries the blur.
 
 Camera LR images are softer still in colour than in brightness (demosaicking and chroma denoising): the

@@ -25,11 +25,25 @@ from sdtool.degrade.ops import gaussian_blur
 from sdtool.resize import imresize
 
 
+LUMA = (0.299, 0.587, 0.114)  # BT.601 weights: luma Y; chroma = RGB − Y (three colour-difference planes)
+
+
+def split_luma_chroma(x: Tensor) -> tuple[Tensor, Tensor]:
+    """N×3×h×w → luma N×1×h×w and chroma N×3×h×w with x = luma + chroma."""
+    y = sum(w * x[:, i:i + 1] for i, w in enumerate(LUMA))
+    return y, x - y
+
+
+def _hf(x: Tensor) -> float:
+    """Mean fine-scale detail |x − G₁x|."""
+    return float((x - gaussian_blur(x, 1.0)).abs().mean())
+
+
 def detail_ratio(x: Tensor) -> float:
     """Fine over coarse luma detail, |Y − G₁Y| / |G₁Y − G₂Y| averaged over a batch: lower = blurrier."""
     y, _ = split_luma_chroma(x)
-    g1, g2 = gaussian_blur(y, 1.0), gaussian_blur(y, 2.0)
-    return float((y - g1).abs().mean() / (g1 - g2).abs().mean().clamp_min(1e-12))
+    coarse = float((gaussian_blur(y, 1.0) - gaussian_blur(y, 2.0)).abs().mean())
+    return _hf(y) / max(coarse, 1e-12)
 
 
 def estimate_domain_blur(lr: Tensor, hr: Tensor, sigmas: Optional[Sequence[float]] = None) -> float:
@@ -42,15 +56,6 @@ def estimate_domain_blur(lr: Tensor, hr: Tensor, sigmas: Optional[Sequence[float
     return float(grid[int(np.argmin(errors))])
 
 
-LUMA = (0.299, 0.587, 0.114)  # BT.601 weights: luma Y; chroma = RGB − Y (three colour-difference planes)
-
-
-def split_luma_chroma(x: Tensor) -> tuple[Tensor, Tensor]:
-    """N×3×h×w → luma N×1×h×w and chroma N×3×h×w with x = luma + chroma."""
-    y = sum(w * x[:, i:i + 1] for i, w in enumerate(LUMA))
-    return y, x - y
-
-
 def domain_target(bic: Tensor, sigma: float, chroma_sigma: float = 0.0) -> Tensor:
     """Bicubic LR softened like the LR domain: Gaussian σ on the whole image, then chroma_sigma more on chroma."""
     out = gaussian_blur(bic, sigma)
@@ -58,10 +63,6 @@ def domain_target(bic: Tensor, sigma: float, chroma_sigma: float = 0.0) -> Tenso
         return out
     y, c = split_luma_chroma(out)
     return y + gaussian_blur(c, chroma_sigma)
-
-
-def _hf(x: Tensor) -> float:
-    return float((x - gaussian_blur(x, 1.0)).abs().mean())
 
 
 def chroma_luma_ratio(x: Tensor) -> float:

@@ -120,17 +120,18 @@ def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
 
     if o.model != "sdflow" or (o.ds_target_blur is None and o.ds_chroma_blur is None):
         return {}
+    sigma = None if o.ds_target_blur is None else _number_or_auto("--ds-target-blur", o.ds_target_blur)
+    chroma = None if o.ds_chroma_blur is None else _number_or_auto("--ds-chroma-blur", o.ds_chroma_blur)
+    if (o.ds_target_blur is not None and sigma is None) or (o.ds_chroma_blur is not None and chroma is None):
+        lr = bank_crops(sampler.lr.images, lr_patch, per_image=4, seed=1)
+        hr = bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2)
     out = {}
-    crops = lambda: (bank_crops(sampler.lr.images, lr_patch, per_image=4, seed=1),
-                     bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2))
     if o.ds_target_blur is not None:
-        sigma = _number_or_auto("--ds-target-blur", o.ds_target_blur)
-        out["ds_target_blur"] = estimate_domain_blur(*crops()) if sigma is None else sigma
+        out["ds_target_blur"] = estimate_domain_blur(lr, hr) if sigma is None else sigma
     if o.ds_chroma_blur is not None:
-        chroma = _number_or_auto("--ds-chroma-blur", o.ds_chroma_blur)
         if chroma is None:
-            sigma = out.get("ds_target_blur", parse_loss_overrides(o.loss).get("ds_target_blur", 0.0))
-            chroma = estimate_chroma_blur(*crops(), sigma)
+            base = out.get("ds_target_blur", parse_loss_overrides(o.loss).get("ds_target_blur", 0.0))
+            chroma = estimate_chroma_blur(lr, hr, base)
         out["ds_target_chroma_blur"] = chroma
     return out
 

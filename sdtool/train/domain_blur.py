@@ -15,22 +15,20 @@ RealSR train split. `estimate_chroma_blur` finds the extra chroma blur that matc
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sdtool.degrade.ops import gaussian_blur
+from sdtool.imageio import LUMA_WEIGHTS
 from sdtool.resize import imresize
 
 
-LUMA = (0.299, 0.587, 0.114)  # BT.601 weights: luma Y; chroma = RGB − Y (three colour-difference planes)
-
-
 def split_luma_chroma(x: Tensor) -> tuple[Tensor, Tensor]:
-    """N×3×h×w → luma N×1×h×w and chroma N×3×h×w with x = luma + chroma."""
-    y = sum(w * x[:, i:i + 1] for i, w in enumerate(LUMA))
+    """N×3×h×w → BT.601 luma N×1×h×w and chroma N×3×h×w (colour differences RGB − Y), x = luma + chroma."""
+    y = sum(w * x[:, i:i + 1] for i, w in enumerate(LUMA_WEIGHTS))
     return y, x - y
 
 
@@ -46,14 +44,18 @@ def detail_ratio(x: Tensor) -> float:
     return _hf(y) / max(coarse, 1e-12)
 
 
+def _closest_sigma(grid: Sequence[float], target: float, stat: Callable[[float], float]) -> float:
+    """The σ of `grid` whose statistic stat(σ) comes closest to `target`."""
+    errors = [abs(stat(float(s)) - target) for s in grid]
+    return float(grid[int(np.argmin(errors))])
+
+
 def estimate_domain_blur(lr: Tensor, hr: Tensor, sigmas: Optional[Sequence[float]] = None) -> float:
     """σ (in LR pixels) of the Gaussian that gives bicubic-downscaled `hr` crops (N×3×4s×4s, [0, 1]) the
     fine/coarse detail ratio of the real `lr` crops (M×3×s×s). Unpaired: the sets need not show the same scenes."""
     grid = np.round(np.arange(0.0, 2.0001, 0.05), 2) if sigmas is None else sigmas
-    target = detail_ratio(lr)
     bic = imresize(hr, 0.25).clamp(0, 1)
-    errors = [abs(detail_ratio(gaussian_blur(bic, float(s))) - target) for s in grid]
-    return float(grid[int(np.argmin(errors))])
+    return _closest_sigma(grid, detail_ratio(lr), lambda s: detail_ratio(gaussian_blur(bic, s)))
 
 
 def domain_target(bic: Tensor, sigma: float, chroma_sigma: float = 0.0) -> Tensor:
@@ -76,10 +78,8 @@ def estimate_chroma_blur(lr: Tensor, hr: Tensor, sigma: float, sigmas: Optional[
     """Extra chroma σ (LR px) that gives `domain_target(bicubic(hr), sigma, ·)` the chroma/luma
     high-frequency ratio of the real `lr` crops. Unpaired, like `estimate_domain_blur`."""
     grid = np.round(np.arange(0.0, 3.0001, 0.05), 2) if sigmas is None else sigmas
-    target = chroma_luma_ratio(lr)
     bic = imresize(hr, 0.25).clamp(0, 1)
-    errors = [abs(chroma_luma_ratio(domain_target(bic, sigma, float(s))) - target) for s in grid]
-    return float(grid[int(np.argmin(errors))])
+    return _closest_sigma(grid, chroma_luma_ratio(lr), lambda s: chroma_luma_ratio(domain_target(bic, sigma, s)))
 
 
 def bank_crops(images: list[np.ndarray], size: int, per_image: int = 2, seed: int = 0) -> Tensor:

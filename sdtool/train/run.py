@@ -118,17 +118,17 @@ def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
     using pairs (train/domain_blur.py). Returns the LossWeights fields to set."""
     from sdtool.train.domain_blur import bank_crops, estimate_chroma_blur, estimate_domain_blur
 
-    if o.model != "sdflow" or (o.ds_target_blur is None and o.ds_chroma_blur is None):
+    if o.model != "sdflow":
         return {}
-    sigma = None if o.ds_target_blur is None else _number_or_auto("--ds-target-blur", o.ds_target_blur)
-    chroma = None if o.ds_chroma_blur is None else _number_or_auto("--ds-chroma-blur", o.ds_chroma_blur)
-    if (o.ds_target_blur is not None and sigma is None) or (o.ds_chroma_blur is not None and chroma is None):
+    if "auto" in (o.ds_target_blur, o.ds_chroma_blur):
         lr = bank_crops(sampler.lr.images, lr_patch, per_image=4, seed=1)
         hr = bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2)
     out = {}
     if o.ds_target_blur is not None:
+        sigma = _number_or_auto("--ds-target-blur", o.ds_target_blur)
         out["ds_target_blur"] = estimate_domain_blur(lr, hr) if sigma is None else sigma
     if o.ds_chroma_blur is not None:
+        chroma = _number_or_auto("--ds-chroma-blur", o.ds_chroma_blur)
         if chroma is None:
             base = out.get("ds_target_blur", parse_loss_overrides(o.loss).get("ds_target_blur", 0.0))
             chroma = estimate_chroma_blur(lr, hr, base)

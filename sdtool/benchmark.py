@@ -11,7 +11,8 @@ Pairs are matched by name, never by position; the HR must be exactly 4× the LR.
 
 Metrics (images on the uint8 grid, 0..255, float64; see sdtool.metrics):
 psnr_rgb/psnr_y/ssim_rgb/ssim_y (crop border 4), lpips (alex v0.1), niqe (whole SR image),
-lr_psnr (MATLAB-bicubic /4 of the SR vs the LR input, RGB, no crop). With N > 1 samples the per-image value
+lr_psnr (MATLAB-bicubic /4 of the SR vs the LR input, RGB, no crop), color_err (mean over R, G, B of
+|mean(SR channel) − mean(HR channel)|, 0..255, crop border 4: a colour drift LPIPS does not show). With N > 1 samples the per-image value
 is the mean over samples, plus lpips_best (best-of-N LPIPS) and diversity (mean per-pixel std across the
 samples, 0..255 scale). Downscaling: down_psnr_real/down_lpips_real (generated LR vs the dataset's real LR)
 and down_psnr_bicubic/down_lpips_bicubic (generated LR vs the MATLAB-bicubic LR of the HR).
@@ -27,7 +28,7 @@ import resource
 import sys
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -44,7 +45,7 @@ UNTILED_LR_SIDE = 128  # SR of LR inputs up to 128×128 runs in one piece
 SR_TILE, SR_OVERLAP = 128, 16  # LR pixels, larger inputs
 DOWN_TILE, DOWN_OVERLAP, DOWN_ALIGN = 512, 32, 8  # HR pixels
 
-SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr")
+SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err")
 SAMPLE_KEYS = ("lpips_best", "diversity")
 DOWN_KEYS = ("down_psnr_real", "down_lpips_real", "down_psnr_bicubic", "down_lpips_bicubic")
 
@@ -269,13 +270,74 @@ def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, list[str]]:
 @dataclass
 class Method:
     """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
-    SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device)."""
+    SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
+    colour guard `color_fix`; kind "folder" scores the x4 outputs another tool wrote to `folder`."""
 
     name: str
     kind: str
     model: Any = None
     temperature: float = 0.0
     weights: Optional[str] = None
+    color_fix: str = "none"
+    folder: Optional[Path] = None
+    files: dict[str, Path] = field(default_factory=dict)  # pair name → output file, for kind "folder"
+
+
+_OUTPUT_TAGS = ("_sr", "_out", "_x4", "_x4plus", "_rlt", "_s00", "_lr4", "_x1", "_hr", "_lr")
+
+
+def folder_method(name: str, folder: Union[str, Path], data: Dataset) -> Method:
+    """A method that scores images already in `folder`, matched to each pair by file stem (the pair's name,
+    its HR or LR file stem, with common tags such as _sr/_out/_x4 removed). UsageError when the folder is
+    missing or lacks an image for some pair (named), before any work."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--sr-dir {name}={folder}: no such folder")
+    by_key: dict[str, Path] = {}
+    for p in _images(folder):
+        by_key.setdefault(p.stem.lower(), p)
+        by_key.setdefault(_strip_tag(p.stem, _OUTPUT_TAGS).lower(), p)
+    files: dict[str, Path] = {}
+    missing: list[str] = []
+    for pair in data.pairs:
+        keys = (pair.name, pair.hr.stem, pair.lr.stem, _strip_tag(pair.lr.stem, _LR_TAGS))
+        hit = next((by_key[k.lower()] for k in keys if k.lower() in by_key), None)
+        if hit is None:
+            missing.append(pair.name)
+        else:
+            files[pair.name] = hit
+    if not files:
+        raise UsageError(f"--sr-dir {name}={folder}: no image there matches a pair of {data.name} by file name")
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UsageError(f"--sr-dir {name}={folder}: no output for {', '.join(missing[:3])}{more}")
+    return Method(name, "folder", folder=folder, files=files)
+
+
+def unique_names(existing: Sequence[Method], more: Sequence[Method]) -> list[Method]:
+    """`more`, refused (UsageError) when a name is already taken."""
+    names = {m.name for m in existing}
+    for m in more:
+        if m.name in names:
+            raise UsageError(f"method name '{m.name}' is used twice; give each --sr-dir its own NAME")
+        names.add(m.name)
+    return list(more)
+
+
+def read_folder_output(method: Method, pair: Pair, hr_shape: tuple[int, ...]) -> np.ndarray:
+    """The output image of a "folder" method for one pair, on the uint8 grid; DatasetError naming the file
+    when it cannot be read or is not the HR image's size."""
+    from sdtool.errors import ImageError
+    from sdtool.imageio import read_image
+
+    path = method.files[pair.name]
+    try:
+        img = quantize(read_image(path).rgb.astype(np.float64) * 255.0)
+    except ImageError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    if img.shape[:2] != hr_shape[:2]:
+        raise DatasetError(f"{path}: size {img.shape[1]}×{img.shape[0]}, expected the HR size {hr_shape[1]}×{hr_shape[0]}")
+    return img
 
 
 def bicubic_upscale(lr: np.ndarray) -> np.ndarray:
@@ -302,16 +364,19 @@ def _to_grid(t: Any) -> np.ndarray:
     return quantize(t[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255.0)
 
 
-def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int) -> np.ndarray:
-    """SR of one uint8-grid LR image with a seeded noise draw; tiled for LR inputs larger than 128×128."""
+def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none") -> np.ndarray:
+    """SR of one uint8-grid LR image with a seeded noise draw; tiled for LR inputs larger than 128×128; the
+    colour guard runs once on the whole image."""
     import torch
+
+    from sdtool.colorfix import apply_color_fix
 
     x = _to_tensor(lr)
     h, w = lr.shape[:2]
     noise = torch.randn(tuple(model.upscale_noise_shape(1, h, w)), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         if max(h, w) <= UNTILED_LR_SIDE:
-            y = model.upscale(x.to(model.device), temperature=temperature, noise=noise.to(model.device))
+            y = model.upscale(x.to(model.device), temperature=temperature, noise=noise.to(model.device), color_fix="none")
         else:
             from sdtool.tiling import run_tiled
 
@@ -319,10 +384,11 @@ def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int) -> 
                 return tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
 
             y = run_tiled(
-                lambda xt, nt: model.upscale(xt, temperature=temperature, noise=nt), x, noise, scale=float(SCALE),
+                lambda xt, nt: model.upscale(xt, temperature=temperature, noise=nt, color_fix="none"), x, noise, scale=float(SCALE),
                 noise_size=noise_size, tile=SR_TILE, overlap=SR_OVERLAP, device=model.device,
             ).image
-    return _to_grid(y[..., : SCALE * h, : SCALE * w])
+        y = apply_color_fix(y[..., : SCALE * h, : SCALE * w].float().cpu().clamp(0, 1), x, color_fix)
+    return _to_grid(y)
 
 
 def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: int) -> np.ndarray:
@@ -375,7 +441,7 @@ def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
 
 def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu") -> dict[str, float]:
     """Every SR metric of one uint8-grid SR image against its HR and LR (see module docstring)."""
-    from sdtool.metrics import niqe, psnr, ssim
+    from sdtool.metrics import color_error, niqe, psnr, ssim
 
     return {
         "psnr_rgb": psnr(sr, hr, crop_border=SCALE),
@@ -385,6 +451,7 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cp
         "lpips": _lpips(sr, hr, device),
         "niqe": _niqe_or_nan(niqe, sr),
         "lr_psnr": psnr(bicubic_downscale(sr), lr),
+        "color_err": color_error(sr, hr, crop_border=SCALE),
     }
 
 
@@ -417,8 +484,9 @@ def run_method(
     downscale: bool = True,
     metric_device: Optional[str] = None,
     progress: Optional[Callable[[ProgressEvent], None]] = None,
+    save_sr: Optional[Path] = None,
 ) -> dict[str, Any]:
-    """Benchmark one method on every pair. Returns {"per_image": [...], "summary": {...}, "wall_time_s", ...}."""
+    """Benchmark one method on every pair (model outputs also written under `save_sr`/<method>/ when given). Returns {"per_image": [...], "summary": {...}, "wall_time_s", ...}."""
     import torch
 
     dev = _device_of(method, metric_device)
@@ -438,8 +506,12 @@ def run_method(
         for k in range(n_draw):
             if method.kind == "bicubic":
                 sr = bicubic_upscale(lr)
+            elif method.kind == "folder":
+                sr = read_folder_output(method, pair, hr.shape)
             else:
-                sr = model_upscale(method.model, lr, method.temperature, _seed(seed, pair.name, k, "sr"))
+                sr = model_upscale(method.model, lr, method.temperature, _seed(seed, pair.name, k, "sr"), method.color_fix)
+                if save_sr is not None:
+                    _save_output(save_sr, method.name, pair.name, k, n_draw, sr)
             srs.append(sr)
             per.append(sr_metrics(sr, hr, lr, dev))
         for key in SR_KEYS:
@@ -449,7 +521,7 @@ def run_method(
             from sdtool.metrics import diversity
 
             row["diversity"] = diversity(np.stack(srs))
-        if downscale:
+        if downscale and method.kind != "folder":
             bic_lr = bicubic_downscale(hr)
             if method.kind == "bicubic":
                 row["down_psnr_real"] = _psnr(bic_lr, lr)
@@ -477,6 +549,18 @@ def run_method(
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
     return {"per_image": rows, "summary": summary, "wall_time_s": wall, "memory": peak, "notes": notes}
+
+
+def _save_output(root: Path, method: str, name: str, k: int, n: int, sr: np.ndarray) -> None:
+    """Keep a model output as PNG (root/method/name.png, or name_sKK.png for several samples), so that it
+    can be scored later with --sr-dir or compared by eye."""
+    from sdtool.imageio import ImageInfo, write_image
+
+    tag = f"_s{k:02d}" if n > 1 else ""
+    path = Path(root) / method.replace("@", "_t") / f"{name}{tag}.png"
+    info = ImageInfo(mode="rgb", bit_depth=8, format="png", has_alpha=False, orientation=1,
+                     height=sr.shape[0], width=sr.shape[1])
+    write_image(path, (sr / 255.0).astype(np.float32), None, info)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -508,6 +592,7 @@ def resolve_methods(
     temperatures: Sequence[float] = (0.8,),
     device: str = "auto",
     default_model: bool = True,
+    color_fix: Optional[str] = None,
 ) -> list[Method]:
     """Build the method list: baselines named in `methods`, then each checkpoint × temperature.
 
@@ -519,6 +604,11 @@ def resolve_methods(
             raise UsageError(f"unknown method '{m}': available baselines: bicubic")
         if not any(x.name == "bicubic" for x in out):
             out.append(Method("bicubic", "bicubic"))
+    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
+
+    fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
+    if fix not in COLOR_FIXES:
+        raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
     temps = list(temperatures) or [0.8]
     for t in temps:
         if not (t >= 0 and math.isfinite(t)):
@@ -540,7 +630,8 @@ def resolve_methods(
         used.add(base)
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"
-            out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights())))
+            out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
+                              color_fix=fix))
     return out
 
 
@@ -552,6 +643,7 @@ def run_benchmark(
     downscale: bool = True,
     metric_device: Optional[str] = None,
     progress: Optional[Callable[[ProgressEvent], None]] = None,
+    save_sr: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Run every method on `data`; returns the report dict (JSON-ready; NaN/inf become None on writing).
 
@@ -565,16 +657,18 @@ def run_benchmark(
     report: dict[str, Any] = {"summary": {}, "per_image": {}, "methods": {}}
     devices: set[str] = set()
     for m in methods:
-        res = run_method(m, data, samples, seed, downscale, metric_device, progress)
+        res = run_method(m, data, samples, seed, downscale, metric_device, progress, save_sr)
         report["summary"][m.name] = res["summary"]
         report["per_image"][m.name] = res["per_image"]
         info: dict[str, Any] = {"kind": m.kind, "wall_time_s": res["wall_time_s"], **res["memory"]}
         if m.kind == "model":
-            info.update(weights=m.weights, temperature=m.temperature, samples=samples)
+            info.update(weights=m.weights, temperature=m.temperature, samples=samples, color_fix=m.color_fix)
             devices.add(str(m.model.device))
             cfg = getattr(m.model, "config", None)
             if cfg is not None and hasattr(cfg, "name"):
                 info["config"] = cfg.name
+        if m.kind == "folder":
+            info["folder"] = str(m.folder)
         if res["notes"]:
             info["notes"] = res["notes"]
         report["methods"][m.name] = info
@@ -585,6 +679,7 @@ def run_benchmark(
         "ssim": "11x11 Gaussian sigma 1.5, valid, K1 0.01, K2 0.03", "lpips": "alex v0.1 (inputs [0,1])",
         "niqe": "MATLAB parameters, 96x96 blocks, rgb2gray, whole SR image",
         "lr_psnr": "PSNR(MATLAB bicubic /4 of SR, LR input), RGB, no crop",
+        "color_err": "mean over RGB of |mean(SR channel) - mean(HR channel)|, 0..255, crop border 4",
         "diversity": "mean per-pixel std across samples, 0..255 scale",
         "bicubic": "MATLAB imresize bicubic a=-0.5 (antialiased when downscaling), rounded to uint8",
     }

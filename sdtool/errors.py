@@ -21,3 +21,7 @@ class DatasetError(SdtoolError):
 
 class UsageError(SdtoolError):
     """Options that contradict each other or ask for something impossible."""
+
+
+class NonFiniteOutputError(SdtoolError):
+    """The model produced NaN or infinite values (for example from corrupt weights)."""

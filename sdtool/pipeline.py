@@ -298,6 +298,7 @@ class _Settings:
     tile: Optional[int]
     overlap: int
     skip_existing: bool
+    color_fix: str = "none"
 
 
 def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
@@ -305,6 +306,7 @@ def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int]
     import torch
 
     from sdtool.imageio import read_image, write_image
+    from sdtool.colorfix import apply_color_fix
     from sdtool.tiling import run_tiled
 
     for out in job.outputs:
@@ -356,7 +358,7 @@ def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int]
             continue
         if s.task == "upscale":
             def fn(xt: Any, nt: Any) -> Any:
-                return model.upscale(xt, temperature=s.temperature, noise=nt)
+                return model.upscale(xt, temperature=s.temperature, noise=nt, color_fix="none")
         else:
             def fn(xt: Any, nt: Any, _c: Optional[int] = comp) -> Any:
                 return model.downscale(xt, temperature=s.temperature, component=_c, noise=nt)
@@ -371,8 +373,11 @@ def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int]
         del noise  # the whole-image noise is no longer needed; free it before the output copy
         tile = res.tile  # keep a halved tile for the next samples
         # One H×W×3 copy only (the accumulator is freed first): whole-image buffers dominate host memory.
-        y_t = res.image[0, :, :out_h, :out_w].clamp_(0, 1)
+        y_t = res.image[:, :, :out_h, :out_w].clamp_(0, 1)
         del res
+        if s.task == "upscale":  # once on the whole image, so that the low-pass cannot seam at tile borders
+            y_t = apply_color_fix(y_t, x, s.color_fix)
+        y_t = y_t[0]
         y = y_t.permute(1, 2, 0).contiguous().numpy()
         del y_t
         write_image(out_path, y, alpha_out, img.info)
@@ -397,6 +402,7 @@ def process_images(
     tile_overlap: Optional[int] = None,
     skip_existing: bool = False,
     mixed_precision: Optional[bool] = None,
+    color_fix: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> ProcessResult:
     """Upscale x4 (task="upscale") or downscale /4 (task="downscale") a file or a folder tree.
@@ -405,7 +411,8 @@ def process_images(
     checkpoint `weights` (default: the shipped weights) is loaded on `device`, and only if some file
     needs processing. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
     tile_overlap: input pixels (default 16 upscale / 32 downscale; rounded up to 8 for downscale; at most
-    half the tile). mixed_precision: bf16/fp16 autocast
+    half the tile). color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
+    (see `sdtool.colorfix`; applied once to the whole image). mixed_precision: bf16/fp16 autocast
     of the CNN parts on CUDA (None = on for CUDA, off on CPU).
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
@@ -425,6 +432,13 @@ def process_images(
         raise UsageError("--component must be >= 0")
     if tile is not None and tile < 0:
         raise UsageError("--tile must be >= 0")
+    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
+
+    if color_fix is not None and task != "upscale":
+        raise UsageError("--color-fix applies to upscale only")
+    color_fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
+    if color_fix not in COLOR_FIXES:
+        raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
     overlap = DEFAULT_OVERLAP[task] if tile_overlap is None else tile_overlap
     if overlap < 0:
         raise UsageError("--tile-overlap must be >= 0")
@@ -448,7 +462,7 @@ def process_images(
     emit(ProgressEvent("start", total=len(jobs)))
 
     model_checked = False
-    settings = _Settings(task, samples, temperature, seed, component, tile, overlap, skip_existing)
+    settings = _Settings(task, samples, temperature, seed, component, tile, overlap, skip_existing, color_fix)
     for index, job in enumerate(jobs):
         emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=samples))
         if skip_existing and all(p.exists() for p in job.outputs):

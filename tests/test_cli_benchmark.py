@@ -87,3 +87,59 @@ def test_mismatched_pair_is_refused(tmp_path):
     res = runner.invoke(app, ["benchmark", "-d", str(tmp_path), "-m", "bicubic", "--no-model", "-o", str(tmp_path / "r.json")])
     assert res.exit_code == 1
     assert "a: HR 64×64 is not 4× LR 16×15" in res.output
+
+
+def test_sr_dir_scores_another_tools_outputs_like_the_builtin_method(tmp_path):
+    _dataset(tmp_path / "d", ["a.png", "b.png"])
+    outs = tmp_path / "other"
+    outs.mkdir()
+    for n in ("a", "b"):  # another tool's bicubic outputs, named with its own tag
+        lr = iio.imread(tmp_path / "d" / "test_LR" / f"{n}.png").astype(np.float64)
+        iio.imwrite(outs / f"{n}_out.png", quantize(imresize_np(lr, 4.0)).astype(np.uint8))
+    rep_path = tmp_path / "r.json"
+    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path / "d"), "--method", "bicubic", "--no-model",
+                              "--sr-dir", f"bic2={outs}", "-o", str(rep_path)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(rep_path.read_text())
+    a, b = rep["summary"]["bicubic"], rep["summary"]["bic2"]
+    for key in ("psnr_rgb", "psnr_y", "ssim_y", "lpips", "color_err"):
+        assert a[key] == pytest.approx(b[key], abs=1e-9), key
+    assert "bic2" in res.output and rep["methods"]["bic2"]["folder"] == str(outs)
+
+
+def test_sr_dir_errors_name_the_folder_or_file(tmp_path):
+    _dataset(tmp_path / "d", ["a.png", "b.png"])
+    base = ["benchmark", "-d", str(tmp_path / "d"), "--no-model", "-o", str(tmp_path / "r.json")]
+    res = runner.invoke(app, [*base, "--sr-dir", f"x={tmp_path / 'absent'}"])
+    assert res.exit_code == 2 and "absent: no such folder" in res.output
+    part = tmp_path / "part"
+    part.mkdir()
+    iio.imwrite(part / "a.png", np.zeros((64, 64, 3), np.uint8))
+    res = runner.invoke(app, [*base, "--sr-dir", f"x={part}"])
+    assert res.exit_code == 2 and "no output for b" in res.output
+    iio.imwrite(part / "b.png", np.zeros((60, 64, 3), np.uint8))  # wrong size
+    res = runner.invoke(app, [*base, "--sr-dir", f"x={part}"])
+    assert res.exit_code == 1 and "b.png" in res.output and "expected the HR size 64×64" in res.output
+    res = runner.invoke(app, [*base, "--sr-dir", "nodir"])
+    assert res.exit_code == 2 and "NAME=DIR" in res.output
+
+
+def test_model_outputs_are_saved_and_rescored(tmp_path, tiny_model):
+    from sdtool.checkpoint import save_model
+
+    _dataset(tmp_path / "d", ["a.png"])
+    w = tmp_path / "tiny.safetensors"
+    save_model(tiny_model, w)
+    rep_path = tmp_path / "r.json"
+    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path / "d"), "-w", str(w), "--no-downscale",
+                              "--save-sr", str(tmp_path / "sr"), "-o", str(rep_path), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    saved = tmp_path / "sr" / "tiny" / "a.png"
+    assert iio.imread(saved).shape == (64, 64, 3)
+    rep = json.loads(rep_path.read_text())
+    assert rep["methods"]["tiny"]["color_fix"] == "wavelet"  # upscale's default
+    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path / "d"), "--no-model", "--sr-dir",
+                              f"again={tmp_path / 'sr' / 'tiny'}", "-o", str(rep_path)])
+    assert res.exit_code == 0, res.output
+    again = json.loads(rep_path.read_text())["summary"]["again"]
+    assert again["psnr_rgb"] == pytest.approx(rep["summary"]["tiny"]["psnr_rgb"], abs=1e-9)

@@ -57,11 +57,23 @@ LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only th
 NoModel = Annotated[
     bool, typer.Option("--no-model", help="Benchmark only the --method baselines (no default SDFlow model).")
 ]
+ColorFixOpt = Annotated[
+    Optional[str],
+    typer.Option("--color-fix", help="Colour guard of the model's SR outputs: wavelet, adain or none. Default: upscale's (wavelet)."),
+]
+SrDirMulti = Annotated[
+    Optional[list[str]],
+    typer.Option("--sr-dir", help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
+                 "stem) with the same metrics. Repeatable."),
+]
+SaveSr = Annotated[
+    Optional[Path], typer.Option("--save-sr", help="Also write the model's SR outputs to DIR/<method>/<pair>.png.")
+]
 NoDown = Annotated[bool, typer.Option("--no-downscale", help="Skip the downscaling metrics.")]
 
 _COLUMNS = [
     ("psnr_rgb", "PSNR", 2), ("psnr_y", "PSNR-Y", 2), ("ssim_rgb", "SSIM", 4), ("ssim_y", "SSIM-Y", 4),
-    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("lpips_best", "LPIPS best", 4),
+    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("color_err", "colour err", 2), ("lpips_best", "LPIPS best", 4),
     ("diversity", "Div.", 2), ("down_psnr_real", "↓PSNR real", 2), ("down_lpips_real", "↓LPIPS real", 4),
     ("down_psnr_bicubic", "↓PSNR bic", 2), ("down_lpips_bicubic", "↓LPIPS bic", 4),
 ]
@@ -94,6 +106,15 @@ def _render(report: dict[str, Any], json_path: Path, csv_path: Path) -> None:
     console.print(f"report: {json_path}  {csv_path}  (device: {report['device']})")
 
 
+def _name_dir(item: str) -> tuple[str, Path]:
+    from sdtool.errors import UsageError
+
+    name, sep, folder = item.partition("=")
+    if not sep or not name.strip() or not folder:
+        raise UsageError(f"--sr-dir '{item}': expected NAME=DIR")
+    return name.strip(), Path(folder)
+
+
 def benchmark(
     dataset: DatasetOpt,
     data_root: DataRoot = None,
@@ -108,15 +129,23 @@ def benchmark(
     limit: LimitOpt = None,
     no_model: NoModel = False,
     no_downscale: NoDown = False,
+    color_fix: ColorFixOpt = None,
+    sr_dir: SrDirMulti = None,
+    save_sr: SaveSr = None,
 ) -> None:
     """Measure SR quality (PSNR, SSIM, LPIPS, NIQE, LR consistency) and downscaling realism on x4 pairs."""
     from sdtool import benchmark as bm
 
     def work() -> None:
         data = bm.load_dataset(dataset, data_root, split, limit)
-        methods = bm.resolve_methods(
-            weights or [], method or [], temperature or [0.8], device=device, default_model=not no_model
-        )
+        folders = [bm.folder_method(*_name_dir(item), data) for item in sr_dir or []]  # checked before any work
+        methods = []
+        if weights or method or not no_model or not folders:
+            methods = bm.resolve_methods(
+                weights or [], method or [], temperature or [0.8], device=device, default_model=not no_model,
+                color_fix=color_fix,
+            )
+        methods += bm.unique_names(methods, folders)
         total = len(data.pairs) * len(methods)
         progress: Any = None
         if sys.stderr.isatty():
@@ -143,7 +172,7 @@ def benchmark(
         try:
             report = bm.run_benchmark(
                 data, methods, samples=samples, seed=seed if seed is not None else 0,
-                downscale=not no_downscale, progress=on_progress,
+                downscale=not no_downscale, progress=on_progress, save_sr=save_sr,
             )
         finally:
             if progress is not None:

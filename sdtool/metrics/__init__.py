@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sdtool.metrics.color import color_error
 from sdtool.metrics.diversity import diversity
 from sdtool.metrics.niqe import niqe
 from sdtool.metrics.psnr_ssim import psnr, rgb_to_y, ssim
@@ -15,7 +16,7 @@ from sdtool.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 if TYPE_CHECKING:  # pragma: no cover
     from sdtool.metrics.lpips import LPIPS
 
-__all__ = ["psnr", "ssim", "rgb_to_y", "niqe", "diversity", "get_lpips", "lpips_distance", "LPIPS"]
+__all__ = ["color_error", "psnr", "ssim", "rgb_to_y", "niqe", "diversity", "get_lpips", "lpips_distance", "LPIPS"]
 
 
 def __getattr__(name: str) -> Any:

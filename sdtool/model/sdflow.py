@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, check_color_fix
 from sdtool.config import SDFlowConfig
+from sdtool.errors import NonFiniteOutputError
 from sdtool.flows import (
     ConditionalFlow, FlowStep, MixtureOfGaussians, Sequential, Squeeze, StandardNormal, Unsqueeze, transition,
 )
@@ -49,6 +51,13 @@ def _pad_to(x: Tensor, mult: int, minimum: int) -> tuple[Tensor, int, int]:
         return x, h, w
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode), h, w
+
+
+def _finite(t: Tensor) -> Tensor:
+    """t, or NonFiniteOutputError: a NaN image would otherwise be written as a flat grey picture."""
+    if not bool(torch.isfinite(t).all()):
+        raise NonFiniteOutputError("the model produced NaN or infinite values (are the weights corrupt?)")
+    return t
 
 
 class SDFlow(nn.Module):
@@ -153,12 +162,15 @@ class SDFlow(nn.Module):
     @torch.no_grad()
     def upscale(
         self, x: Tensor, temperature: float = 0.8, generator: Optional[torch.Generator] = None,
-        noise: Optional[Tensor] = None,
+        noise: Optional[Tensor] = None, color_fix: str = DEFAULT_COLOR_FIX,
     ) -> Tensor:
         """x4 super-resolution. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1], on x's device.
 
         noise: standard normal of shape `upscale_noise_shape(N, h, w)`; drawn from `generator` if None.
-        The HF latent is temperature·noise (τ = 0 gives the mean sample)."""
+        The HF latent is temperature·noise (τ = 0 gives the mean sample). color_fix: "wavelet" (default),
+        "adain" or "none" (the raw sample), see `sdtool.colorfix`; tiled callers pass "none" per tile and
+        apply the guard once to the whole image."""
+        check_color_fix(color_fix)
         out_device = x.device
         n, _, h, w = x.shape
         xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 1, 2)
@@ -166,8 +178,8 @@ class SDFlow(nn.Module):
             noise = randn(self.upscale_noise_shape(n, h, w), generator, self.device)
         z_c = self.extractor(xp)
         y = self.sr_from_content(z_c, self.hf_prior.sample(noise.to(self.device, torch.float32), temperature))
-        y = y[:, :, : 4 * h, : 4 * w]
-        return ((torch.nan_to_num(y) + 1) / 2).clamp(0, 1).to(out_device)
+        y = ((_finite(y[:, :, : 4 * h, : 4 * w]) + 1) / 2).clamp(0, 1)
+        return apply_color_fix(y, x.to(y.device, torch.float32), color_fix).to(out_device)
 
     @torch.no_grad()
     def downscale(
@@ -189,7 +201,7 @@ class SDFlow(nn.Module):
         z_dp = self.deg_prior.sample(noise.to(self.device, torch.float32), temperature, comp)
         x = self.lr_from_content(z_c, z_dp)
         x = x[:, :, : math.ceil(h / 4), : math.ceil(w / 4)]
-        return ((torch.nan_to_num(x) + 1) / 2).clamp(0, 1).to(out_device)
+        return ((_finite(x) + 1) / 2).clamp(0, 1).to(out_device)
 
     @torch.no_grad()
     def encode_lr_degradation(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

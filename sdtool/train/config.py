@@ -29,6 +29,11 @@ class LossWeights:
     ds_target_chroma_blur: float = 0.0  # further σ (LR px) on the target's chroma only [ours]
     ds_mode_l1: float = 0.0  # full-resolution L1 of the τ = 0 sample (component mean) against that target [ours]:
     #   the low-pass terms leave the generated LR free to be sharper and noisier in colour than any camera LR
+    # Colour anchors [ours] (issue: SR samples drifted in colour, green most): the colour of whole regions has
+    # to live in the content latent z_c, not in the sampled HF / degradation latents.
+    sr_color: float = 2.0  # SR samples of real LR, downscaled, keep the LR input's low frequencies (σ 2 LR px)
+    hr_color: float = 2.0  # SR sample from an HR image's own z_c with fresh HF noise keeps its low frequencies (σ 8 HR px)
+    ds_color: float = 2.0  # generated LR images keep the HR image's low frequencies (σ 2 LR px)
     image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
     sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]

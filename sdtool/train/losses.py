@@ -51,6 +51,13 @@ def content_loss(pred: Tensor, target: Tensor, perceptual: nn.Module | None, alp
     return loss
 
 
+def color_low_freq(a: Tensor, b: Tensor, sigma: float) -> Tensor:
+    """L1 of the Gaussian-σ low frequencies of a and b plus L1 of their per-channel means: the colour and
+    brightness of whole regions, which LPIPS and the GAN barely see and a fine low-pass (σ 1) under-weights."""
+    low = (gaussian_blur(a, sigma) - gaussian_blur(b, sigma)).abs().mean()
+    return low + (a.mean(dim=(2, 3)) - b.mean(dim=(2, 3))).abs().mean()
+
+
 def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Non-saturating discriminator loss (real → 1, fake → 0)."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()

@@ -123,6 +123,8 @@ class SDFlowTask:
         # see train/domain_blur.py); the GAN asks them to look like real LR images.
         target = domain_target(y_bic, w.ds_target_blur, w.ds_target_chroma_blur)
         loss = w.ds_l1 * (L.low_pass(ds) - L.low_pass(target)).abs().mean() + w.ds_gan * L.g_loss(self.d_lr(ds))
+        if w.ds_color:
+            loss = loss + w.ds_color * L.color_low_freq(ds, y_bic, 2.0)
         if w.ds_mode_l1:  # the mode of the degradation distribution: the softened image, no noise
             mode = m.lr_from_content(zc_hr, m.deg_prior.sample(torch.zeros_like(z_dp), 0.0, comp))
             loss = loss + w.ds_mode_l1 * (mode - target).abs().mean()
@@ -131,7 +133,7 @@ class SDFlowTask:
         fakes = {"ds": ds.detach()}
         if w.image_sr:
             sr_loss, fakes["sr"] = self._sr_image_loss(x, zc_lr, g)
-            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, ds, g))
+            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, ds, g) + self._hr_color_loss(y, zc_hr, g))
         return loss, fakes
 
     def _sr_sample(self, z_c: Tensor, g: torch.Generator) -> Tensor:
@@ -147,9 +149,21 @@ class SDFlowTask:
         sr = self._sr_sample(zc_lr, g)
         sr_lr = imresize(sr, 0.25)
         loss = w.image_l1 * (L.low_pass(sr_lr) - L.low_pass(x)).abs().mean()
+        if w.sr_color:
+            loss = loss + w.sr_color * L.color_low_freq(sr_lr, x, 2.0)
         if self.perceptual is not None and w.image_perceptual:
             loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, sr_lr, x)
         return loss + w.image_gan * L.g_loss(self.d_hr(sr)), sr.detach()
+
+    def _hr_color_loss(self, y: Tensor, zc_hr: Tensor, g: torch.Generator) -> Tensor:
+        """An HR image's own content with fresh HF noise must decode to the same colours: measured, the HF
+        latent carried whole-region colour (22 grey levels of green), so sampling it changed colours.
+        Half the batch is enough for a low-frequency statistic and saves a third of the cost."""
+        if not self.w.hr_color:
+            return y.new_zeros(())
+        half = max(1, y.shape[0] // 2)
+        sr = self._sr_sample(zc_hr[:half], g)
+        return self.w.hr_color * L.color_low_freq(sr, y[:half], 8.0)
 
     def _cycle_loss(self, y: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> Tensor:
         """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""

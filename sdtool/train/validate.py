@@ -37,7 +37,7 @@ def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optiona
 def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
     """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
     images against the real LR images (with the bicubic LR for comparison)."""
-    from sdtool.metrics import psnr
+    from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lpips import lpips_distance
     from sdtool.resize import imresize
 
@@ -54,15 +54,17 @@ def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[
     bicubic_lpips = float(np.mean([lr_lpips(imresize(to_t(hr), 0.25).clamp(0, 1), to_t(lr)) for _, lr, hr in pairs]))
 
     def validate(model: nn.Module) -> dict[str, float]:
-        psnrs, lp_sr, lp_ds = [], [], []
+        psnrs, lp_sr, lp_ds, colour = [], [], [], []
         for i, (_, lr, hr) in enumerate(pairs):
             g = torch.Generator().manual_seed(seed + i)
             sr = model.upscale(to_t(lr), temperature=temperature, generator=g).cpu()
             psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
+            colour.append(color_error(to_u8(sr), hr * 255, crop_border=4))
             lp_sr.append(lpips_distance(sr, to_t(hr)).item())
             ds = model.downscale(to_t(hr), temperature=temperature, generator=g).cpu()
             lp_ds.append(lr_lpips(ds, to_t(lr)))
         return {"val_psnr_rgb": float(np.mean(psnrs)), "val_lpips": float(np.mean(lp_sr)),
+                "val_color_err": float(np.mean(colour)),
                 "val_ds_lpips": float(np.mean(lp_ds)), "val_bicubic_ds_lpips": bicubic_lpips}
 
     return validate

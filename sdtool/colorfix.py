@@ -1,0 +1,74 @@
+"""Colour guard for x4 SR outputs: keep the colour and brightness of whole regions from the LR input.
+
+A sampled SR image can drift in colour (the model's HF latent carried some of it, see the model card); the
+low frequencies of the bicubic upscale are a safe reference for them, while the detail stays the model's.
+  wavelet  replace the SR image's low-frequency band (an à trous wavelet residual after `levels` levels of
+           a dilated binomial blur, as in the colour fix of StableSR-style tools) by the bicubic upscale's.
+  adain    match each channel's global mean and standard deviation to the bicubic upscale's.
+Both are global in the sense that matters for tiling: applied once to the whole stitched image, so tiled
+and untiled runs give the same result.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ColorFix = Literal["none", "wavelet", "adain"]
+COLOR_FIXES: tuple[str, ...] = ("none", "wavelet", "adain")
+DEFAULT_COLOR_FIX: ColorFix = "wavelet"
+WAVELET_LEVELS = 4  # low band ≈ Gaussian σ 6.5 HR px; chosen on RealSR validation (see README)
+
+
+def check_color_fix(name: str) -> ColorFix:
+    if name not in COLOR_FIXES:
+        raise ValueError(f"unknown colour fix {name!r}; choose one of {', '.join(COLOR_FIXES)}")
+    return name  # type: ignore[return-value]
+
+
+def _binomial_blur(x: Tensor, dilation: int) -> Tensor:
+    """[1, 2, 1]/4 ⊗ [1, 2, 1]/4 blur with holes of `dilation` px, replicate padding (any image size)."""
+    c = x.shape[1]
+    k = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    x = F.conv2d(F.pad(x, (dilation, dilation, 0, 0), mode="replicate"), k.view(1, 1, 1, 3).expand(c, 1, 1, 3),
+                 groups=c, dilation=(1, dilation))
+    return F.conv2d(F.pad(x, (0, 0, dilation, dilation), mode="replicate"), k.view(1, 1, 3, 1).expand(c, 1, 3, 1),
+                    groups=c, dilation=(dilation, 1))
+
+
+def low_band(x: Tensor, levels: int = WAVELET_LEVELS) -> Tensor:
+    """The à trous wavelet low band of N×C×H×W images: `levels` binomial blurs with dilation 1, 2, 4, …"""
+    for i in range(levels):
+        x = _binomial_blur(x, 2**i)
+    return x
+
+
+def wavelet_color_fix(sr: Tensor, reference: Tensor, levels: int = WAVELET_LEVELS) -> Tensor:
+    """sr with its low band replaced by the reference's; both N×3×H×W in [0, 1] → the same, clamped."""
+    return (sr + low_band(reference - sr, levels)).clamp_(0, 1)
+
+
+def adain_color_fix(sr: Tensor, reference: Tensor, eps: float = 1e-5) -> Tensor:
+    """sr with each channel's mean and standard deviation set to the reference's; N×3×H×W in [0, 1]."""
+    mu_s, sd_s = sr.mean(dim=(2, 3), keepdim=True), sr.std(dim=(2, 3), keepdim=True)
+    mu_r, sd_r = reference.mean(dim=(2, 3), keepdim=True), reference.std(dim=(2, 3), keepdim=True)
+    return ((sr - mu_s) / (sd_s + eps) * sd_r + mu_r).clamp_(0, 1)
+
+
+def bicubic_reference(lr: Tensor, height: int, width: int) -> Tensor:
+    """MATLAB-style bicubic x4 upscale of N×3×h×w LR images in [0, 1], cropped to height × width."""
+    from sdtool.resize import imresize
+
+    return imresize(lr.float(), 4.0)[:, :, :height, :width].clamp(0, 1)
+
+
+def apply_color_fix(sr: Tensor, lr: Tensor, method: str) -> Tensor:
+    """Colour guard of x4 SR images sr (N×3×H×W, [0, 1]) against their LR inputs lr (N×3×h×w, H ≤ 4h)."""
+    method = check_color_fix(method)
+    if method == "none":
+        return sr
+    ref = bicubic_reference(lr.to(sr.device), sr.shape[2], sr.shape[3]).to(sr.dtype)
+    return wavelet_color_fix(sr, ref) if method == "wavelet" else adain_color_fix(sr, ref)

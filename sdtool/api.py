@@ -29,8 +29,10 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
         return torch.device("cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, ValueError, TypeError):
         raise UsageError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"device '{device}' is not supported: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"device '{device}' requested but CUDA is not available on this machine")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
@@ -30,6 +29,9 @@ from typing import Optional, Union
 import numpy as np
 
 from sdtool.errors import ImageError
+from sdtool.files import write_bytes_atomic
+from sdtool.quiet import quiet_stderr
+from sdtool.tiff import encode_tiff_with_alpha, read_rgba8_tiff
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -108,22 +110,26 @@ def format_of(path: PathLike) -> str:
 
 
 # ----------------------------------------------------------------------------------------- reading
-def _peek_header(data: bytes) -> tuple[Optional[str], int]:
-    """(Pillow mode or None, EXIF orientation 1..8) without decoding the pixels."""
+def _peek_header(data: bytes) -> tuple[Optional[str], int, Optional[tuple[int, int]]]:
+    """(Pillow mode or None, EXIF orientation 1..8, (width, height) or None) without decoding the pixels."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with imageio
-        return None, 1
+        return None, 1, None
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; our own limit applies (read_image)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            mode = im.mode
+            mode, size = im.mode, (int(im.size[0]), int(im.size[1]))
             try:
                 orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
             except Exception:  # a broken EXIF block must not make a readable image unreadable
                 orientation = 1
     except Exception:
-        return None, 1
-    return mode, orientation if 1 <= orientation <= 8 else 1
+        return None, 1, None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return mode, orientation if 1 <= orientation <= 8 else 1, size
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -158,10 +164,12 @@ def _to_float(arr: np.ndarray, path: PathLike) -> tuple[np.ndarray, int]:
     raise ImageError(f"{path}: unsupported sample type {arr.dtype} (8-bit, 16-bit or float images only)")
 
 
-def read_image(path: PathLike) -> LoadedImage:
+def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
     """Decode an image file; EXIF orientation applied; see the module docstring for the contract.
 
-    Raises ImageError (naming the file) when it cannot be read or decoded."""
+    max_pixels: refuse (ImageError) an image with more pixels, from its header, before decoding.
+    Raises ImageError (naming the file) when it cannot be read or decoded. Decoder warnings (libpng,
+    libtiff) are kept off the terminal; a failed decode names the first of them."""
     import cv2
 
     path = Path(path)
@@ -174,10 +182,22 @@ def read_image(path: PathLike) -> LoadedImage:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageError(f"{path}: empty file")
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    pil_mode, orientation, size = _peek_header(data)
+    if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError(f"{path}: {size[0]}×{size[1]} is {size[0] * size[1] / 1e6:.1f} MP, over the limit of "
+                         f"{max_pixels / 1e6:.1f} MP (raise max_pixels to process it)")
+    with quiet_stderr() as said:
+        try:
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            arr = None
     if arr is None or arr.size == 0:
-        raise ImageError(f"{path}: cannot decode (corrupt or not a {fmt.upper()} image)")
-    pil_mode, orientation = _peek_header(data)
+        why = f": {said[0]}" if said else ""
+        raise ImageError(f"{path}: cannot decode (corrupt or not a {fmt.upper()} image){why}")
+    if max_pixels is not None and arr.shape[0] * arr.shape[1] > max_pixels:
+        raise ImageError(f"{path}: {arr.shape[1]}×{arr.shape[0]} is over the limit of {max_pixels / 1e6:.1f} MP")
+    if fmt == "tiff" and arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8:
+        arr = read_rgba8_tiff(data, arr)
 
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -261,6 +281,9 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) 
         color = _quantize(rgb, info.bit_depth)[:, :, ::-1]  # RGB -> BGR
     if info.has_alpha and alpha is not None:
         a = _quantize(alpha, info.bit_depth)[:, :, None]
+        if fmt == "tiff" and info.bit_depth in (8, 16):  # with the ExtraSamples tag OpenCV leaves out
+            color_rgb = color if info.mode == "gray" else color[:, :, ::-1]
+            return encode_tiff_with_alpha(np.concatenate([color_rgb, a], axis=2))
         if info.mode == "gray":
             return _encode_gray_alpha(color[:, :, 0], a[:, :, 0], fmt)
         arr = np.concatenate([color, a], axis=2)
@@ -289,26 +312,6 @@ def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
     bio = io.BytesIO()
     im.save(bio, "PNG" if fmt == "png" else "TIFF")
     return bio.getvalue()
-
-
-def write_bytes_atomic(path: PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file in the target folder, then rename it over `path`, so a reader
-    (or an interrupted run) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> ImageInfo:

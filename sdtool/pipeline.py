@@ -36,7 +36,7 @@ from typing import Any, Callable, Literal, Optional, Union
 
 import numpy as np
 
-from sdtool.errors import CheckpointError, ImageError, SdtoolError, UsageError
+from sdtool.errors import ImageError, UsageError
 
 Task = Literal["upscale", "downscale"]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -49,68 +49,15 @@ DEFAULT_TILE: dict[str, int] = {"upscale": 192, "downscale": 512}
 DEFAULT_OVERLAP: dict[str, int] = {"upscale": 16, "downscale": 32}
 DOWNSCALE_ALIGN = 8  # HR pixels per downscale-noise pixel: tile origins must sit on this grid
 MIN_TILE: dict[str, int] = {"upscale": 16, "downscale": 64}
+# Inputs with more pixels are refused from the header, before decoding (like image libraries' decompression-
+# bomb limit). Upscaling writes 16× the pixels: 16 MP in is a 256 MP, 768 MB output.
+DEFAULT_MAX_PIXELS: dict[str, int] = {"upscale": 16_000_000, "downscale": 100_000_000}
+DEFAULT_TEMPERATURE = 0.8  # the authors' default
 
 
-# ---------------------------------------------------------------------------------------- results
-@dataclass
-class FileOutcome:
-    """One input file: its outputs, what happened ("done" / "skipped" / "failed"), why it failed,
-    seconds spent and notes (for example a tile halved after an out-of-memory error)."""
-
-    source: Path
-    outputs: list[Path]
-    status: str
-    error: Optional[str] = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ProcessResult:
-    """The outcome of a run. seed: the base seed used (random when none was given);
-    notices: files that were not images and were left alone, and similar remarks."""
-
-    done: list[FileOutcome] = field(default_factory=list)
-    skipped: list[FileOutcome] = field(default_factory=list)
-    failed: list[FileOutcome] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    seed: int = 0
-    seconds: float = 0.0
-    rank: int = 0
-    world_size: int = 1
-    device: str = "cpu"
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """kind: "start" (total = files of this process), "file_start" (index, path, steps = samples),
-    "step" (step/steps within the current file; fractional while tiles of a sample complete),
-    "file_end" (outcome), "notice" (message)."""
-
-    kind: str
-    index: int = 0
-    total: int = 0
-    path: Optional[Path] = None
-    step: float = 0.0
-    steps: int = 0
-    outcome: Optional[FileOutcome] = None
-    message: str = ""
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
-@dataclass(frozen=True)
-class Job:
-    """An input file, its path relative to the input root (seeds and naming), and its outputs."""
-
-    source: Path
-    rel: Path
-    outputs: tuple[Path, ...]
+from sdtool.batch import (  # noqa: E402 - re-exported: the pipeline's public result types
+    FileOutcome, Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs,
+)
 
 
 # ---------------------------------------------------------------------------------------- naming
@@ -157,16 +104,20 @@ def plan_jobs(
     samples: int,
     temperature: float,
     component: Optional[int],
-    skip_existing: bool,
+    overwrite: bool = False,
+    out_is_dir: bool = False,
 ) -> tuple[list[Job], list[str]]:
     """Discover input files and name their outputs. Returns (jobs, notices). Raises UsageError for
-    an impossible request (missing input, folder without OUT, OUT a file for a folder)."""
+    an impossible request (missing input, folder without OUT, OUT a file for a folder, OUT equal to IN,
+    OUT not writable). out_is_dir: OUT was written with a trailing slash, so it names a folder."""
     from sdtool.imageio import is_image_path
 
     notices: list[str] = []
     suffixes = sample_suffixes(samples)
     if not input_path.exists():
         raise UsageError(f"{input_path}: no such file or folder")
+    if output is not None:
+        check_writable_target(output, input_path)
 
     if input_path.is_dir():
         if output is None:
@@ -196,13 +147,12 @@ def plan_jobs(
     if output is None:
         base = _with_suffix_tag(input_path, default_tag(task, temperature, component))
         outs = [_with_suffix_tag(base, s) for s in suffixes]
-        if not (skip_existing and all(p.exists() for p in outs)):
-            n = 2
-            while any(p.exists() for p in outs):  # never write over an existing file
-                outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
-                n += 1
+        n = 2
+        while not overwrite and any(p.exists() for p in outs):  # never write over an existing file
+            outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
+            n += 1
         return [Job(input_path, rel, tuple(outs))], notices
-    if output.is_dir() or (not output.exists() and output.suffix == ""):
+    if out_is_dir or output.is_dir() or (not output.exists() and output.suffix == ""):
         base = output / input_path.name
     else:
         from sdtool.imageio import format_of
@@ -212,7 +162,30 @@ def plan_jobs(
         except ImageError as exc:
             raise UsageError(str(exc)) from None
         base = output
-    return [Job(input_path, rel, tuple(_with_suffix_tag(base, s) for s in suffixes))], notices
+    outs = tuple(_with_suffix_tag(base, s) for s in suffixes)
+    if any(o.resolve() == input_path.resolve() for o in outs):
+        raise UsageError(f"{input_path}: the output would replace the input; choose another OUT")
+    return [Job(input_path, rel, outs)], notices
+
+
+_VIRTUAL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_writable_target(output: Path, input_path: Path) -> None:
+    """UsageError, before any work, when OUT cannot hold our outputs: it is IN, it lies in a virtual file
+    system, a file stands where a folder is needed, or the nearest existing folder is not writable."""
+    resolved = output.resolve()
+    if resolved == input_path.resolve():
+        raise UsageError(f"{output}: OUT is the input itself; choose another OUT")
+    if any(resolved == v or v in resolved.parents for v in _VIRTUAL_FS):
+        raise UsageError(f"{output}: is inside a virtual file system; choose another OUT")
+    probe = resolved if resolved.is_dir() else resolved.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{output}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{output}: {probe} is not writable")
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -297,22 +270,19 @@ class _Settings:
     component: Optional[int]
     tile: Optional[int]
     overlap: int
-    skip_existing: bool
     color_fix: str = "none"
+    max_pixels: Optional[int] = None
 
 
-def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
-    """Read, run every (missing) sample, write. Returns notes. Raises on failure."""
+def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
+    """Read, run the samples whose indices are in `todo`, write them. Returns notes. Raises on failure."""
     import torch
 
     from sdtool.imageio import read_image, write_image
     from sdtool.colorfix import apply_color_fix
     from sdtool.tiling import run_tiled
 
-    for out in job.outputs:
-        if out.resolve() == job.source.resolve():
-            raise ImageError(f"{job.source}: output would overwrite the input; choose another OUT")
-    img = read_image(job.source)
+    img = read_image(job.source, max_pixels=s.max_pixels)
     h, w = img.info.height, img.info.width
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
     device = model.device
@@ -353,7 +323,7 @@ def _process_one(model: Any, job: Job, s: _Settings, step: Callable[[float, int]
         if s.task == "downscale":
             comp = s.component if s.component is not None else int(torch.randint(model.n_components, (1,), generator=gen))
         noise = torch.randn(noise_shape, generator=gen)
-        if s.skip_existing and out_path.exists():
+        if k not in todo:
             step(k + 1, steps_total)
             continue
         if s.task == "upscale":
@@ -395,12 +365,13 @@ def process_images(
     model: Any = None,
     device: str = "auto",
     samples: int = 1,
-    temperature: float = 0.8,
+    temperature: float = DEFAULT_TEMPERATURE,
     seed: Optional[int] = None,
     component: Optional[int] = None,
     tile: Optional[int] = None,
     tile_overlap: Optional[int] = None,
-    skip_existing: bool = False,
+    overwrite: bool = False,
+    max_pixels: Optional[int] = None,
     mixed_precision: Optional[bool] = None,
     color_fix: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
@@ -411,29 +382,64 @@ def process_images(
     checkpoint `weights` (default: the shipped weights) is loaded on `device`, and only if some file
     needs processing. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
     tile_overlap: input pixels (default 16 upscale / 32 downscale; rounded up to 8 for downscale; at most
-    half the tile). color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
-    (see `sdtool.colorfix`; applied once to the whole image). mixed_precision: bf16/fp16 autocast
-    of the CNN parts on CUDA (None = on for CUDA, off on CPU).
+    half the tile). Existing outputs are skipped (a rerun resumes) unless `overwrite`; outputs are claimed
+    so that several processes share one folder (sdtool.files). max_pixels: refuse inputs with more pixels
+    (default DEFAULT_MAX_PIXELS[task]), read from the header before decoding. color_fix: colour guard of
+    upscaled images, "wavelet" (default), "adain" or "none" (see `sdtool.colorfix`; applied once to the
+    whole image). mixed_precision: bf16/fp16 autocast of the CNN parts on CUDA (None = on for CUDA, off
+    on CPU). A string OUT ending in "/" names a folder.
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
     result's `failed` list and the other files go on.
     """
     t_start = time.perf_counter()
+    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels)
+    input_path = Path(input_path)
+    out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
+    out_path = Path(output) if output is not None else None
+    rank, world = distributed_rank()
+    jobs, notices = plan_jobs(
+        input_path, out_path, task=task, samples=samples, temperature=temperature,
+        component=component, overwrite=overwrite, out_is_dir=out_is_dir,
+    )
+    jobs = jobs[rank::world]
+    result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
     emit = progress or (lambda _e: None)
+    for message in notices:
+        emit(ProgressEvent("notice", message=message))
+    holder: dict[str, Any] = {"model": model, "checked": False}
+
+    def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
+        if not holder["checked"]:  # loaded only when some file needs it
+            holder["model"] = _prepare_model(holder["model"], weights, device, mixed_precision, component)
+            holder["checked"] = True
+        return _process_one(holder["model"], job, todo, settings, step)
+
+    run_jobs(jobs, work, result, overwrite=overwrite, progress=progress,
+             on_device=lambda: str(holder["model"].device) if holder["model"] is not None else "cpu")
+    if holder["model"] is not None:
+        result.device = str(holder["model"].device)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _check_options(task: str, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
+                   tile: Optional[int], tile_overlap: Optional[int], color_fix: Optional[str],
+                   max_pixels: Optional[int]) -> _Settings:
+    """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
+    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
+
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
     if samples < 1:
         raise UsageError("--samples must be at least 1")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise UsageError("--temperature must be a finite number >= 0")
+    check_temperature(temperature)
     if component is not None and task != "downscale":
         raise UsageError("--component applies to downscale only")
     if component is not None and component < 0:
         raise UsageError("--component must be >= 0")
     if tile is not None and tile < 0:
         raise UsageError("--tile must be >= 0")
-    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
-
     if color_fix is not None and task != "upscale":
         raise UsageError("--color-fix applies to upscale only")
     color_fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
@@ -446,69 +452,30 @@ def process_images(
         overlap = math.ceil(overlap / DOWNSCALE_ALIGN) * DOWNSCALE_ALIGN
     if tile and tile < MIN_TILE[task]:
         raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE[task]} for {task}")
-
-    input_path = Path(input_path)
-    out_path = Path(output) if output is not None else None
-    rank, world = distributed_rank()
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError("--max-pixels must be at least 1")
     seed = secrets.randbits(31) if seed is None else int(seed)
-    jobs, notices = plan_jobs(
-        input_path, out_path, task=task, samples=samples, temperature=temperature,
-        component=component, skip_existing=skip_existing,
-    )
-    jobs = jobs[rank::world]
-    result = ProcessResult(notices=notices, seed=seed, rank=rank, world_size=world)
-    for message in notices:
-        emit(ProgressEvent("notice", message=message))
-    emit(ProgressEvent("start", total=len(jobs)))
+    return _Settings(task, samples, temperature, seed, component, tile, overlap, color_fix,  # type: ignore[arg-type]
+                     max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
 
-    model_checked = False
-    settings = _Settings(task, samples, temperature, seed, component, tile, overlap, skip_existing, color_fix)
-    for index, job in enumerate(jobs):
-        emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=samples))
-        if skip_existing and all(p.exists() for p in job.outputs):
-            outcome = FileOutcome(job.source, list(job.outputs), "skipped")
-            result.skipped.append(outcome)
-            emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
-            continue
-        if model is None or not model_checked:
-            model_checked = True
-            model = model if model is not None else _load(weights, device)
-            if mixed_precision is None:
-                mixed_precision = model.device.type == "cuda"
-            if mixed_precision:
-                enable_mixed_precision(model, _low_precision_dtype(model.device))
-            if component is not None and not component < model.n_components:
-                raise UsageError(f"--component must be in 0..{model.n_components - 1} for this model, got {component}")
-        result.device = str(model.device)
-        t0 = time.perf_counter()
 
-        def step(done: float, steps: int, _i: int = index, _p: Path = job.source) -> None:
-            emit(ProgressEvent("step", index=_i, total=len(jobs), path=_p, step=done, steps=steps))
+def check_temperature(temperature: float) -> None:
+    if not math.isfinite(temperature):
+        raise UsageError(f"--temperature must be a finite number, got {temperature}")
+    if temperature < 0:
+        raise UsageError(f"--temperature must be >= 0, got {temperature}")
 
-        try:
-            notes = _process_one(model, job, settings, step)
-            outcome = FileOutcome(job.source, list(job.outputs), "done", seconds=time.perf_counter() - t0, notes=notes)
-            result.done.append(outcome)
-        except (UsageError, CheckpointError):
-            raise
-        except KeyboardInterrupt:
-            raise
-        except SdtoolError as exc:
-            outcome = FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0)
-            result.failed.append(outcome)
-        except MemoryError:
-            outcome = FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: out of memory",
-                                  time.perf_counter() - t0)
-            result.failed.append(outcome)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-            outcome = FileOutcome(job.source, list(job.outputs), "failed",
-                                  f"{job.source}: {type(exc).__name__}: {exc}", time.perf_counter() - t0)
-            result.failed.append(outcome)
-        emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
-    if model is not None:
-        result.device = str(model.device)
-    result.seconds = time.perf_counter() - t_start
-    return result
+
+def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],
+                   component: Optional[int]) -> Any:
+    model = model if model is not None else _load(weights, device)
+    if mixed_precision is None:
+        mixed_precision = model.device.type == "cuda"
+    if mixed_precision:
+        enable_mixed_precision(model, _low_precision_dtype(model.device))
+    if component is not None and not component < model.n_components:
+        raise UsageError(f"--component must be in 0..{model.n_components - 1} for this model, got {component}")
+    return model
 
 
 def _low_precision_dtype(device: Any) -> Any:

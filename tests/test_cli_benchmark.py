@@ -67,7 +67,7 @@ def test_default_model_beside_bicubic(tmp_path, monkeypatch, tiny_model):
         (["--dataset", "PAIRS", "--method", "lanczos", "--no-model"], 2, "unknown method"),
         (["--dataset", "PAIRS", "--no-model"], 2, "nothing to benchmark"),
         (["--dataset", "PAIRS", "--split", "val", "--method", "bicubic", "--no-model"], 2, "Canon_NNN"),
-        (["--dataset", "PAIRS", "--weights", "MISSING.safetensors"], 1, "no such checkpoint"),
+        (["--dataset", "PAIRS", "--weights", "MISSING.safetensors"], 2, "no such checkpoint"),
     ],
 )
 def test_errors_are_one_line_with_exit_codes(tmp_path, monkeypatch, args, code, needle):

@@ -73,7 +73,7 @@ def test_exit_codes(hr_dir: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"garbage")
     res = runner.invoke(app, ["sample-degradation", str(hr_dir / "a.png"), str(tmp_path / "o3.png"), "--model", "pdm",
                               "--weights", str(bad)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # bad --weights
 
 
 def test_pdm_weights_and_transfer(hr_dir: Path, tmp_path: Path) -> None:

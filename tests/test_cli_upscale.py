@@ -80,7 +80,7 @@ def test_optional_out_writes_beside_input(tmp_path: Path, weights: Path) -> None
 def test_missing_weights_names_the_file(tmp_path: Path) -> None:
     src = write_image_file(tmp_path / "a.png", _img(6, 6))
     res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tmp_path / "gone.safetensors")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # bad --weights: usage, nothing done
     assert "gone.safetensors" in res.output
     assert not (tmp_path / "o.png").exists()
 
@@ -103,5 +103,5 @@ def test_bad_usage_exits_2(tmp_path: Path, weights: Path, args: list[str]) -> No
 def test_help_documents_naming_and_tiling() -> None:
     res = runner.invoke(app, ["downscale", "--help"])
     assert res.exit_code == 0
-    for word in ("--component", "--tile", "--skip-existing", "_s00", "torchrun"):
+    for word in ("--component", "--tile", "--overwrite", "_s00", "torchrun"):
         assert word in res.output

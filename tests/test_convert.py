@@ -102,10 +102,10 @@ def test_folder_of_pth_files_and_cli(official, tmp_path):
     assert m.config.hr_steps == (16, 16)
     # refuses to overwrite, and names a missing file
     res = CliRunner().invoke(app, ["convert-official", str(src), "-o", str(out)])
-    assert res.exit_code == 1 and "already exists" in res.output
+    assert res.exit_code == 2 and "already exists" in res.output
     (src / "degnet.pth").unlink()
     res = CliRunner().invoke(app, ["convert-official", str(src), "-o", str(tmp_path / "b.safetensors")])
-    assert res.exit_code == 1 and "degnet.pth: missing" in res.output
+    assert res.exit_code == 2 and "degnet.pth: missing" in res.output
 
 
 def test_pickle_with_code_is_refused(tmp_path):

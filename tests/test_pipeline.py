@@ -131,13 +131,16 @@ def test_skip_existing_resumes(tmp_path: Path, tiny: SDFlow) -> None:
     assert len(first.done) == 3
     kept = sha256_of(tmp_path / "out" / "a.png")
     (tmp_path / "out" / "b.png").unlink()
-    second = process_images(tmp_path / "in", tmp_path / "out", model=tiny, seed=2, skip_existing=True)
+    second = process_images(tmp_path / "in", tmp_path / "out", model=tiny, seed=5)  # skipping is the default
     assert sorted(o.source.name for o in second.skipped) == ["a.png", "c.png"]
+    assert "overwrite" in second.skipped[0].notes[0]
     assert [o.source.name for o in second.done] == ["b.png"]
     assert sha256_of(tmp_path / "out" / "a.png") == kept
     third = process_images(tmp_path / "in", tmp_path / "out", model=None, weights=tmp_path / "absent.safetensors",
-                           seed=2, skip_existing=True)
+                           seed=2)
     assert len(third.skipped) == 3 and not third.done  # nothing to do: the model is not even loaded
+    fourth = process_images(tmp_path / "in", tmp_path / "out", model=tiny, seed=5, temperature=0.8, overwrite=True)
+    assert len(fourth.done) == 3 and sha256_of(tmp_path / "out" / "a.png") != kept
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
@@ -185,10 +188,12 @@ def test_default_name_beside_input_never_overwrites(tmp_path: Path, tiny: SDFlow
     assert r2.done[0].outputs == [tmp_path / "hr_x0.25_t0.8-2.png"]
     r3 = process_images(src, task="upscale", model=tiny, seed=0, samples=2, temperature=0.5)
     assert r3.done[0].outputs == [tmp_path / "hr_x4_t0.5_s00.png", tmp_path / "hr_x4_t0.5_s01.png"]
-    r4 = process_images(src, task="downscale", model=tiny, seed=0, component=2, skip_existing=True)
+    r4 = process_images(src, task="downscale", model=tiny, seed=0, component=2)
     assert r4.done[0].outputs == [tmp_path / "hr_x0.25_t0.8_c2.png"]
-    r5 = process_images(src, task="downscale", model=tiny, seed=0, component=2, skip_existing=True)
-    assert r5.skipped and not r5.done
+    first = sha256_of(tmp_path / "hr_x0.25_t0.8_c2.png")
+    r5 = process_images(src, task="downscale", model=tiny, seed=1, component=2, overwrite=True)
+    assert r5.done[0].outputs == [tmp_path / "hr_x0.25_t0.8_c2.png"]  # --overwrite: the same name, replaced
+    assert sha256_of(tmp_path / "hr_x0.25_t0.8_c2.png") != first
 
 
 def test_single_file_to_folder_and_refuses_to_overwrite_input(tmp_path: Path, tiny: SDFlow) -> None:
@@ -196,8 +201,8 @@ def test_single_file_to_folder_and_refuses_to_overwrite_input(tmp_path: Path, ti
     res = process_images(src, tmp_path / "outdir", model=tiny, seed=0)
     assert res.done[0].outputs == [tmp_path / "outdir" / "p.jpg"]
     before = sha256_of(src)
-    res = process_images(src, src, model=tiny, seed=0)
-    assert res.failed and "overwrite the input" in res.failed[0].error
+    with pytest.raises(UsageError, match="input"):
+        process_images(src, src, model=tiny, seed=0)
     assert sha256_of(src) == before
 
 
@@ -244,8 +249,8 @@ def test_ranks_split_files_round_robin(tmp_path: Path, tiny: SDFlow, monkeypatch
 def test_output_folder_inside_input_is_not_reprocessed(tmp_path: Path, tiny: SDFlow) -> None:
     write_image_file(tmp_path / "in" / "a.png", _img(6, 6, 3))
     process_images(tmp_path / "in", tmp_path / "in" / "sr", model=tiny, seed=0)
-    res = process_images(tmp_path / "in", tmp_path / "in" / "sr", model=tiny, seed=0)
-    assert [o.source.name for o in res.done] == ["a.png"]
+    res = process_images(tmp_path / "in", tmp_path / "in" / "sr", model=tiny, seed=0, overwrite=True)
+    assert [o.source.name for o in res.done] == ["a.png"]  # not in/sr/a.png, our own earlier output
 
 
 def test_mixed_precision_wraps_only_cnn_parts(tiny: SDFlow) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
-from sdtool.errors import SdtoolError, UsageError
+from sdtool.errors import CheckpointError, SdtoolError, UsageError
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ Weights = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same samples.")]
 Temperature = Annotated[
-    float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 gives the mean sample.")
+    float, typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0); 0 gives the mean sample.")
 ]
 Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples to draw per input image.")]
 Tile = Annotated[
@@ -31,7 +31,23 @@ Tile = Annotated[
     typer.Option("--tile", min=0, help="Tile size in input pixels; 0 turns tiling off. Default: automatic."),
 ]
 TileOverlap = Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")]
-SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip outputs that already exist (resume).")]
+SkipExisting = Annotated[
+    bool, typer.Option("--skip-existing", hidden=True, help="Kept for old scripts: skipping existing outputs is the default.")
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (default: skip them, so a rerun resumes).")]
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", min=1, help="Refuse inputs with more pixels (read from the header before decoding). "
+                 "Default: 16000000 for upscale, 100000000 for downscaling."),
+]
+OutputArg = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="Output file or folder (mirrors IN's tree; a trailing / always means a folder). Optional for a single "
+        "file: then written beside it as NAME_x4_tT.EXT / NAME_x0.25_tT.EXT, never over an existing file.",
+        show_default=False, metavar="OUT",
+    ),
+]
 
 
 def error_line(message: str) -> None:
@@ -43,7 +59,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
     """Call `fn`; turn library errors into one line and a non-zero exit code."""
     try:
         return fn()
-    except UsageError as exc:
+    except (UsageError, CheckpointError) as exc:  # bad options or bad --weights: nothing was done
         error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from None
     except SdtoolError as exc:

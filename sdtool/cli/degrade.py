@@ -1,7 +1,7 @@
 """`sdtool sample-degradation`: sample realistic LR images (and their kernels / noise) from HR images.
 
 Parses options, calls `sdtool.degrade.pipeline.sample_degradation`, prints failures and a summary.
-Exit codes as `upscale`: 0 all done or skipped, 1 some files failed or the weights are bad, 2 bad usage.
+Exit codes as `upscale`: 0 all done or skipped, 1 some files failed, 2 bad usage or bad weights.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from sdtool.cli.common import EXIT_OK, EXIT_SOME_FAILED, Device, Samples, Seed, SkipExisting, Temperature, Tile, run_guarded
+from sdtool.cli.common import (
+    EXIT_OK, EXIT_SOME_FAILED, Device, MaxPixels, OutputArg, Overwrite, Samples, Seed, SkipExisting, Temperature, Tile,
+    run_guarded,
+)
 
 Range = Annotated[Optional[str], typer.Option(help="MIN,MAX")]
 
@@ -30,7 +33,7 @@ def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tupl
 
 def sample_degradation(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Output file or folder (as downscale).", show_default=False)] = None,
+    output: OutputArg = None,
     model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights) or classic (parametric).")] = "classic",
     samples: Samples = 1,
     temperature: Temperature = 0.8,
@@ -43,6 +46,8 @@ def sample_degradation(
     like: Annotated[Optional[Path], typer.Option("--like", help="Transfer the degradation of this real LR image (sdflow, pdm).")] = None,
     tile: Tile = None,
     skip_existing: SkipExisting = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = None,
     sigma: Annotated[Optional[str], typer.Option("--sigma", help="classic: blur std range in HR px, MIN,MAX [0.4,3].")] = None,
     noise: Annotated[Optional[str], typer.Option("--noise", help="classic: Gaussian noise std range /255, MIN,MAX [1,15].")] = None,
     poisson_peak: Annotated[Optional[str], typer.Option("--poisson-peak", help="classic: photons at white, MIN,MAX [100,1000].")] = None,
@@ -69,13 +74,17 @@ def sample_degradation(
         )
         classic.validate()
         opts = DegradeOptions(model=model, samples=samples, temperature=temperature, save_kernels=save_kernels,
-                              save_noise=save_noise, sheet=sheet, like=like, tile=tile, skip_existing=skip_existing,
+                              save_noise=save_noise, sheet=sheet, like=like, tile=tile, overwrite=overwrite,
+                              max_pixels=max_pixels,
                               classic=classic)
         return run(input_path, output, options=opts, weights=weights, device=device, seed=seed)
 
     result = run_guarded(go)
     for f in result.failed:
         typer.echo(f"error: {f.error}", err=True)
+    for f in result.skipped:
+        for note in f.notes:
+            typer.echo(f"notice: {f.source}: {note}", err=True)
     typer.echo(f"sample-degradation ({model}): {len(result.done)} done, {len(result.skipped)} skipped, "
                f"{len(result.failed)} failed in {result.seconds:.1f} s (seed {result.seed})")
     raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)

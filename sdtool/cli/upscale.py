@@ -2,7 +2,7 @@
 
 The work is `sdtool.pipeline.process_images`; this module parses options, shows progress (only when stderr is
 a terminal), prints one line per failed file and a summary, and sets the exit code
-(0 all done or skipped, 1 some files failed or the weights are missing, 2 bad usage).
+(0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from sdtool.cli.common import (
     EXIT_SOME_FAILED,
     Component,
     Device,
+    MaxPixels,
+    OutputArg,
+    Overwrite,
     Samples,
     Seed,
     SkipExisting,
@@ -32,15 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 InputArg = Annotated[
     Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).", show_default=False, metavar="IN")
-]
-OutputArg = Annotated[
-    Optional[Path],
-    typer.Argument(
-        help="Output file or folder (mirrors IN's tree). Optional for a single file: then written beside it as "
-        "NAME_x4_tT.EXT / NAME_x0.25_tT.EXT, never over an existing file.",
-        show_default=False,
-        metavar="OUT",
-    ),
 ]
 Fp32 = Annotated[bool, typer.Option("--fp32", help="On CUDA, run the whole model in float32 (no bf16/fp16 autocast).")]
 
@@ -113,7 +107,7 @@ def _summary(task: str, result: "ProcessResult") -> str:
     )
 
 
-def _run(task: str, input_path: Path, output: Optional[Path], **kwargs: Any) -> None:
+def _run(task: str, input_path: Path, output: Optional[str], **kwargs: Any) -> None:
     from sdtool.pipeline import process_images
 
     def go() -> "ProcessResult":
@@ -136,17 +130,25 @@ def upscale(
     tile: Tile = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")] = 16,
     skip_existing: SkipExisting = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = None,
+    color_fix: Annotated[
+        str, typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), adain "
+                          "(match channel mean/std) or none (the raw sample).")
+    ] = "wavelet",
     fp32: Fp32 = False,
 ) -> None:
     """Super-resolve images x4 (PNG, JPEG, WebP, TIFF, BMP; gray, 16-bit and alpha are kept).
 
     Large inputs (over 512x512 px on CPU, 1024x1024 on CUDA) are processed in overlapping tiles
     (default 192 px); --tile sets the tile size in input pixels, --tile 0 turns tiling off.
+    Existing outputs are skipped (a rerun resumes; --overwrite replaces them); several processes
+    can share one output folder.
     """
     _run(
         "upscale", input_path, output, samples=samples, temperature=temperature, seed=seed, weights=weights,
-        device=device, tile=tile, tile_overlap=tile_overlap, skip_existing=skip_existing,
-        mixed_precision=False if fp32 else None,
+        device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite, max_pixels=max_pixels,
+        color_fix=color_fix, mixed_precision=False if fp32 else None,
     )
 
 
@@ -164,6 +166,8 @@ def downscale(
         int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels (rounded up to 8).")
     ] = 32,
     skip_existing: SkipExisting = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = None,
     fp32: Fp32 = False,
 ) -> None:
     """Downscale images /4 with realistic, sampled degradations (PNG, JPEG, WebP, TIFF, BMP).
@@ -173,8 +177,8 @@ def downscale(
     """
     _run(
         "downscale", input_path, output, samples=samples, temperature=temperature, component=component, seed=seed,
-        weights=weights, device=device, tile=tile, tile_overlap=tile_overlap, skip_existing=skip_existing,
-        mixed_precision=False if fp32 else None,
+        weights=weights, device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite,
+        max_pixels=max_pixels, mixed_precision=False if fp32 else None,
     )
 
 

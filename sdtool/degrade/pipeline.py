@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -27,16 +28,9 @@ import numpy as np
 
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.errors import CheckpointError, SdtoolError, UsageError
-from sdtool.pipeline import (
-    DOWNSCALE_ALIGN,
-    FileOutcome,
-    ProcessResult,
-    ProgressCallback,
-    ProgressEvent,
-    file_seed,
-    plan_jobs,
-)
+from sdtool.batch import ProcessResult, ProgressCallback, ProgressEvent
+from sdtool.errors import UsageError
+from sdtool.pipeline import DOWNSCALE_ALIGN, file_seed, plan_jobs
 
 
 @dataclass
@@ -52,7 +46,8 @@ class DegradeOptions:
     like: Optional[Path] = None
     tile: Optional[int] = None
     tile_overlap: int = 32
-    skip_existing: bool = False
+    overwrite: bool = False
+    max_pixels: Optional[int] = None
     classic: ClassicConfig = field(default_factory=ClassicConfig)
 
 
@@ -224,14 +219,15 @@ def sample_degradation(
     """Sample `options.samples` degraded LR images for every HR image of a file or folder.
 
     HR images: any size/format `read_image` reads (alpha is resized and kept like `downscale`). Sample k of a
-    file depends only on (seed, relative path, k, image). `sampler` overrides the model (tests).
-    Raises UsageError / CheckpointError for the whole run; per-file failures are in `result.failed`.
+    file depends only on (seed, relative path, k, image). `sampler` overrides the model (tests). Existing
+    outputs (with their side files) are skipped unless `options.overwrite`; outputs are claimed like
+    `downscale`'s. Raises UsageError / CheckpointError for the whole run; per-file failures are in
+    `result.failed`.
     """
-    import torch
-
+    from sdtool.batch import run_jobs
     from sdtool.degrade.sheet import make_sheet, write_sheet
-    from sdtool.imageio import read_image, write_image
-    from sdtool.pipeline import _resize_alpha
+    from sdtool.imageio import read_image
+    from sdtool.pipeline import DEFAULT_MAX_PIXELS, check_temperature
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
@@ -240,81 +236,69 @@ def sample_degradation(
         raise UsageError(f"--model must be one of {', '.join(MODELS)}, got {o.model!r}")
     if o.samples < 1:
         raise UsageError("--samples must be at least 1")
-    if not math.isfinite(o.temperature) or o.temperature < 0:
-        raise UsageError("--temperature must be a finite number >= 0")
+    check_temperature(o.temperature)
     if o.like is not None and o.model == "classic":
         raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
     if o.like is not None and not Path(o.like).is_file():
         raise UsageError(f"--like {o.like}: no such file")
+    max_pixels = o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
     seed = secrets.randbits(31) if seed is None else int(seed)
+    out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
                               samples=o.samples, temperature=o.temperature, component=None,
-                              skip_existing=o.skip_existing)
+                              overwrite=o.overwrite, out_is_dir=out_is_dir)
     result = ProcessResult(notices=notices, seed=seed)
     for message in notices:
         emit(ProgressEvent("notice", message=message))
-    emit(ProgressEvent("start", total=len(jobs)))
     sheet_rows: list[Any] = []
-    like_rgb = None
-    if o.like is not None:
-        like_rgb = _to_tensor(read_image(o.like).rgb)
+    like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None
+    state: dict[str, Any] = {"sampler": sampler}
 
-    for index, job in enumerate(jobs):
-        emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=o.samples))
-        wanted = [p for out in job.outputs for p in [out, *side_outputs(out, o)]]
-        if o.skip_existing and all(p.exists() for p in wanted) and o.sheet is None:
-            outcome = FileOutcome(job.source, list(job.outputs), "skipped")
-            result.skipped.append(outcome)
-            emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
-            continue
-        t0 = time.perf_counter()
-        try:
-            img = read_image(job.source)
-            y = _to_tensor(img.rgb)
-            if sampler is None:
-                sampler = load_sampler(o.model, Path(weights) if weights else None, device, o)
-                sampler.opts = o
-            if like_rgb is not None and sampler.transfer is None:
-                sampler.prepare_transfer(like_rgb, y)
-            result.device = str(sampler.device)
-            for out in job.outputs:
-                if out.resolve() == job.source.resolve():
-                    raise UsageError(f"{job.source}: output would overwrite the input; choose another OUT")
-            gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
-            h, w = y.shape[-2:]
-            alpha = _resize_alpha(img.alpha, math.ceil(h / 4), math.ceil(w / 4), "downscale") \
-                if img.alpha is not None else None
-            lrs, kernels = [], []
-            for k, out in enumerate(job.outputs):
-                s = sampler.sample(y.to(sampler.device), gen, lambda f, _k=k: emit(ProgressEvent(
-                    "step", index=index, total=len(jobs), path=job.source, step=_k + f, steps=o.samples)))
-                lr = s.lr[0].detach().cpu().permute(1, 2, 0).contiguous().numpy()
-                if not (o.skip_existing and all(p.exists() for p in [out, *side_outputs(out, o)])):
-                    write_image(out, lr, alpha, img.info)
-                    _write_side(out, s, o)
-                if o.sheet is not None:
-                    lrs.append(lr)
-                    if s.kernel is not None:
-                        kk = s.kernel[0].detach().cpu().numpy()
-                        kernels.append(kk if kk.ndim == 2 else kk.mean(axis=(2, 3)))
-                emit(ProgressEvent("step", index=index, total=len(jobs), path=job.source, step=k + 1, steps=o.samples))
-            if o.sheet is not None:
-                sheet_rows.append((img.rgb, lrs, kernels))
-            outcome = FileOutcome(job.source, list(job.outputs), "done", seconds=time.perf_counter() - t0)
-            result.done.append(outcome)
-        except (UsageError, CheckpointError, KeyboardInterrupt):
-            raise
-        except SdtoolError as exc:
-            outcome = FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0)
-            result.failed.append(outcome)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-            outcome = FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: {type(exc).__name__}: {exc}",
-                                  time.perf_counter() - t0)
-            result.failed.append(outcome)
-        emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
+    def work(job: Any, todo: set, step: Callable[[float, int], None]) -> list[str]:
+        img = read_image(job.source, max_pixels=max_pixels)
+        y = _to_tensor(img.rgb)
+        if state["sampler"] is None:
+            state["sampler"] = load_sampler(o.model, Path(weights) if weights else None, device, o)
+        smp = state["sampler"]
+        smp.opts = o
+        if like_rgb is not None and smp.transfer is None:
+            smp.prepare_transfer(like_rgb, y)
+        row = _sample_file(smp, job, todo, img, y, seed, o, step)
+        if o.sheet is not None:
+            sheet_rows.append(row)
+        return []
+
+    run_jobs(jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
+             side_files=lambda out: side_outputs(out, o),
+             on_device=lambda: str(state["sampler"].device) if state["sampler"] is not None else "cpu")
     if o.sheet is not None and sheet_rows:
         write_sheet(o.sheet, make_sheet(sheet_rows))
     result.seconds = time.perf_counter() - t_start
     return result
 
 
+def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,
+                 step: Callable[[float, int], None]) -> tuple[Any, list, list]:
+    """Draw every sample of one file in order, write those in `todo`; returns the contact-sheet row."""
+    import torch
+
+    from sdtool.imageio import write_image
+    from sdtool.pipeline import _resize_alpha
+
+    gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
+    h, w = y.shape[-2:]
+    alpha = _resize_alpha(img.alpha, math.ceil(h / 4), math.ceil(w / 4), "downscale") if img.alpha is not None else None
+    lrs, kernels = [], []
+    for k, out in enumerate(job.outputs):
+        s = smp.sample(y.to(smp.device), gen, lambda f, _k=k: step(_k + f, o.samples))
+        lr = s.lr[0].detach().cpu().permute(1, 2, 0).contiguous().numpy()
+        if k in todo:
+            write_image(out, lr, alpha, img.info)
+            _write_side(out, s, o)
+        if o.sheet is not None:
+            lrs.append(lr)
+            if s.kernel is not None:
+                kk = s.kernel[0].detach().cpu().numpy()
+                kernels.append(kk if kk.ndim == 2 else kk.mean(axis=(2, 3)))
+        step(k + 1, o.samples)
+    return img.rgb, lrs, kernels

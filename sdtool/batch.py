@@ -1,0 +1,147 @@
+"""The batch engine under `upscale`, `downscale` and `sample-degradation`: one loop over planned jobs that
+skips finished outputs, claims the rest (so several processes share a folder), runs the work for each file,
+and turns what happened into outcomes and progress events. It never prints.
+
+An output counts as finished when it exists (with its side files); it is then skipped unless `overwrite`.
+A file's work function gets the indices of the samples it must write and computes the others only as far
+as the random draws need (sample k never depends on which other samples exist).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from sdtool.errors import CheckpointError, SdtoolError, UsageError
+from sdtool.files import claimed, clean_stale_temporaries
+
+
+@dataclass
+class FileOutcome:
+    """One input file: its outputs, what happened ("done" / "skipped" / "failed"), why it failed,
+    seconds spent and notes (for example a tile halved after an out-of-memory error)."""
+
+    source: Path
+    outputs: list[Path]
+    status: str
+    error: Optional[str] = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProcessResult:
+    """The outcome of a run. seed: the base seed used (random when none was given);
+    notices: files that were not images and were left alone, and similar remarks."""
+
+    done: list[FileOutcome] = field(default_factory=list)
+    skipped: list[FileOutcome] = field(default_factory=list)
+    failed: list[FileOutcome] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    seed: int = 0
+    seconds: float = 0.0
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """kind: "start" (total = files of this process), "file_start" (index, path, steps = samples),
+    "step" (step/steps within the current file; fractional while tiles of a sample complete),
+    "file_end" (outcome), "notice" (message)."""
+
+    kind: str
+    index: int = 0
+    total: int = 0
+    path: Optional[Path] = None
+    step: float = 0.0
+    steps: int = 0
+    outcome: Optional[FileOutcome] = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+StepCallback = Callable[[float, int], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """An input file, its path relative to the input root (seeds and naming), and its outputs."""
+
+    source: Path
+    rel: Path
+    outputs: tuple[Path, ...]
+
+
+# work(job, indices of outputs to write, step callback) -> notes
+Work = Callable[[Job, set, StepCallback], list]
+
+
+def _finished(out: Path, side_files: Callable[[Path], list[Path]]) -> bool:
+    return all(p.exists() for p in [out, *side_files(out)])
+
+
+def run_jobs(
+    jobs: Sequence[Job], work: Work, result: ProcessResult, *, overwrite: bool = False,
+    side_files: Callable[[Path], list[Path]] = lambda _p: [], progress: Optional[ProgressCallback] = None,
+    on_device: Callable[[], str] = lambda: "cpu", run_finished: bool = False,
+) -> None:
+    """Run `work` for every job, filling `result`. run_finished: also call `work` (with nothing to write)
+    for files whose outputs all exist, when it collects something else (a contact sheet). UsageError, CheckpointError and KeyboardInterrupt stop
+    the run (claims are released); any other failure is recorded for its file and the others go on."""
+    emit = progress or (lambda _e: None)
+    for folder in sorted({out.parent for job in jobs for out in job.outputs}):
+        for stale in clean_stale_temporaries(folder):
+            result.notices.append(f"{stale}: removed, left by an interrupted run")
+            emit(ProgressEvent("notice", message=result.notices[-1]))
+    emit(ProgressEvent("start", total=len(jobs)))
+    for index, job in enumerate(jobs):
+        emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=len(job.outputs)))
+        outcome = _run_one(job, work, overwrite, side_files, index, len(jobs), emit, run_finished)
+        {"done": result.done, "skipped": result.skipped, "failed": result.failed}[outcome.status].append(outcome)
+        if outcome.status == "done":
+            result.device = on_device()
+        emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
+
+
+def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path], list[Path]], index: int,
+             total: int, emit: ProgressCallback, run_finished: bool = False) -> FileOutcome:
+    todo = [k for k, out in enumerate(job.outputs) if overwrite or not _finished(out, side_files)]
+    if not todo and not run_finished:
+        return FileOutcome(job.source, list(job.outputs), "skipped", notes=["exists (use --overwrite to replace)"])
+    t0 = time.perf_counter()
+    with claimed([job.outputs[k] for k in todo]) as ours:
+        # Claimed by another process, or finished by one between our look and our claim: theirs.
+        mine = {k for k, ok in zip(todo, ours) if ok and (overwrite or not _finished(job.outputs[k], side_files))}
+        if not mine and not run_finished:
+            return FileOutcome(job.source, list(job.outputs), "skipped", notes=["being written by another process"])
+
+        def step(done: float, steps: int) -> None:
+            emit(ProgressEvent("step", index=index, total=total, path=job.source, step=done, steps=steps))
+
+        try:
+            notes = work(job, mine, step)
+        except (UsageError, CheckpointError, KeyboardInterrupt, SystemExit):
+            raise
+        except SdtoolError as exc:
+            return FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0)
+        except MemoryError:
+            return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: out of memory",
+                               time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
+            return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: {type(exc).__name__}: {exc}",
+                               time.perf_counter() - t0)
+    if not mine:
+        return FileOutcome(job.source, list(job.outputs), "skipped", seconds=time.perf_counter() - t0,
+                           notes=["exists (use --overwrite to replace)"])
+    if len(mine) < len(job.outputs):
+        notes = [*notes, f"{len(job.outputs) - len(mine)} of {len(job.outputs)} outputs existed or were claimed; kept"]
+    return FileOutcome(job.source, [job.outputs[k] for k in sorted(mine)], "done", seconds=time.perf_counter() - t0,
+                       notes=notes)

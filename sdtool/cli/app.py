@@ -22,5 +22,14 @@ app.command("benchmark")(benchmark.benchmark)
 app.command("convert-official")(convert.convert_official)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (kill, a job scheduler) ends the run like Ctrl-C: claims released, a training checkpoint
+    # written, exit code 130, instead of dying with half the cleanup undone.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -61,7 +61,11 @@ def _run_with_progress(opts, iters: int):
     from sdtool.train.run import train as run_train
 
     if not sys.stderr.isatty():
-        return run_train(opts)
+        def notices(rec: dict) -> None:
+            if rec.get("type") == "notice":
+                typer.echo(f"notice: {rec['message']}", err=True)
+
+        return run_train(opts, notices)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -72,6 +76,8 @@ def _run_with_progress(opts, iters: int):
             if rec.get("type") == "train":
                 info = f"loss {rec.get('total', float('nan')):.3f} nll {rec.get('nll_hr', 0):.2f}/{rec.get('nll_lr', 0):.2f} {rec['sec_per_it']:.2f}s/it"
                 progress.update(bar, completed=rec["it"], info=info)
+            elif rec.get("type") == "notice":
+                progress.console.print(f"notice: {rec['message']}", markup=False)
             elif rec.get("type") == "val":
                 progress.console.print(f"it {rec['it']}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith("val")))
 

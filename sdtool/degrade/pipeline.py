@@ -98,11 +98,7 @@ class _Sampler:
         if self.kind == "classic":
             return self.model.sample(y, generator=gen)
         if self.kind == "pdm":
-            if self.transfer is not None:
-                from sdtool.degrade.transfer import pdm_transfer
-
-                return pdm_transfer(self.model, y, self.transfer, o.temperature, gen)
-            return self.model.degrade(y, temperature=o.temperature, generator=gen)
+            return self._pdm(y, gen)
         # SDFlow: draw the component then the whole-image noise (the order `downscale` uses), run tiled
         from sdtool.pipeline import DEFAULT_TILE, MIN_TILE, _pad_reflect
         from sdtool.tiling import run_tiled
@@ -140,6 +136,28 @@ class _Sampler:
         lr = res.image[:, :, : math.ceil(h / 4), : math.ceil(w / 4)].clamp(0, 1)
         return DegradationSample(lr=lr, latent=latent, component=torch.tensor([comp]),
                                  params=[{"component": comp, "transfer": self.transfer is not None}])
+
+
+    def _pdm(self, y: Any, gen: Any) -> DegradationSample:
+        """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
+        reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
+        from sdtool.pipeline import _pad_reflect
+
+        h, w = y.shape[-2:]
+        yp = _pad_reflect(y.cpu(), 1, 8).to(y.device) if min(h, w) < 8 else y
+        if self.transfer is not None:
+            from sdtool.degrade.transfer import pdm_transfer
+
+            s = pdm_transfer(self.model, yp, self.transfer, self.opts.temperature, gen)
+        else:
+            s = self.model.degrade(yp, temperature=self.opts.temperature, generator=gen)
+        if yp is y:
+            return s
+        lh, lw = math.ceil(h / 4), math.ceil(w / 4)
+        kernel = s.kernel[..., :lh, :lw] if s.kernel is not None and s.kernel.dim() == 5 else s.kernel
+        noise = s.noise[..., :lh, :lw] if s.noise is not None else None
+        return DegradationSample(lr=s.lr[..., :lh, :lw], kernel=kernel, noise=noise, latent=s.latent,
+                                 component=s.component, params=s.params)
 
 
 def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> _Sampler:

@@ -29,15 +29,22 @@ def list_images(folder: Path, name_filter: Optional[str] = None) -> list[Path]:
 
 
 class ImageBank:
-    """Images decoded once into uint8 RGB arrays (H×W×3); images smaller than the crop are left out."""
+    """Images decoded once into uint8 RGB arrays (H×W×3); images smaller than the crop are left out, and
+    unreadable ones too (listed in `unreadable`: one corrupt file must not stop a training run)."""
 
     def __init__(self, files: list[Path], min_size: int):
+        from sdtool.errors import ImageError
         from sdtool.imageio import read_image
 
         self.names: list[str] = []
         self.images: list[np.ndarray] = []
+        self.unreadable: list[str] = []
         for f in files:
-            img = read_image(f)
+            try:
+                img = read_image(f)
+            except ImageError as exc:
+                self.unreadable.append(str(exc))
+                continue
             if min(img.rgb.shape[:2]) < min_size:
                 continue
             self.names.append(f.name)

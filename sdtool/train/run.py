@@ -136,12 +136,36 @@ def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
     return out
 
 
+def _check_options(o: TrainOptions) -> None:
+    """UsageError, before anything is loaded, for options that cannot work."""
+    import math
+    import re
+
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise UsageError(f"--lr must be a finite number > 0, got {o.lr}")
+    for flag, rx in (("--name-filter", o.name_filter), ("--val-filter", o.val_filter)):
+        if rx:
+            try:
+                re.compile(rx)
+            except re.error as exc:
+                raise UsageError(f"{flag} {rx!r} is not a valid regular expression: {exc}") from None
+    out = Path(o.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder for the run")
+    if o.resume and not (out / "state.pt").is_file():
+        raise UsageError(f"{out}: no run to resume (no state.pt); leave out --resume to start one")
+    for d in (o.lr_dir, o.hr_dir):
+        if not Path(d).is_dir():
+            raise UsageError(f"{d}: no such folder")
+
+
 def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
     """Train on unpaired LR/HR folders; writes out_dir/model.safetensors (EMA), state.pt, log.jsonl."""
     from sdtool.api import resolve_device
     from sdtool.train.data import CropSampler, ImageBank, disjoint_split, list_images
     from sdtool.train.dist import init_from_env
 
+    _check_options(o)
     if o.patch % 8 or o.patch < 16:
         raise UsageError(f"--patch {o.patch}: the HR crop must be a multiple of 8 and at least 16")
     if o.paired and o.disjoint:
@@ -156,8 +180,12 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     if o.disjoint:
         lr_files, hr_files = disjoint_split(lr_files, hr_files)
     lr_patch = o.patch // 4
-    sampler = CropSampler(ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch), o.batch, lr_patch,
-                          seed=o.seed, rank=rank, paired=o.paired)
+    banks = ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch)
+    for bank in banks:
+        for warning in bank.unreadable:
+            if on_log is not None:
+                on_log({"type": "notice", "message": f"skipped unreadable training image: {warning}"})
+    sampler = CropSampler(*banks, o.batch, lr_patch, seed=o.seed, rank=rank, paired=o.paired)
     task = _build_task(o, device, settings, _measure_domain(o, sampler, lr_patch))
     validator = None
     if (o.val_lr is None) != (o.val_hr is None):

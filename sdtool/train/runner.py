@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,11 +17,13 @@ from torch import Tensor, nn
 from sdtool.errors import UsageError
 from sdtool.train.config import RunSettings, lr_at
 from sdtool.train.dist import barrier, broadcast_module, world
-from sdtool.train.task import NonFiniteLoss, TrainTask
+from sdtool.train.task import NonFiniteLoss, TrainingDiverged, TrainTask
 
 MODEL_FILE = "model.safetensors"  # EMA weights: what upscale/downscale load
 STATE_FILE = "state.pt"  # everything else needed to resume exactly
 LOG_FILE = "log.jsonl"
+
+MAX_SKIPS_IN_A_ROW = 20  # non-finite steps in a row that end a run as diverged
 
 Sampler = Callable[[int], tuple[Tensor, Tensor]]
 Validator = Callable[[nn.Module], dict[str, float]]
@@ -58,8 +60,7 @@ class EMA:
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.sdtool-{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -122,7 +123,22 @@ class Runner:
         if not path.is_file():
             return False
         self.load_state_dict(torch.load(path, map_location=self.task.model.device, weights_only=True))
+        self._truncate_log()
         return True
+
+    def _truncate_log(self) -> None:
+        """Drop log records past the checkpoint: the resumed run writes them again."""
+        log = self.out / LOG_FILE
+        if self.rank != 0 or not log.is_file():
+            return
+        kept = []
+        for line in log.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("it", 0)) <= self.it:
+                    kept.append(line)
+            except (ValueError, AttributeError):
+                continue  # a line cut by a kill
+        log.write_text("".join(k + "\n" for k in kept))
 
     # ---------------------------------------------------------------- loop
     def _log(self, record: dict) -> None:
@@ -141,14 +157,21 @@ class Runner:
         return metrics
 
     def run(self, resume: bool = False) -> RunResult:
+        """Train to `iters`. SIGINT/SIGTERM finish the current iteration, write a checkpoint and raise
+        KeyboardInterrupt; MAX_SKIPS_IN_A_ROW non-finite steps raise TrainingDiverged (checkpoint untouched)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if (self.out / STATE_FILE).exists() and not resume:
             raise UsageError(f"{self.out}: holds a training run already; pass --resume or choose another --out")
-        if resume:
-            self.resume()
+        if resume and not self.resume():
+            raise UsageError(f"{self.out}: no run to resume (no {STATE_FILE}); leave out --resume to start one")
         if self.rank == 0 and not (self.out / "settings.json").exists():
             (self.out / "settings.json").write_text(self.s.to_json())
+        with _deferred_interrupts() as stop:
+            return self._loop(stop)
+
+    def _loop(self, stop: list) -> RunResult:
         t0, last, val = time.time(), {}, {}
+        in_a_row = 0
         while self.it < self.s.iters:
             it = self.it + 1
             for opt in self.task.optimizers().values():
@@ -159,9 +182,15 @@ class Runner:
             try:
                 last = self.task.train_step(lr_batch, hr_batch, it)
                 self.ema.update(self.task.model, it)
-            except NonFiniteLoss as exc:
+                in_a_row = 0
+            except (NonFiniteLoss, torch.linalg.LinAlgError) as exc:  # a singular 1×1 conv is divergence too
                 self.skipped += 1
-                self._log({"type": "skip", "it": it, "reason": str(exc)})
+                in_a_row += 1
+                self._log({"type": "skip", "it": it, "reason": str(exc).splitlines()[0]})
+                if in_a_row >= MAX_SKIPS_IN_A_ROW:
+                    raise TrainingDiverged(
+                        f"training diverged: {in_a_row} non-finite steps in a row up to iteration {it} (lower --lr); "
+                        f"the last checkpoint in {self.out} is kept as it was") from None
             self.it = it
             if it % self.s.log_every == 0 or it == self.s.iters:
                 self._log({"type": "train", "it": it, "lr": lr_at(it, self.s), "sec_per_it": time.time() - t_step,
@@ -173,4 +202,33 @@ class Runner:
                 barrier()
             if self.s.val_every and it % self.s.val_every == 0:
                 val = self.validate() or val
+            if stop:
+                self.save()
+                self._log({"type": "stop", "it": self.it, "reason": stop[0]})
+                raise KeyboardInterrupt
         return RunResult(self.it, self.skipped, time.time() - t0, last, val)
+
+
+@contextmanager
+def _deferred_interrupts() -> Iterator[list]:
+    """SIGINT/SIGTERM only mark the run to stop after the current iteration (so the checkpoint is a whole
+    iteration and resume stays exact); a second signal interrupts at once."""
+    import signal
+    import threading
+
+    stop: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -17,7 +17,7 @@ from sdtool.train import losses as L
 from sdtool.train.config import LossWeights
 from sdtool.train.domain_blur import domain_target
 from sdtool.train.dist import average_gradients
-from sdtool.train.task import NonFiniteLoss
+from sdtool.train.task import NonFiniteLoss, stable_seed
 
 
 def load_perceptual(device: torch.device) -> Optional[nn.Module]:
@@ -78,7 +78,7 @@ class SDFlowTask:
     def train_step(self, lr: Tensor, hr: Tensor, it: int) -> dict[str, float]:
         m, w = self.model, self.w
         device = m.device
-        g = torch.Generator().manual_seed(hash(("sdflow", self.seed, it)) & 0x7FFF_FFFF_FFFF)
+        g = torch.Generator().manual_seed(stable_seed("sdflow", self.seed, it))
         x = L.dequantize(lr.to(device), g)
         y = L.dequantize(hr.to(device), g)
         m.train()

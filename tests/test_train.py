@@ -151,7 +151,7 @@ def test_cli_train_and_use_weights(tmp_path):
     m = load_model(out / "model.safetensors", device="cpu")
     assert m.upscale(torch.rand(1, 3, 8, 8), 0.8).shape == (1, 3, 32, 32)
     res = CliRunner().invoke(app, ["train", "--lr-dir", str(tmp_path / "nope"), "--hr-dir", str(hr_dir), "--out", str(out / "x")])
-    assert res.exit_code != 0 and "nope: not a folder" in res.output
+    assert res.exit_code == 2 and "nope: no such folder" in res.output
 
 
 def test_loss_overrides_parse_and_refuse():

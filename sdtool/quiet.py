@@ -4,6 +4,7 @@ terminal: they bypass Python and would land between our one-line messages."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -29,4 +30,11 @@ def quiet_stderr() -> Iterator[list[str]]:
             os.close(saved)
             sink.seek(0)
             text = sink.read().decode("utf-8", "replace")
-            said.extend(line.strip() for line in text.splitlines() if line.strip())
+            said.extend(_tidy(line) for line in text.splitlines() if line.strip())
+
+
+def _tidy(line: str) -> str:
+    """OpenCV's "[ WARN:0@0.3] global grfmt_png.cpp:793 readFromStreamOrBuffer PNG input buffer is incomplete"
+    → "PNG input buffer is incomplete"."""
+    m = re.match(r"^\[\s*\w+:[^\]]*\]\s+global\s+\S+:\d+\s+\S+\s+(.*)$", line.strip())
+    return m.group(1) if m else line.strip()

@@ -1,0 +1,149 @@
+"""File safety: umask, stale temporaries, claims, two processes on one folder, odd OUT paths, devices."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sdtool.cli.app import app
+from sdtool.files import claim_path, clean_stale_temporaries, try_claim, write_bytes_atomic
+from tests.helpers import sha256_of, write_image_file
+
+runner = CliRunner()
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_atomic_write_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_stale_temporaries_and_claims_are_cleaned(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".x.png.sdtool-{dead}-0123abcd.tmp"
+    live = tmp_path / f".y.png.sdtool-{os.getpid()}-0123abcd.tmp"
+    other = tmp_path / ".notes.tmp"  # not ours: left alone
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    claim_path(tmp_path / "z.png").write_text(f"{dead} {os.uname().nodename} 0\n")
+    removed = clean_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([stale.name, ".z.png.sdtool-claim"])
+    assert live.exists() and other.exists()
+
+
+def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
+    out = tmp_path / "o.png"
+    first = try_claim(out)
+    assert first is not None and try_claim(out) is None  # held by a live process (us)
+    first.write_text(f"{_dead_pid()} {os.uname().nodename} 0\n")  # its process died
+    assert try_claim(out) is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    from sdtool.checkpoint import save_model
+    from sdtool.config import PRESETS
+    from sdtool.model.sdflow import SDFlow
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_model(SDFlow(PRESETS["tiny"]).eval(), path)
+    return path
+
+
+def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    cmd = [sys.executable, "-m", "sdtool", "upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w",
+           str(tiny_weights), "--seed", "3", "--samples", "3", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    done = [int(re.search(r"upscale: (\d+) done", o).group(1)) for o, _ in outs]
+    assert sum(done) == 8, outs  # every file computed once, by one of them
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(files) == 24 and not any(f.startswith(".") for f in files)
+    # the same files as one process alone would have written (nobody replaced a sample with another)
+    single = subprocess.run([*cmd[:5], str(tmp_path / "one"), *cmd[6:]], env=env, capture_output=True, text=True)
+    assert single.returncode == 0
+    for f in files:
+        assert sha256_of(tmp_path / "out" / f) == sha256_of(tmp_path / "one" / f)
+
+
+def test_out_rules(tmp_path, tiny_weights):
+    src = write_image_file(tmp_path / "a.png", np.full((8, 8, 3), 90, np.uint8))
+    w = ["-w", str(tiny_weights), "--device", "cpu"]
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "dir.png") + "/", *w])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "dir.png" / "a.png").is_file()  # a trailing slash means a folder
+    first = sha256_of(tmp_path / "dir.png" / "a.png")
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "dir.png") + "/", *w, "--seed", "9"])
+    assert res.exit_code == 0 and "exists" in res.output and sha256_of(tmp_path / "dir.png" / "a.png") == first
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "dir.png") + "/", *w, "--seed", "9", "--overwrite"])
+    assert res.exit_code == 0 and sha256_of(tmp_path / "dir.png" / "a.png") != first
+    for out, needle in ((str(src), "input"), ("/proc/x.png", "virtual file system"),
+                        (str(src / "sub.png"), "is a file, not a folder")):
+        res = runner.invoke(app, ["upscale", str(src), out, *w])
+        assert res.exit_code == 2 and needle in res.output, res.output
+    for bad, needle in ((["--device", "mps"], "not supported"), (["--temperature", "nan"], "finite number")):
+        res = runner.invoke(app, ["downscale", str(src), str(tmp_path / "d.png"), "-w", str(tiny_weights), *bad])
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
+
+
+def test_nan_weights_fail_the_file_not_silently(tmp_path, tiny_weights):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_weights), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(tiny_weights))
+    tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    src = write_image_file(tmp_path / "a.png", np.full((8, 8, 3), 90, np.uint8))
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "-w", str(bad), "--device", "cpu"])
+    assert res.exit_code == 1 and "NaN" in res.output
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_rgba_tiff_round_trip_keeps_straight_colours(tmp_path):
+    from PIL import Image
+
+    from sdtool.imageio import read_image, write_image
+
+    a = np.zeros((6, 6, 4), np.uint8)
+    a[..., :3] = (200, 100, 50)
+    a[..., 3] = 128
+    Image.fromarray(a, "RGBA").save(tmp_path / "in.tiff")
+    img = read_image(tmp_path / "in.tiff")
+    assert np.allclose(img.rgb[0, 0] * 255, (200, 100, 50), atol=0.5)  # not multiplied by alpha
+    write_image(tmp_path / "out.tiff", img.rgb, img.alpha, img.info)
+    with Image.open(tmp_path / "out.tiff") as im:
+        assert im.mode == "RGBA" and im.tag_v2.get(338) == (2,)  # ExtraSamples: unassociated alpha
+        assert tuple(np.asarray(im)[0, 0]) == (200, 100, 50, 128)
+    img16 = read_image(tmp_path / "in.tiff")
+    info16 = type(img16.info)(**{**img16.info.__dict__, "bit_depth": 16})
+    write_image(tmp_path / "o16.tiff", img16.rgb, img16.alpha, info16)
+    back = read_image(tmp_path / "o16.tiff")
+    assert back.info.bit_depth == 16 and np.allclose(back.rgb, img16.rgb, atol=1e-4)
+    assert np.allclose(back.alpha, img16.alpha, atol=1e-4)

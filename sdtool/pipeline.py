@@ -30,7 +30,7 @@ import math
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -56,7 +56,7 @@ DEFAULT_TEMPERATURE = 0.8  # the authors' default
 
 
 from sdtool.batch import (  # noqa: E402 - re-exported: the pipeline's public result types
-    FileOutcome, Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs,
+    Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs,
 )
 
 

@@ -202,7 +202,7 @@ def test_large_inputs_use_the_tiled_runner():
     lr = scene(150, 140, 2)
     tiled = bm.model_upscale(m, lr, 0.5, seed=1)
     noise = torch.randn(m.upscale_noise_shape(1, 150, 140), generator=torch.Generator().manual_seed(1))
-    whole = bm._to_grid(m.upscale(bm._to_tensor(lr), 0.5, noise=noise))
+    whole = bm.to_grid(m.upscale(bm.to_tensor(lr), 0.5, noise=noise))
     assert tiled.shape == (600, 560, 3)
     assert np.abs(tiled - whole).max() <= 1.0  # blending pointwise-identical tiles changes nothing but rounding
 

@@ -1,0 +1,227 @@
+"""What a benchmark runs: bicubic, SDFlow checkpoints (with the colour guard), another tool's outputs in a folder
+(`--sr-dir`), and single-image SR checkpoints of other architectures loaded with spandrel (`--baseline`)."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from sdtool.benchmark.data import LR_TAGS, SCALE, Dataset, Pair, images_in, strip_tag
+from sdtool.errors import DatasetError, UsageError
+from sdtool.resize import imresize_np, quantize
+
+UNTILED_LR_SIDE = 128  # SR of LR inputs up to 128×128 runs in one piece
+
+
+SR_TILE, SR_OVERLAP = 128, 16  # LR pixels, larger inputs
+
+
+DOWN_TILE, DOWN_OVERLAP, DOWN_ALIGN = 512, 32, 8  # HR pixels
+
+
+@dataclass
+class Method:
+    """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
+    SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
+    colour guard `color_fix`; kind "folder" scores the x4 outputs another tool wrote to `folder`."""
+
+    name: str
+    kind: str
+    model: Any = None
+    temperature: float = 0.0
+    weights: Optional[str] = None
+    color_fix: str = "none"
+    folder: Optional[Path] = None
+    files: dict[str, Path] = field(default_factory=dict)  # pair name → output file, for kind "folder"
+
+
+_OUTPUT_TAGS = ("_sr", "_out", "_x4", "_x4plus", "_rlt", "_s00", "_lr4", "_x1", "_hr", "_lr")
+
+
+def folder_method(name: str, folder: Union[str, Path], data: Dataset) -> Method:
+    """A method that scores images already in `folder`, matched to each pair by file stem (the pair's name,
+    its HR or LR file stem, with common tags such as _sr/_out/_x4 removed). UsageError when the folder is
+    missing or lacks an image for some pair (named), before any work."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--sr-dir {name}={folder}: no such folder")
+    by_key: dict[str, Path] = {}
+    for p in images_in(folder):
+        by_key.setdefault(p.stem.lower(), p)
+        by_key.setdefault(strip_tag(p.stem, _OUTPUT_TAGS).lower(), p)
+    files: dict[str, Path] = {}
+    missing: list[str] = []
+    for pair in data.pairs:
+        keys = (pair.name, pair.hr.stem, pair.lr.stem, strip_tag(pair.lr.stem, LR_TAGS))
+        hit = next((by_key[k.lower()] for k in keys if k.lower() in by_key), None)
+        if hit is None:
+            missing.append(pair.name)
+        else:
+            files[pair.name] = hit
+    if not files:
+        raise UsageError(f"--sr-dir {name}={folder}: no image there matches a pair of {data.name} by file name")
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UsageError(f"--sr-dir {name}={folder}: no output for {', '.join(missing[:3])}{more}")
+    return Method(name, "folder", folder=folder, files=files)
+
+
+def unique_names(existing: Sequence[Method], more: Sequence[Method]) -> list[Method]:
+    """`more`, refused (UsageError) when a name is already taken."""
+    names = {m.name for m in existing}
+    for m in more:
+        if m.name in names:
+            raise UsageError(f"method name '{m.name}' is used twice; give each --sr-dir its own NAME")
+        names.add(m.name)
+    return list(more)
+
+
+def read_folder_output(method: Method, pair: Pair, hr_shape: tuple[int, ...]) -> np.ndarray:
+    """The output image of a "folder" method for one pair, on the uint8 grid; DatasetError naming the file
+    when it cannot be read or is not the HR image's size."""
+    from sdtool.errors import ImageError
+    from sdtool.imageio import read_image
+
+    path = method.files[pair.name]
+    try:
+        img = quantize(read_image(path).rgb.astype(np.float64) * 255.0)
+    except ImageError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    if img.shape[:2] != hr_shape[:2]:
+        raise DatasetError(f"{path}: size {img.shape[1]}×{img.shape[0]}, expected the HR size {hr_shape[1]}×{hr_shape[0]}")
+    return img
+
+
+def bicubic_upscale(lr: np.ndarray) -> np.ndarray:
+    """MATLAB imresize(lr, 4, 'bicubic') of a uint8-grid H×W×3 image, rounded to the uint8 grid."""
+    return quantize(imresize_np(lr, float(SCALE)))
+
+
+def bicubic_downscale(hr: np.ndarray) -> np.ndarray:
+    """MATLAB imresize(hr, 1/4, 'bicubic') (antialiased), rounded to the uint8 grid."""
+    return quantize(imresize_np(hr, 1.0 / SCALE))
+
+
+def sample_seed(seed: int, name: str, sample: int, what: str) -> int:
+    return (zlib.crc32(f"{what}:{name}".encode()) + 1_000_003 * seed + 7919 * sample) % (2**63)
+
+
+def to_tensor(img: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(img / 255.0, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+
+def to_grid(t: Any) -> np.ndarray:
+    return quantize(t[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255.0)
+
+
+def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none") -> np.ndarray:
+    """SR of one uint8-grid LR image with a seeded noise draw; tiled for LR inputs larger than 128×128; the
+    colour guard runs once on the whole image."""
+    import torch
+
+    from sdtool.colorfix import apply_color_fix
+
+    x = to_tensor(lr)
+    h, w = lr.shape[:2]
+    noise = torch.randn(tuple(model.upscale_noise_shape(1, h, w)), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        if max(h, w) <= UNTILED_LR_SIDE:
+            y = model.upscale(x.to(model.device), temperature=temperature, noise=noise.to(model.device), color_fix="none")
+        else:
+            from sdtool.tiling import run_tiled
+
+            def noise_size(th: int, tw: int) -> tuple[int, int]:
+                return tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
+
+            y = run_tiled(
+                lambda xt, nt: model.upscale(xt, temperature=temperature, noise=nt, color_fix="none"), x, noise, scale=float(SCALE),
+                noise_size=noise_size, tile=SR_TILE, overlap=SR_OVERLAP, device=model.device,
+            ).image
+        y = apply_color_fix(y[..., : SCALE * h, : SCALE * w].float().cpu().clamp(0, 1), x, color_fix)
+    return to_grid(y)
+
+
+def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: int) -> np.ndarray:
+    """Realistic /4 of one uint8-grid HR image (random degradation component from the seed)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    y = to_tensor(hr)
+    h, w = hr.shape[:2]
+    with torch.no_grad():
+        if max(h, w) <= DOWN_TILE:
+            out = model.downscale(y.to(model.device), temperature=temperature, generator=gen)
+        else:
+            from sdtool.tiling import run_tiled
+
+            # Pad to the noise grid so that every tile's noise cut lines up (noise pixel = HR pixel // 8).
+            ph, pw = (-h) % DOWN_ALIGN, (-w) % DOWN_ALIGN
+            yp = torch.nn.functional.pad(y, (0, pw, 0, ph), mode="replicate") if ph or pw else y
+            comp = int(torch.randint(model.n_components, (1,), generator=gen))
+            noise = torch.randn(tuple(model.downscale_noise_shape(1, *yp.shape[2:])), generator=gen)
+
+            def noise_size(th: int, tw: int) -> tuple[int, int]:
+                return tuple(model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
+
+            out = run_tiled(
+                lambda xt, nt: model.downscale(xt, temperature=temperature, component=comp, noise=nt), yp, noise,
+                scale=1.0 / SCALE, noise_stride=DOWN_ALIGN, noise_size=noise_size, tile=DOWN_TILE,
+                overlap=DOWN_OVERLAP, align=DOWN_ALIGN, min_tile=64, device=model.device,
+            ).image
+    return to_grid(out[..., : math.ceil(h / SCALE), : math.ceil(w / SCALE)])
+
+
+def resolve_methods(
+    weights: Sequence[Union[str, Path]] = (),
+    methods: Sequence[str] = (),
+    temperatures: Sequence[float] = (0.8,),
+    device: str = "auto",
+    default_model: bool = True,
+    color_fix: Optional[str] = None,
+) -> list[Method]:
+    """Build the method list: baselines named in `methods`, then each checkpoint × temperature.
+
+    With no `weights` and `default_model`, the shipped default model is used. Names: `bicubic`; a checkpoint's
+    file stem (`stem@T` when several temperatures; a numeric suffix when two stems collide)."""
+    out: list[Method] = []
+    for m in methods:
+        if m.lower() != "bicubic":
+            raise UsageError(f"unknown method '{m}': available baselines: bicubic")
+        if not any(x.name == "bicubic" for x in out):
+            out.append(Method("bicubic", "bicubic"))
+    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
+
+    fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
+    if fix not in COLOR_FIXES:
+        raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
+    temps = list(temperatures) or [0.8]
+    for t in temps:
+        if not (t >= 0 and math.isfinite(t)):
+            raise UsageError(f"temperature must be a finite number >= 0, got {t}")
+    paths: list[Optional[Path]] = [Path(w) for w in weights]
+    if not paths and default_model:
+        paths = [None]
+    if not out and not paths:
+        raise UsageError("nothing to benchmark: give --weights, --method bicubic, or leave out --no-model")
+    from sdtool.api import default_weights, load_model
+
+    used: set[str] = {m.name for m in out}
+    for p in paths:
+        model = load_model(p, device=device)
+        stem = (p if p is not None else default_weights()).stem
+        base, n = stem, 2
+        while base in used:
+            base, n = f"{stem}-{n}", n + 1
+        used.add(base)
+        for t in temps:
+            name = base if len(temps) == 1 else f"{base}@{t:g}"
+            out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
+                              color_fix=fix))
+    return out

@@ -1,0 +1,261 @@
+"""Running a benchmark: every method on every pair, the metrics of each SR image, means, and the report dict."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from sdtool.benchmark.data import SCALE, Dataset, read_pair
+from sdtool.benchmark.methods import (
+    Method, bicubic_downscale, bicubic_upscale, model_downscale, model_upscale, read_folder_output, sample_seed,
+    to_tensor,
+)
+from sdtool.errors import UsageError
+
+SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err")
+
+
+SAMPLE_KEYS = ("lpips_best", "diversity")
+
+
+DOWN_KEYS = ("down_psnr_real", "down_lpips_real", "down_psnr_bicubic", "down_lpips_bicubic")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """method: its name; done/total: images finished for this method."""
+
+    method: str
+    done: int
+    total: int
+
+
+def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
+    from sdtool.metrics.lpips import MIN_SIDE, lpips_distance
+
+    if min(a.shape[:2]) < MIN_SIDE:
+        return math.nan  # too small for AlexNet (e.g. the LR of a tiny crop): undefined, reported as null
+    return float(lpips_distance(to_tensor(a), to_tensor(b), device=device)[0])
+
+
+def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu") -> dict[str, float]:
+    """Every SR metric of one uint8-grid SR image against its HR and LR (see module docstring)."""
+    from sdtool.metrics import color_error, niqe, psnr, ssim
+
+    return {
+        "psnr_rgb": psnr(sr, hr, crop_border=SCALE),
+        "psnr_y": psnr(sr, hr, crop_border=SCALE, y_channel=True),
+        "ssim_rgb": ssim(sr, hr, crop_border=SCALE),
+        "ssim_y": ssim(sr, hr, crop_border=SCALE, y_channel=True),
+        "lpips": _lpips(sr, hr, device),
+        "niqe": _niqe_or_nan(niqe, sr),
+        "lr_psnr": psnr(bicubic_downscale(sr), lr),
+        "color_err": color_error(sr, hr, crop_border=SCALE),
+    }
+
+
+def _niqe_or_nan(fn: Callable[[np.ndarray], float], img: np.ndarray) -> float:
+    try:
+        return fn(img)
+    except ValueError:  # too small or flat for NIQE's 96×96 blocks
+        return math.nan
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """Mean ignoring NaN (metric undefined, e.g. NIQE of a tiny image); +inf (identical images) stays inf."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _device_of(method: Method, metric_device: Optional[str]) -> Any:
+    if metric_device is not None:
+        return metric_device
+    if method.model is not None:
+        return method.model.device
+    return "cpu"
+
+
+def run_method(
+    method: Method,
+    data: Dataset,
+    samples: int = 1,
+    seed: int = 0,
+    downscale: bool = True,
+    metric_device: Optional[str] = None,
+    progress: Optional[Callable[[ProgressEvent], None]] = None,
+    save_sr: Optional[Path] = None,
+) -> dict[str, Any]:
+    """Benchmark one method on every pair (model outputs also written under `save_sr`/<method>/ when given). Returns {"per_image": [...], "summary": {...}, "wall_time_s", ...}."""
+    import torch
+
+    dev = _device_of(method, metric_device)
+    cuda = method.model is not None and torch.device(method.model.device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(method.model.device)
+    n_draw = samples if method.kind == "model" else 1
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for i, pair in enumerate(data.pairs):
+        hr, lr, pair_notes = read_pair(pair)
+        notes.extend(f"{pair.name}: {n}" for n in pair_notes)
+        row: dict[str, Any] = {"image": pair.name}
+        srs: list[np.ndarray] = []
+        per: list[dict[str, float]] = []
+        for k in range(n_draw):
+            if method.kind == "bicubic":
+                sr = bicubic_upscale(lr)
+            elif method.kind == "folder":
+                sr = read_folder_output(method, pair, hr.shape)
+            else:
+                sr = model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix)
+                if save_sr is not None:
+                    _save_output(save_sr, method.name, pair.name, k, n_draw, sr)
+            srs.append(sr)
+            per.append(sr_metrics(sr, hr, lr, dev))
+        for key in SR_KEYS:
+            row[key] = finite_mean([m[key] for m in per])
+        if n_draw > 1:
+            row["lpips_best"] = min(m["lpips"] for m in per)
+            from sdtool.metrics import diversity
+
+            row["diversity"] = diversity(np.stack(srs))
+        if downscale and method.kind != "folder":
+            bic_lr = bicubic_downscale(hr)
+            if method.kind == "bicubic":
+                row["down_psnr_real"] = _psnr(bic_lr, lr)
+                row["down_lpips_real"] = _lpips(bic_lr, lr, dev)
+            else:
+                d: dict[str, list[float]] = {k: [] for k in DOWN_KEYS}
+                for k in range(n_draw):
+                    gen_lr = model_downscale(method.model, hr, method.temperature, sample_seed(seed, pair.name, k, "down"))
+                    d["down_psnr_real"].append(_psnr(gen_lr, lr))
+                    d["down_lpips_real"].append(_lpips(gen_lr, lr, dev))
+                    d["down_psnr_bicubic"].append(_psnr(gen_lr, bic_lr))
+                    d["down_lpips_bicubic"].append(_lpips(gen_lr, bic_lr, dev))
+                for key, vals in d.items():
+                    row[key] = finite_mean(vals)
+        rows.append(row)
+        if progress is not None:
+            progress(ProgressEvent(method.name, i + 1, len(data.pairs)))
+    wall = time.perf_counter() - t0
+    keys = [k for k in (*SR_KEYS, *SAMPLE_KEYS, *DOWN_KEYS) if any(k in r for r in rows)]
+    summary = {k: finite_mean([r[k] for r in rows if k in r]) for k in keys}
+    peak: dict[str, float] = {}
+    if cuda:
+        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(method.model.device) / 2**20
+    # ru_maxrss: kilobytes on Linux, bytes on macOS; a process-wide peak so far, not per method.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
+    return {"per_image": rows, "summary": summary, "wall_time_s": wall, "memory": peak, "notes": notes}
+
+
+def _save_output(root: Path, method: str, name: str, k: int, n: int, sr: np.ndarray) -> None:
+    """Keep a model output as PNG (root/method/name.png, or name_sKK.png for several samples), so that it
+    can be scored later with --sr-dir or compared by eye."""
+    from sdtool.imageio import ImageInfo, write_image
+
+    tag = f"_s{k:02d}" if n > 1 else ""
+    path = Path(root) / method.replace("@", "_t") / f"{name}{tag}.png"
+    info = ImageInfo(mode="rgb", bit_depth=8, format="png", has_alpha=False, orientation=1,
+                     height=sr.shape[0], width=sr.shape[1])
+    write_image(path, (sr / 255.0).astype(np.float32), None, info)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    from sdtool.metrics import psnr
+
+    return psnr(a, b)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    import sdtool
+
+    out = {"sdtool": sdtool.__version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": np.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["lpips"] = version("lpips")
+        out["scipy"] = version("scipy")
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    return out
+
+
+def run_benchmark(
+    data: Dataset,
+    methods: Sequence[Method],
+    samples: int = 1,
+    seed: int = 0,
+    downscale: bool = True,
+    metric_device: Optional[str] = None,
+    progress: Optional[Callable[[ProgressEvent], None]] = None,
+    save_sr: Optional[Path] = None,
+) -> dict[str, Any]:
+    """Run every method on `data`; returns the report dict (JSON-ready; NaN/inf become None on writing).
+
+    Keys: summary {method: {metric: mean}}, per_image {method: [rows]}, methods {method: settings, wall time,
+    memory}, settings, versions, device, wall_time_s."""
+    if samples < 1:
+        raise UsageError("--samples must be at least 1")
+    if not methods:
+        raise UsageError("nothing to benchmark")
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"summary": {}, "per_image": {}, "methods": {}}
+    devices: set[str] = set()
+    for m in methods:
+        res = run_method(m, data, samples, seed, downscale, metric_device, progress, save_sr)
+        report["summary"][m.name] = res["summary"]
+        report["per_image"][m.name] = res["per_image"]
+        info: dict[str, Any] = {"kind": m.kind, "wall_time_s": res["wall_time_s"], **res["memory"]}
+        if m.kind == "model":
+            info.update(weights=m.weights, temperature=m.temperature, samples=samples, color_fix=m.color_fix)
+            devices.add(str(m.model.device))
+            cfg = getattr(m.model, "config", None)
+            if cfg is not None and hasattr(cfg, "name"):
+                info["config"] = cfg.name
+        if m.kind == "folder":
+            info["folder"] = str(m.folder)
+        if res["notes"]:
+            info["notes"] = res["notes"]
+        report["methods"][m.name] = info
+    report["settings"] = {
+        "dataset": data.name, "root": str(data.root), "layout": data.layout, "pairs": len(data.pairs),
+        "scale": SCALE, "crop_border": SCALE, "samples": samples, "seed": seed, "downscale_metrics": downscale,
+        "metric_device": metric_device, "psnr_ssim": "uint8 grid, float64, crop border 4; Y = BT.601 (MATLAB rgb2ycbcr)",
+        "ssim": "11x11 Gaussian sigma 1.5, valid, K1 0.01, K2 0.03", "lpips": "alex v0.1 (inputs [0,1])",
+        "niqe": "MATLAB parameters, 96x96 blocks, rgb2gray, whole SR image",
+        "lr_psnr": "PSNR(MATLAB bicubic /4 of SR, LR input), RGB, no crop",
+        "color_err": "mean over RGB of |mean(SR channel) - mean(HR channel)|, 0..255, crop border 4",
+        "diversity": "mean per-pixel std across samples, 0..255 scale",
+        "bicubic": "MATLAB imresize bicubic a=-0.5 (antialiased when downscaling), rounded to uint8",
+    }
+    report["versions"] = _versions()
+    report["device"] = _describe_devices(devices)
+    report["wall_time_s"] = time.perf_counter() - t0
+    return report
+
+
+def _describe_devices(devices: set[str]) -> str:
+    import torch
+
+    parts = []
+    for d in sorted(devices) or ["cpu"]:
+        dev = torch.device(d)
+        if dev.type == "cuda":
+            parts.append(f"{d} ({torch.cuda.get_device_name(dev)})")
+        else:
+            parts.append(f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    return ", ".join(parts)

@@ -143,3 +143,105 @@ def test_model_outputs_are_saved_and_rescored(tmp_path, tiny_model):
     assert res.exit_code == 0, res.output
     again = json.loads(rep_path.read_text())["summary"]["again"]
     assert again["psnr_rgb"] == pytest.approx(rep["summary"]["tiny"]["psnr_rgb"], abs=1e-9)
+
+
+def _rrdbnet_state(nf: int = 8, gc: int = 32, seed: int = 0) -> dict:
+    """A small random ESRGAN/Real-ESRGAN RRDBNet x4 state dict (one RRDB) in the original key layout."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def conv(name: str, cin: int, cout: int) -> None:
+        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * 0.05
+        sd[f"{name}.bias"] = torch.zeros(cout)
+
+    conv("conv_first", 3, nf)
+    for r in (1, 2, 3):
+        for c in range(1, 6):
+            conv(f"body.0.rdb{r}.conv{c}", nf + (c - 1) * gc, gc if c < 5 else nf)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        conv(name, nf, nf)
+    conv("conv_last", nf, 3)
+    return sd
+
+
+def test_baseline_checkpoint_of_another_architecture(tmp_path):
+    pytest.importorskip("spandrel")
+    import torch
+
+    _dataset(tmp_path / "d", ["a.png", "b.png"], side=64)
+    ckpt = tmp_path / "RealESRGAN_tiny.pth"
+    torch.save(_rrdbnet_state(), ckpt)
+    rep_path = tmp_path / "r.json"
+    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path / "d"), "--no-model", "--baseline", str(ckpt),
+                              "--method", "bicubic", "-o", str(rep_path), "--device", "cpu", "--save-sr",
+                              str(tmp_path / "sr")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(rep_path.read_text())
+    info = rep["methods"]["RealESRGAN_tiny"]
+    assert info["kind"] == "baseline" and info["architecture"] == "ESRGAN"
+    s = rep["summary"]["RealESRGAN_tiny"]
+    assert 0 < s["lpips"] <= 1 and s["psnr_rgb"] < rep["summary"]["bicubic"]["psnr_rgb"]  # random weights
+    # the same outputs as running the network directly
+    from spandrel import ModelLoader
+
+    net = ModelLoader("cpu").load_from_file(ckpt).eval()
+    lr = iio.imread(tmp_path / "d" / "test_LR" / "a.png")
+    with torch.no_grad():
+        direct = net(torch.from_numpy(lr / 255.0).permute(2, 0, 1)[None].float())[0]
+    direct = (direct.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+    assert np.abs(iio.imread(tmp_path / "sr" / "RealESRGAN_tiny" / "a.png").astype(float) - direct).max() <= 1
+
+
+def test_baseline_errors(tmp_path):
+    _dataset(tmp_path / "d", ["a.png"])
+    base = ["benchmark", "-d", str(tmp_path / "d"), "--no-model", "-o", str(tmp_path / "r.json")]
+    res = runner.invoke(app, [*base, "--baseline", str(tmp_path / "none.pth")])
+    assert res.exit_code == 2 and "none.pth: no such file" in res.output
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    res = runner.invoke(app, [*base, "--baseline", str(tmp_path / "junk.pth")])
+    assert res.exit_code == 2 and "junk.pth" in res.output and "Traceback" not in res.output
+
+
+def test_cache_resumes_and_sheet(tmp_path, monkeypatch):
+    from sdtool.benchmark import run as bench_run
+
+    _dataset(tmp_path / "d", ["a.png", "b.png", "c.png"])
+    outs = tmp_path / "other"
+    outs.mkdir()
+    for n in ("a", "b", "c"):
+        iio.imwrite(outs / f"{n}.png", np.full((64, 64, 3), 128, np.uint8))
+    rep_path = tmp_path / "r.json"
+    args = ["benchmark", "-d", str(tmp_path / "d"), "--method", "bicubic", "--no-model", "--sr-dir", f"flat={outs}",
+            "-o", str(rep_path), "--sheet", str(tmp_path / "sheet.png"), "--sheet-count", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    first = json.loads(rep_path.read_text())["summary"]
+    sheet = iio.imread(tmp_path / "sheet.png")
+    assert sheet.shape[0] == 2 * (16 + 64 + 4) and sheet.shape[2] == 3  # two rows of labelled 64-px crops
+    assert sheet.shape[1] == 4 * (64 + 2)  # HR | bicubic | bicubic (method) | flat
+    calls = []
+    real = bench_run.score_pair
+    monkeypatch.setattr(bench_run, "score_pair", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    (rep_path.with_name("r.cache") / "flat" / "b.json").unlink()  # as if stopped before b was scored
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert calls == ["b"]  # only what was missing
+    assert json.loads(rep_path.read_text())["summary"] == first
+
+
+def test_niqe_input_option(tmp_path):
+    _dataset(tmp_path / "d", ["a.png"], side=200)
+    reps = {}
+    for mode in ("gray", "y"):
+        path = tmp_path / f"{mode}.json"
+        res = runner.invoke(app, ["benchmark", "-d", str(tmp_path / "d"), "-m", "bicubic", "--no-model",
+                                  "--niqe-input", mode, "-o", str(path), "--no-downscale"])
+        assert res.exit_code == 0, res.output
+        reps[mode] = json.loads(path.read_text())
+    assert reps["y"]["settings"]["niqe_input"] == "y"
+    assert reps["gray"]["summary"]["bicubic"]["niqe"] != reps["y"]["summary"]["bicubic"]["niqe"]
+    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path / "d"), "-m", "bicubic", "--no-model",
+                              "--niqe-input", "luma", "-o", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "gray or y" in res.output

@@ -194,3 +194,19 @@ def test_diversity():
     assert diversity(np.stack([np.ones((4, 4, 3))] * 3)) == 0.0
     with pytest.raises(ValueError):
         diversity(np.zeros((1, 4, 4, 3)))
+
+
+def test_niqe_on_y_is_niqe_of_the_rounded_luma_plane(images):
+    from sdtool.metrics.psnr_ssim import rgb_to_y
+    from sdtool.resize import quantize
+
+    a = images[0]
+    y_plane = quantize(rgb_to_y(a))
+    assert niqe(a, input="y") == pytest.approx(niqe(y_plane), abs=1e-12)  # H×W input is used as it is
+    assert niqe(a, input="y") == pytest.approx(niqe(np.repeat(y_plane[..., None], 3, 2)), abs=1e-12)
+    assert abs(niqe(a, input="y") - niqe(a)) > 1e-3  # a different plane, a different number
+    # A neutral grey image: rgb2gray keeps v, BT.601 Y maps it to 16 + 219 v / 255.
+    grey = np.repeat(quantize(a.mean(axis=2))[..., None], 3, 2)
+    assert niqe(grey, input="y") == pytest.approx(niqe(quantize(16 + 219 * grey[..., 0] / 255)), abs=1e-12)
+    with pytest.raises(ValueError):
+        niqe(a, input="lab")

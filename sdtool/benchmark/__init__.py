@@ -18,19 +18,29 @@ samples, 0..255 scale). Downscaling: down_psnr_real/down_lpips_real (generated L
 and down_psnr_bicubic/down_lpips_bicubic (generated LR vs the MATLAB-bicubic LR of the HR).
 """
 
+from pathlib import Path
+
 from sdtool.benchmark.data import (
     KNOWN_DATASETS, SCALE, SPLITS, Dataset, Pair, find_pairs, load_dataset, read_pair, realsr_split,
 )
 from sdtool.benchmark.methods import (
-    Method, bicubic_downscale, bicubic_upscale, folder_method, model_downscale, model_upscale, resolve_methods,
-    to_grid, to_tensor, unique_names,
+    Method, baseline_method, baseline_upscale, bicubic_downscale, bicubic_upscale, folder_method, model_downscale,
+    model_upscale, resolve_methods, to_grid, to_tensor, unique_names,
 )
-from sdtool.benchmark.report import write_report
+from sdtool.benchmark.report import write_report, write_sheet
+from sdtool.errors import UsageError
 from sdtool.benchmark.run import DOWN_KEYS, SAMPLE_KEYS, SR_KEYS, ProgressEvent, run_benchmark, run_method, sr_metrics
 
 __all__ = [
     "KNOWN_DATASETS", "SCALE", "SPLITS", "Dataset", "Pair", "find_pairs", "load_dataset", "read_pair", "realsr_split",
     "Method", "bicubic_downscale", "bicubic_upscale", "folder_method", "model_downscale", "model_upscale",
     "resolve_methods", "to_grid", "to_tensor", "unique_names", "write_report", "DOWN_KEYS", "SAMPLE_KEYS",
-    "SR_KEYS", "ProgressEvent", "run_benchmark", "run_method", "sr_metrics",
+    "SR_KEYS", "ProgressEvent", "run_benchmark", "run_method", "sr_metrics", "baseline_method", "baseline_upscale",
+    "write_sheet", "cache_dir", "UsageError",
 ]
+
+
+def cache_dir(report_path: Path) -> Path:
+    """Where per-image results of a report are kept: beside it, <stem>.cache/."""
+    report_path = Path(report_path)
+    return report_path.with_name(report_path.stem + ".cache")

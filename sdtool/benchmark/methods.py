@@ -28,7 +28,8 @@ DOWN_TILE, DOWN_OVERLAP, DOWN_ALIGN = 512, 32, 8  # HR pixels
 class Method:
     """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
     SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
-    colour guard `color_fix`; kind "folder" scores the x4 outputs another tool wrote to `folder`."""
+    colour guard `color_fix`; kind "folder" scores the x4 outputs another tool wrote to `folder`; kind
+    "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture spandrel reads)."""
 
     name: str
     kind: str
@@ -36,6 +37,7 @@ class Method:
     temperature: float = 0.0
     weights: Optional[str] = None
     color_fix: str = "none"
+    architecture: str = ""  # kind "baseline": what spandrel recognised
     folder: Optional[Path] = None
     files: dict[str, Path] = field(default_factory=dict)  # pair name → output file, for kind "folder"
 
@@ -225,3 +227,51 @@ def resolve_methods(
             out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
                               color_fix=fix))
     return out
+
+
+SPANDREL_HINT = "install the optional extra: pip install 'sdtool[baselines]' (or pip install spandrel)"
+
+
+def baseline_method(path: Union[str, Path], device: str = "auto", used: Sequence[str] = ()) -> Method:
+    """A checkpoint of another SR architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, …) loaded with spandrel;
+    UsageError when spandrel is missing, the file is missing or not x4 single-image SR."""
+    from sdtool.api import resolve_device
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--baseline {path}: no such file")
+    try:
+        from spandrel import ImageModelDescriptor, ModelLoader
+    except ImportError:
+        raise UsageError(f"--baseline needs spandrel: {SPANDREL_HINT}") from None
+    dev = resolve_device(device)
+    try:
+        desc = ModelLoader(dev).load_from_file(path)
+    except Exception as exc:  # noqa: BLE001 - spandrel raises many types for foreign files
+        raise UsageError(f"--baseline {path}: not a model spandrel can load ({type(exc).__name__}: {exc})") from None
+    if not isinstance(desc, ImageModelDescriptor) or desc.scale != SCALE:
+        raise UsageError(f"--baseline {path}: a x{getattr(desc, 'scale', '?')} model; the benchmark is x{SCALE}")
+    desc.eval()
+    name, n = path.stem, 2
+    while name in used:
+        name, n = f"{path.stem}-{n}", n + 1
+    return Method(name, "baseline", model=desc, weights=str(path), architecture=str(desc.architecture.name))
+
+
+def baseline_upscale(desc: Any, lr: np.ndarray) -> np.ndarray:
+    """x4 SR of one uint8-grid LR image with a spandrel model, tiled like the SDFlow runs for large inputs."""
+    import torch
+
+    from sdtool.tiling import run_tiled
+
+    x = to_tensor(lr)
+    h, w = lr.shape[:2]
+    dev = desc.device
+    with torch.no_grad():
+        if max(h, w) <= UNTILED_LR_SIDE:
+            y = desc(x.to(dev)).float().cpu()
+        else:
+            dummy = torch.zeros(1, 1, h, w)  # the tiled runner cuts noise per tile; these models take none
+            y = run_tiled(lambda xt, _n: desc(xt), x, dummy, scale=float(SCALE), noise_size=lambda th, tw: (th, tw),
+                          tile=SR_TILE, overlap=SR_OVERLAP, device=dev).image
+    return to_grid(y[..., : SCALE * h, : SCALE * w])

@@ -53,3 +53,65 @@ def _fmt_csv(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def write_sheet(path: Path, data: Any, report: dict[str, Any], cache_root: Path, count: int = 4, crop: int = 160) -> Path:
+    """A comparison sheet PNG: for the `count` images whose LPIPS differs most between methods, one row of
+    crops, HR | bicubic | each method (first sample), labelled with the method and its LPIPS on that image.
+    The crop is the window where the methods disagree most. SR images come from the run's cache."""
+    import cv2
+
+    from sdtool.benchmark.cache import cached_image
+    from sdtool.benchmark.data import read_pair
+    from sdtool.benchmark.methods import bicubic_upscale
+    from sdtool.files import write_bytes_atomic
+
+    names = list(report["per_image"])
+    lp = {m: {r["image"]: r.get("lpips") for r in rows} for m, rows in report["per_image"].items()}
+
+    def spread(image: str) -> float:
+        vals = [v for v in (lp[m].get(image) for m in names) if v is not None and math.isfinite(v)]
+        return max(vals) - min(vals) if len(vals) > 1 else 0.0
+
+    pairs = sorted(data.pairs, key=lambda p: -spread(p.name))[:count]
+    rows = []
+    for pair in pairs:
+        hr, lr, _ = read_pair(pair)
+        panels = [("HR", hr), ("bicubic", bicubic_upscale(lr))]
+        for m in names:
+            img = cached_image(cache_root, m, pair.name)
+            if img is not None and img.shape == hr.shape:
+                panels.append((f"{m} {lp[m].get(pair.name) or float('nan'):.3f}", img.astype(np.float64)))
+        top, left, size = _disagreement_window([p[1] for p in panels[1:]], crop)
+        rows.append(np.concatenate([_label(p[1][top:top + size, left:left + size], p[0]) for p in panels], axis=1))
+    if not rows:
+        raise ValueError("nothing to show: no scored images")
+    width = max(r.shape[1] for r in rows)
+    sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(sheet[:, :, ::-1]))
+    write_bytes_atomic(path, buf.tobytes())
+    return Path(path)
+
+
+def _disagreement_window(images: list, crop: int) -> tuple[int, int, int]:
+    """(top, left, size) of the crop×crop window with the largest spread between the images."""
+    import cv2
+
+    h, w = images[0].shape[:2]
+    size = min(crop, h, w)
+    if len(images) < 2:
+        return (h - size) // 2, (w - size) // 2, size
+    std = np.std(np.stack([im.astype(np.float32).mean(axis=2) for im in images]), axis=0)
+    score = cv2.boxFilter(std, -1, (size, size), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    score = score[: h - size + 1, : w - size + 1]
+    top, left = np.unravel_index(int(np.argmax(score)), score.shape)
+    return int(top), int(left), size
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    strip = np.full((16, tile.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, text[:32], (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    body = np.clip(tile, 0, 255).astype(np.uint8)
+    return np.pad(np.concatenate([strip, body]), ((0, 0), (0, 2), (0, 0)), constant_values=255)

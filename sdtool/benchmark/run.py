@@ -16,8 +16,8 @@ import numpy as np
 
 from sdtool.benchmark.data import SCALE, Dataset, read_pair
 from sdtool.benchmark.methods import (
-    Method, bicubic_downscale, bicubic_upscale, model_downscale, model_upscale, read_folder_output, sample_seed,
-    to_tensor,
+    Method, baseline_upscale, bicubic_downscale, bicubic_upscale, model_downscale, model_upscale, read_folder_output,
+    sample_seed, to_tensor,
 )
 from sdtool.errors import UsageError
 
@@ -32,11 +32,27 @@ DOWN_KEYS = ("down_psnr_real", "down_lpips_real", "down_psnr_bicubic", "down_lpi
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """method: its name; done/total: images finished for this method."""
+    """method: its name; image: the pair just finished; done/total: images finished for this method."""
 
     method: str
     done: int
     total: int
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How every method is run and scored. niqe_input: "gray" (MATLAB rgb2gray, as the MATLAB NIQE reference)
+    or "y" (YCbCr luma, as BasicSR); cache: folder of per-image results (reruns score only what is missing);
+    save_sr: also write the model outputs there."""
+
+    samples: int = 1
+    seed: int = 0
+    downscale: bool = True
+    metric_device: Optional[str] = None
+    niqe_input: str = "gray"
+    cache: Optional[Path] = None
+    save_sr: Optional[Path] = None
 
 
 def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
@@ -47,7 +63,7 @@ def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
     return float(lpips_distance(to_tensor(a), to_tensor(b), device=device)[0])
 
 
-def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu") -> dict[str, float]:
+def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu", niqe_input: str = "gray") -> dict[str, float]:
     """Every SR metric of one uint8-grid SR image against its HR and LR (see module docstring)."""
     from sdtool.metrics import color_error, niqe, psnr, ssim
 
@@ -57,7 +73,7 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cp
         "ssim_rgb": ssim(sr, hr, crop_border=SCALE),
         "ssim_y": ssim(sr, hr, crop_border=SCALE, y_channel=True),
         "lpips": _lpips(sr, hr, device),
-        "niqe": _niqe_or_nan(niqe, sr),
+        "niqe": _niqe_or_nan(lambda im: niqe(im, input=niqe_input), sr),
         "lr_psnr": psnr(bicubic_downscale(sr), lr),
         "color_err": color_error(sr, hr, crop_border=SCALE),
     }
@@ -79,75 +95,88 @@ def finite_mean(values: Sequence[float]) -> float:
 def _device_of(method: Method, metric_device: Optional[str]) -> Any:
     if metric_device is not None:
         return metric_device
-    if method.model is not None:
+    if method.model is not None and hasattr(method.model, "device"):
         return method.model.device
     return "cpu"
 
 
-def run_method(
-    method: Method,
-    data: Dataset,
-    samples: int = 1,
-    seed: int = 0,
-    downscale: bool = True,
-    metric_device: Optional[str] = None,
-    progress: Optional[Callable[[ProgressEvent], None]] = None,
-    save_sr: Optional[Path] = None,
-) -> dict[str, Any]:
-    """Benchmark one method on every pair (model outputs also written under `save_sr`/<method>/ when given). Returns {"per_image": [...], "summary": {...}, "wall_time_s", ...}."""
+def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, k: int, seed: int) -> np.ndarray:
+    if method.kind == "bicubic":
+        return bicubic_upscale(lr)
+    if method.kind == "folder":
+        return read_folder_output(method, pair, hr.shape)
+    if method.kind == "baseline":
+        return baseline_upscale(method.model, lr)
+    return model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix)
+
+
+def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, name: str, n_draw: int, o: RunOptions,
+                  dev: Any) -> dict[str, float]:
+    bic_lr = bicubic_downscale(hr)
+    if method.kind == "bicubic":
+        return {"down_psnr_real": _psnr(bic_lr, lr), "down_lpips_real": _lpips(bic_lr, lr, dev)}
+    d: dict[str, list[float]] = {k: [] for k in DOWN_KEYS}
+    for k in range(n_draw):
+        gen_lr = model_downscale(method.model, hr, method.temperature, sample_seed(o.seed, name, k, "down"))
+        d["down_psnr_real"].append(_psnr(gen_lr, lr))
+        d["down_lpips_real"].append(_lpips(gen_lr, lr, dev))
+        d["down_psnr_bicubic"].append(_psnr(gen_lr, bic_lr))
+        d["down_lpips_bicubic"].append(_lpips(gen_lr, bic_lr, dev))
+    return {key: finite_mean(vals) for key, vals in d.items()}
+
+
+def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any], list[str], np.ndarray]:
+    """One method on one pair: the per-image row, notes, and the first SR sample (uint8 grid)."""
+    hr, lr, notes = read_pair(pair)
+    dev = _device_of(method, o.metric_device)
+    n_draw = o.samples if method.kind == "model" else 1
+    row: dict[str, Any] = {"image": pair.name}
+    srs, per = [], []
+    for k in range(n_draw):
+        sr = _upscale(method, lr, hr, pair, k, o.seed)
+        if o.save_sr is not None and method.kind in ("model", "baseline"):
+            _save_output(o.save_sr, method.name, pair.name, k, n_draw, sr)
+        srs.append(sr)
+        per.append(sr_metrics(sr, hr, lr, dev, o.niqe_input))
+    for key in SR_KEYS:
+        row[key] = finite_mean([m[key] for m in per])
+    if n_draw > 1:
+        from sdtool.metrics import diversity
+
+        row["lpips_best"] = min(m["lpips"] for m in per)
+        row["diversity"] = diversity(np.stack(srs))
+    if o.downscale and method.kind in ("bicubic", "model"):
+        row.update(_down_metrics(method, hr, lr, pair.name, n_draw, o, dev))
+    return row, [f"{pair.name}: {n}" for n in notes], srs[0]
+
+
+def run_method(method: Method, data: Dataset, o: RunOptions = RunOptions(),
+               progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict[str, Any]:
+    """Benchmark one method on every pair. Returns {"per_image": [...], "summary": {...}, "wall_time_s", ...}.
+    With `o.cache`, pairs already scored with the same settings are read back instead of run again."""
     import torch
 
-    dev = _device_of(method, metric_device)
-    cuda = method.model is not None and torch.device(method.model.device).type == "cuda"
+    from sdtool.benchmark.cache import ResultCache
+
+    cuda = method.kind == "model" and torch.device(method.model.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(method.model.device)
-    n_draw = samples if method.kind == "model" else 1
+    cache = ResultCache(o.cache, method, o) if o.cache is not None else None
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for i, pair in enumerate(data.pairs):
-        hr, lr, pair_notes = read_pair(pair)
-        notes.extend(f"{pair.name}: {n}" for n in pair_notes)
-        row: dict[str, Any] = {"image": pair.name}
-        srs: list[np.ndarray] = []
-        per: list[dict[str, float]] = []
-        for k in range(n_draw):
-            if method.kind == "bicubic":
-                sr = bicubic_upscale(lr)
-            elif method.kind == "folder":
-                sr = read_folder_output(method, pair, hr.shape)
-            else:
-                sr = model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix)
-                if save_sr is not None:
-                    _save_output(save_sr, method.name, pair.name, k, n_draw, sr)
-            srs.append(sr)
-            per.append(sr_metrics(sr, hr, lr, dev))
-        for key in SR_KEYS:
-            row[key] = finite_mean([m[key] for m in per])
-        if n_draw > 1:
-            row["lpips_best"] = min(m["lpips"] for m in per)
-            from sdtool.metrics import diversity
-
-            row["diversity"] = diversity(np.stack(srs))
-        if downscale and method.kind != "folder":
-            bic_lr = bicubic_downscale(hr)
-            if method.kind == "bicubic":
-                row["down_psnr_real"] = _psnr(bic_lr, lr)
-                row["down_lpips_real"] = _lpips(bic_lr, lr, dev)
-            else:
-                d: dict[str, list[float]] = {k: [] for k in DOWN_KEYS}
-                for k in range(n_draw):
-                    gen_lr = model_downscale(method.model, hr, method.temperature, sample_seed(seed, pair.name, k, "down"))
-                    d["down_psnr_real"].append(_psnr(gen_lr, lr))
-                    d["down_lpips_real"].append(_lpips(gen_lr, lr, dev))
-                    d["down_psnr_bicubic"].append(_psnr(gen_lr, bic_lr))
-                    d["down_lpips_bicubic"].append(_lpips(gen_lr, bic_lr, dev))
-                for key, vals in d.items():
-                    row[key] = finite_mean(vals)
+        hit = cache.get(pair.name) if cache is not None else None
+        if hit is None:
+            row, pair_notes, sr0 = score_pair(method, pair, o)
+            if cache is not None:
+                cache.put(pair.name, row, pair_notes, sr0)
+        else:
+            row, pair_notes = hit
         rows.append(row)
+        notes.extend(pair_notes)
         if progress is not None:
-            progress(ProgressEvent(method.name, i + 1, len(data.pairs)))
-    wall = time.perf_counter() - t0
+            progress(ProgressEvent(method.name, i + 1, len(data.pairs), pair.name))
     keys = [k for k in (*SR_KEYS, *SAMPLE_KEYS, *DOWN_KEYS) if any(k in r for r in rows)]
     summary = {k: finite_mean([r[k] for r in rows if k in r]) for k in keys}
     peak: dict[str, float] = {}
@@ -156,12 +185,13 @@ def run_method(
     # ru_maxrss: kilobytes on Linux, bytes on macOS; a process-wide peak so far, not per method.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
-    return {"per_image": rows, "summary": summary, "wall_time_s": wall, "memory": peak, "notes": notes}
+    return {"per_image": rows, "summary": summary, "wall_time_s": time.perf_counter() - t0, "memory": peak,
+            "notes": notes}
 
 
 def _save_output(root: Path, method: str, name: str, k: int, n: int, sr: np.ndarray) -> None:
-    """Keep a model output as PNG (root/method/name.png, or name_sKK.png for several samples), so that it
-    can be scored later with --sr-dir or compared by eye."""
+    """Keep an output as PNG (root/method/name.png, or name_sKK.png for several samples), so that it can be
+    scored later with --sr-dir or compared by eye."""
     from sdtool.imageio import ImageInfo, write_image
 
     tag = f"_s{k:02d}" if n > 1 else ""
@@ -203,49 +233,67 @@ def run_benchmark(
     metric_device: Optional[str] = None,
     progress: Optional[Callable[[ProgressEvent], None]] = None,
     save_sr: Optional[Path] = None,
+    niqe_input: str = "gray",
+    cache: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Run every method on `data`; returns the report dict (JSON-ready; NaN/inf become None on writing).
 
     Keys: summary {method: {metric: mean}}, per_image {method: [rows]}, methods {method: settings, wall time,
-    memory}, settings, versions, device, wall_time_s."""
+    memory}, settings, versions, device, wall_time_s. See `RunOptions` for niqe_input, cache and save_sr."""
     if samples < 1:
         raise UsageError("--samples must be at least 1")
     if not methods:
         raise UsageError("nothing to benchmark")
+    if niqe_input not in ("gray", "y"):
+        raise UsageError(f"--niqe-input must be gray or y, got {niqe_input!r}")
+    o = RunOptions(samples, seed, downscale, metric_device, niqe_input, cache, save_sr)
     t0 = time.perf_counter()
     report: dict[str, Any] = {"summary": {}, "per_image": {}, "methods": {}}
     devices: set[str] = set()
     for m in methods:
-        res = run_method(m, data, samples, seed, downscale, metric_device, progress, save_sr)
+        res = run_method(m, data, o, progress)
         report["summary"][m.name] = res["summary"]
         report["per_image"][m.name] = res["per_image"]
-        info: dict[str, Any] = {"kind": m.kind, "wall_time_s": res["wall_time_s"], **res["memory"]}
+        report["methods"][m.name] = _method_info(m, res, samples)
         if m.kind == "model":
-            info.update(weights=m.weights, temperature=m.temperature, samples=samples, color_fix=m.color_fix)
             devices.add(str(m.model.device))
-            cfg = getattr(m.model, "config", None)
-            if cfg is not None and hasattr(cfg, "name"):
-                info["config"] = cfg.name
-        if m.kind == "folder":
-            info["folder"] = str(m.folder)
-        if res["notes"]:
-            info["notes"] = res["notes"]
-        report["methods"][m.name] = info
-    report["settings"] = {
-        "dataset": data.name, "root": str(data.root), "layout": data.layout, "pairs": len(data.pairs),
-        "scale": SCALE, "crop_border": SCALE, "samples": samples, "seed": seed, "downscale_metrics": downscale,
-        "metric_device": metric_device, "psnr_ssim": "uint8 grid, float64, crop border 4; Y = BT.601 (MATLAB rgb2ycbcr)",
-        "ssim": "11x11 Gaussian sigma 1.5, valid, K1 0.01, K2 0.03", "lpips": "alex v0.1 (inputs [0,1])",
-        "niqe": "MATLAB parameters, 96x96 blocks, rgb2gray, whole SR image",
-        "lr_psnr": "PSNR(MATLAB bicubic /4 of SR, LR input), RGB, no crop",
-        "color_err": "mean over RGB of |mean(SR channel) - mean(HR channel)|, 0..255, crop border 4",
-        "diversity": "mean per-pixel std across samples, 0..255 scale",
-        "bicubic": "MATLAB imresize bicubic a=-0.5 (antialiased when downscaling), rounded to uint8",
-    }
+    report["settings"] = _settings(data, o)
     report["versions"] = _versions()
     report["device"] = _describe_devices(devices)
     report["wall_time_s"] = time.perf_counter() - t0
     return report
+
+
+def _method_info(m: Method, res: dict[str, Any], samples: int) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": m.kind, "wall_time_s": res["wall_time_s"], **res["memory"]}
+    if m.kind == "model":
+        info.update(weights=m.weights, temperature=m.temperature, samples=samples, color_fix=m.color_fix)
+        cfg = getattr(m.model, "config", None)
+        if cfg is not None and hasattr(cfg, "name"):
+            info["config"] = cfg.name
+    if m.kind == "baseline":
+        info.update(weights=m.weights, architecture=m.architecture)
+    if m.kind == "folder":
+        info["folder"] = str(m.folder)
+    if res["notes"]:
+        info["notes"] = res["notes"]
+    return info
+
+
+def _settings(data: Dataset, o: RunOptions) -> dict[str, Any]:
+    niqe = ("MATLAB parameters, 96x96 blocks, whole SR image, on "
+            + ("MATLAB rgb2gray" if o.niqe_input == "gray" else "the BT.601 Y channel (BasicSR)"))
+    return {
+        "dataset": data.name, "root": str(data.root), "layout": data.layout, "pairs": len(data.pairs),
+        "scale": SCALE, "crop_border": SCALE, "samples": o.samples, "seed": o.seed, "downscale_metrics": o.downscale,
+        "metric_device": o.metric_device, "niqe_input": o.niqe_input,
+        "psnr_ssim": "uint8 grid, float64, crop border 4; Y = BT.601 (MATLAB rgb2ycbcr)",
+        "ssim": "11x11 Gaussian sigma 1.5, valid, K1 0.01, K2 0.03", "lpips": "alex v0.1 (inputs [0,1])",
+        "niqe": niqe, "lr_psnr": "PSNR(MATLAB bicubic /4 of SR, LR input), RGB, no crop",
+        "color_err": "mean over RGB of |mean(SR channel) - mean(HR channel)|, 0..255, crop border 4",
+        "diversity": "mean per-pixel std across samples, 0..255 scale",
+        "bicubic": "MATLAB imresize bicubic a=-0.5 (antialiased when downscaling), rounded to uint8",
+    }
 
 
 def _describe_devices(devices: set[str]) -> str:

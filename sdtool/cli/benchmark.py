@@ -69,6 +69,22 @@ SrDirMulti = Annotated[
 SaveSr = Annotated[
     Optional[Path], typer.Option("--save-sr", help="Also write the model's SR outputs to DIR/<method>/<pair>.png.")
 ]
+BaselineMulti = Annotated[
+    Optional[list[Path]],
+    typer.Option("--baseline", help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
+                 "...) loaded with spandrel (pip install 'sdtool[baselines]'), run on the LR images. Repeatable."),
+]
+SheetOpt = Annotated[
+    Optional[Path],
+    typer.Option("--sheet", help="Write a comparison sheet PNG: crops of HR | bicubic | each method for the images "
+                 "whose LPIPS differs most between methods."),
+]
+SheetCount = Annotated[int, typer.Option("--sheet-count", min=1, help="Images (rows) on the sheet.")]
+NiqeInput = Annotated[
+    str, typer.Option("--niqe-input", help="NIQE on 'gray' (MATLAB rgb2gray, as the MATLAB reference) or 'y' "
+                      "(YCbCr luma, as BasicSR-based papers).")
+]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Score everything again instead of reusing <report>.cache/.")]
 NoDown = Annotated[bool, typer.Option("--no-downscale", help="Skip the downscaling metrics.")]
 
 _COLUMNS = [
@@ -132,6 +148,11 @@ def benchmark(
     color_fix: ColorFixOpt = None,
     sr_dir: SrDirMulti = None,
     save_sr: SaveSr = None,
+    baseline: BaselineMulti = None,
+    sheet: SheetOpt = None,
+    sheet_count: SheetCount = 4,
+    niqe_input: NiqeInput = "gray",
+    no_cache: NoCache = False,
 ) -> None:
     """Measure SR quality (PSNR, SSIM, LPIPS, NIQE, LR consistency) and downscaling realism on x4 pairs."""
     from sdtool import benchmark as bm
@@ -140,12 +161,16 @@ def benchmark(
         data = bm.load_dataset(dataset, data_root, split, limit)
         folders = [bm.folder_method(*_name_dir(item), data) for item in sr_dir or []]  # checked before any work
         methods = []
-        if weights or method or not no_model or not folders:
+        if weights or method or not no_model or not (folders or baseline):
             methods = bm.resolve_methods(
                 weights or [], method or [], temperature or [0.8], device=device, default_model=not no_model,
                 color_fix=color_fix,
             )
+        for path in baseline or []:
+            methods.append(bm.baseline_method(path, device, [m.name for m in methods]))
         methods += bm.unique_names(methods, folders)
+        target = out if out is not None else Path(f"benchmark-{data.name}.json")
+        cache = None if no_cache else bm.cache_dir(target)
         total = len(data.pairs) * len(methods)
         progress: Any = None
         if sys.stderr.isatty():
@@ -164,7 +189,8 @@ def benchmark(
             if ev.method != state["last"] and state["last"]:
                 state["base"] += len(data.pairs)
             state["last"] = ev.method
-            progress.update(task_id, completed=state["base"] + ev.done, description=f"benchmark {ev.method}")
+            progress.update(task_id, completed=state["base"] + ev.done,
+                            description=f"benchmark {ev.method}: {ev.image}")
 
         if progress is not None:
             progress.start()
@@ -172,13 +198,17 @@ def benchmark(
         try:
             report = bm.run_benchmark(
                 data, methods, samples=samples, seed=seed if seed is not None else 0,
-                downscale=not no_downscale, progress=on_progress, save_sr=save_sr,
+                downscale=not no_downscale, progress=on_progress, save_sr=save_sr, niqe_input=niqe_input,
+                cache=cache,
             )
         finally:
             if progress is not None:
                 progress.stop()
-        target = out if out is not None else Path(f"benchmark-{data.name}.json")
         json_path, csv_path = bm.write_report(report, target)
         _render(report, json_path, csv_path)
+        if sheet is not None:
+            if cache is None:
+                raise bm.UsageError("--sheet needs the cache (leave out --no-cache)")
+            typer.echo(f"sheet: {bm.write_sheet(sheet, data, report, cache, sheet_count)}")
 
     run_guarded(work)

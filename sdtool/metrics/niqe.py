@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from sdtool.resize import imresize_np, quantize
+from sdtool.metrics.psnr_ssim import rgb_to_y
 
 PARAMS_PATH = Path(__file__).resolve().parents[2] / "weights" / "niqe_pris_params.npz"
 BLOCK = 96
@@ -132,9 +133,18 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return quantize(arr)
 
 
-def niqe(img: np.ndarray, crop_border: int = 0) -> float:
-    """NIQE of an H×W×3 RGB (or H×W grey) image on the 0..255 scale. Lower is better."""
-    gray = to_gray(img)
+def niqe(img: np.ndarray, crop_border: int = 0, input: str = "gray") -> float:
+    """NIQE of an H×W×3 RGB (or H×W grey) image on the 0..255 scale. Lower is better.
+
+    input: "gray" computes it on MATLAB's rgb2gray, as the MATLAB reference code and the papers that use it;
+    "y" on the BT.601 luma (rgb2ycbcr Y, 16..235) rounded to integers, as BasicSR's calculate_niqe."""
+    if input == "y":
+        arr = np.asarray(img, dtype=np.float64)
+        gray = quantize(rgb_to_y(arr)) if arr.ndim == 3 and arr.shape[2] >= 3 else to_gray(arr)
+    elif input == "gray":
+        gray = to_gray(img)
+    else:
+        raise ValueError(f"NIQE input must be 'gray' or 'y', got {input!r}")
     if crop_border > 0:
         gray = gray[crop_border:-crop_border, crop_border:-crop_border]
     feats = niqe_features(gray)

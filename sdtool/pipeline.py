@@ -1,18 +1,10 @@
 """Batch x4 upscaling / realistic /4 downscaling of image files and folders (library behind
 `sdtool upscale` and `sdtool downscale`).
 
-`process_images` finds the input files, names the outputs, skips existing ones on request, runs the
-model (tiled when the image is large) and writes the results atomically. It never prints: progress goes
-through a callback and the outcome comes back as a `ProcessResult` (done / skipped / failed).
-
-Naming (documented in the CLI help):
-  * folder IN, folder OUT: OUT mirrors IN; `a/b.png` → `OUT/a/b.png` (1 sample) or `OUT/a/b_s00.png`,
-    `OUT/a/b_s01.png`, … (N > 1 samples; zero-padded to at least two digits so names sort).
-  * file IN, OUT a file with an image suffix: that file (`…_sKK` inserted before the suffix when N > 1);
-    OUT an existing folder or a path without suffix: the folder, file named as IN.
-  * file IN, no OUT: beside IN, `photo_x4_t0.8.png` / `hr_x0.25_t0.8.png` (`_c3` added for
-    `--component 3`, `_sKK` for N > 1). Never over an existing file: `-2`, `-3`, … is appended until
-    all names are free (with --skip-existing an existing default name is skipped instead).
+`process_images` plans the jobs (`sdtool.jobs`: discovery, naming, checks on OUT), hands them to the batch
+engine (`sdtool.batch`: skip existing outputs, claims, outcomes, events), and for each file reads it, runs
+the model (tiled when the image is large), applies the colour guard and writes the results atomically. It
+never prints: progress goes through a callback and the outcome comes back as a `ProcessResult`.
 
 Reproducibility: sample k of a file depends only on (seed, the file's path relative to IN, k, the
 image), not on the other files of the run nor on tiling: one CPU `torch.Generator` per file is seeded
@@ -25,167 +17,47 @@ i % WORLD_SIZE, and device "auto" means cuda:LOCAL_RANK.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Optional, Union
 
-import numpy as np
 
-from sdtool.errors import ImageError, UsageError
+from sdtool.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs
+from sdtool.errors import UsageError
+from sdtool.jobs import Task, file_seed, plan_jobs
+from sdtool.resize import resize_alpha
+from sdtool.tiling import (
+    AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
+)
+from sdtool.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
 
-Task = Literal["upscale", "downscale"]
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Tiling defaults, in input pixels. Tiling is on by default when the input has more pixels than
-# AUTO_TILE_PIXELS (CPU) or AUTO_TILE_PIXELS_CUDA (GPU); the tile side is DEFAULT_TILE[task].
-AUTO_TILE_PIXELS = 512 * 512
-AUTO_TILE_PIXELS_CUDA = 1024 * 1024
-DEFAULT_TILE: dict[str, int] = {"upscale": 192, "downscale": 512}
-DEFAULT_OVERLAP: dict[str, int] = {"upscale": 16, "downscale": 32}
-DOWNSCALE_ALIGN = 8  # HR pixels per downscale-noise pixel: tile origins must sit on this grid
-MIN_TILE: dict[str, int] = {"upscale": 16, "downscale": 64}
 # Inputs with more pixels are refused from the header, before decoding (like image libraries' decompression-
 # bomb limit). Upscaling writes 16× the pixels: 16 MP in is a 256 MP, 768 MB output.
 DEFAULT_MAX_PIXELS: dict[str, int] = {"upscale": 16_000_000, "downscale": 100_000_000}
 DEFAULT_TEMPERATURE = 0.8  # the authors' default
 
 
-from sdtool.batch import (  # noqa: E402 - re-exported: the pipeline's public result types
-    Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs,
-)
 
 
-# ---------------------------------------------------------------------------------------- naming
-def sample_suffixes(samples: int) -> list[str]:
-    """"" for one sample; "_s00", "_s01", … (at least two digits, enough for N) otherwise."""
-    if samples == 1:
-        return [""]
-    width = max(2, len(str(samples - 1)))
-    return [f"_s{k:0{width}d}" for k in range(samples)]
 
 
-def _with_suffix_tag(path: Path, tag: str) -> Path:
-    return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
-def default_tag(task: Task, temperature: float, component: Optional[int]) -> str:
-    """What was done, for names written beside the input: "_x4_t0.8" / "_x0.25_t0.8[_cK]"."""
-    tag = f"_x4_t{temperature:g}" if task == "upscale" else f"_x0.25_t{temperature:g}"
-    if component is not None:
-        tag += f"_c{component}"
-    return tag
 
 
-def file_seed(seed: int, rel: Path) -> int:
-    """Per-file seed from the base seed and the relative path (posix), so a file's samples do not
-    depend on which other files are in the run."""
-    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _is_within(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
 
 
-def plan_jobs(
-    input_path: Path,
-    output: Optional[Path],
-    *,
-    task: Task,
-    samples: int,
-    temperature: float,
-    component: Optional[int],
-    overwrite: bool = False,
-    out_is_dir: bool = False,
-) -> tuple[list[Job], list[str]]:
-    """Discover input files and name their outputs. Returns (jobs, notices). Raises UsageError for
-    an impossible request (missing input, folder without OUT, OUT a file for a folder, OUT equal to IN,
-    OUT not writable). out_is_dir: OUT was written with a trailing slash, so it names a folder."""
-    from sdtool.imageio import is_image_path
-
-    notices: list[str] = []
-    suffixes = sample_suffixes(samples)
-    if not input_path.exists():
-        raise UsageError(f"{input_path}: no such file or folder")
-    if output is not None:
-        check_writable_target(output, input_path)
-
-    if input_path.is_dir():
-        if output is None:
-            raise UsageError("OUT is required when IN is a folder")
-        if output.exists() and not output.is_dir():
-            raise UsageError(f"{output}: exists and is not a folder (IN is a folder)")
-        out_inside = _is_within(output, input_path)
-        jobs: list[Job] = []
-        for path in sorted(input_path.rglob("*"), key=lambda p: p.relative_to(input_path).as_posix()):
-            if not path.is_file():
-                continue
-            if out_inside and _is_within(path, output):
-                continue  # our own outputs from an earlier run, when OUT lies inside IN
-            rel = path.relative_to(input_path)
-            if not is_image_path(path):
-                notices.append(f"{path}: not an image file, skipped")
-                continue
-            base = output / rel
-            jobs.append(Job(path, rel, tuple(_with_suffix_tag(base, s) for s in suffixes)))
-        return jobs, notices
-
-    if not input_path.is_file():
-        raise UsageError(f"{input_path}: not a regular file")
-    if not is_image_path(input_path):
-        raise UsageError(f"{input_path}: not an image file (PNG, JPEG, WebP, TIFF or BMP)")
-    rel = Path(input_path.name)
-    if output is None:
-        base = _with_suffix_tag(input_path, default_tag(task, temperature, component))
-        outs = [_with_suffix_tag(base, s) for s in suffixes]
-        n = 2
-        while not overwrite and any(p.exists() for p in outs):  # never write over an existing file
-            outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
-            n += 1
-        return [Job(input_path, rel, tuple(outs))], notices
-    if out_is_dir or output.is_dir() or (not output.exists() and output.suffix == ""):
-        base = output / input_path.name
-    else:
-        from sdtool.imageio import format_of
-
-        try:
-            format_of(output)
-        except ImageError as exc:
-            raise UsageError(str(exc)) from None
-        base = output
-    outs = tuple(_with_suffix_tag(base, s) for s in suffixes)
-    if any(o.resolve() == input_path.resolve() for o in outs):
-        raise UsageError(f"{input_path}: the output would replace the input; choose another OUT")
-    return [Job(input_path, rel, outs)], notices
 
 
-_VIRTUAL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
-
-def check_writable_target(output: Path, input_path: Path) -> None:
-    """UsageError, before any work, when OUT cannot hold our outputs: it is IN, it lies in a virtual file
-    system, a file stands where a folder is needed, or the nearest existing folder is not writable."""
-    resolved = output.resolve()
-    if resolved == input_path.resolve():
-        raise UsageError(f"{output}: OUT is the input itself; choose another OUT")
-    if any(resolved == v or v in resolved.parents for v in _VIRTUAL_FS):
-        raise UsageError(f"{output}: is inside a virtual file system; choose another OUT")
-    probe = resolved if resolved.is_dir() else resolved.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UsageError(f"{output}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{output}: {probe} is not writable")
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -199,66 +71,6 @@ def distributed_rank() -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"invalid RANK={rank} / WORLD_SIZE={world}")
     return rank, world
-
-
-def enable_mixed_precision(model: Any, dtype: Any) -> int:
-    """Run the model's plain CNN parts (RRDB condition networks, LR content extractor) under autocast
-    with `dtype`, returning float32; the invertible flow layers (couplings, 1×1 convolutions, actnorm)
-    stay float32, where a low-precision inverse would drift. Returns how many modules were wrapped.
-
-    Only meaningful on CUDA (or CPU bf16 in tests); the wrapping is per instance and idempotent."""
-    import torch
-
-    try:
-        from sdtool.nets.extractor import ContentExtractor
-        from sdtool.nets.rrdb import ConditionNet, SqueezedConditionNet
-    except ImportError:  # pragma: no cover - stand-in models
-        return 0
-    safe = (ConditionNet, SqueezedConditionNet, ContentExtractor)
-    wrapped = 0
-    outer: list[str] = []  # wrap the outermost safe module only (a SqueezedConditionNet holds a ConditionNet)
-    for name, module in model.named_modules():
-        if not isinstance(module, safe) or any(name.startswith(o + ".") for o in outer):
-            continue
-        outer.append(name)
-        if getattr(module, "_sdtool_autocast", False):
-            continue
-        inner = module.forward
-        device_type = next(module.parameters()).device.type
-
-        def forward(*args: Any, _inner: Any = inner, _dev: str = device_type, **kwargs: Any) -> Any:
-            with torch.autocast(device_type=_dev, dtype=dtype):
-                out = _inner(*args, **kwargs)
-            if isinstance(out, torch.Tensor):
-                return out.float()
-            if isinstance(out, (tuple, list)):
-                return type(out)(o.float() if isinstance(o, torch.Tensor) else o for o in out)
-            return out
-
-        module.forward = forward
-        module._sdtool_autocast = True
-        wrapped += 1
-    return wrapped
-
-
-def _pad_reflect(x: Any, mult: int, minimum: int) -> Any:
-    """Pad 1×C×h×w bottom/right to multiples of `mult` and at least `minimum` (reflection; numpy's
-    repeated reflection when the pad is larger than the image, so a 1-pixel image works too)."""
-    import torch
-
-    h, w = x.shape[2:]
-    th, tw = max(minimum, math.ceil(h / mult) * mult), max(minimum, math.ceil(w / mult) * mult)
-    if (th, tw) == (h, w):
-        return x
-    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h, w) == 1 else "reflect")
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def _resize_alpha(alpha: np.ndarray, height: int, width: int, task: Task) -> np.ndarray:
-    import cv2
-
-    interp = cv2.INTER_CUBIC if task == "upscale" else cv2.INTER_AREA
-    return np.clip(cv2.resize(alpha, (width, height), interpolation=interp), 0.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -289,7 +101,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     notes: list[str] = []
 
     if s.task == "upscale":
-        xp = _pad_reflect(x, 1, 2)
+        xp = pad_reflect(x, 1, 2)
         out_h, out_w = 4 * h, 4 * w
         noise_shape = tuple(model.upscale_noise_shape(1, *xp.shape[2:]))
 
@@ -298,7 +110,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
 
         scale, stride, align = 4.0, 1, 1
     else:
-        xp = _pad_reflect(x, DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
+        xp = pad_reflect(x, DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
         out_h, out_w = math.ceil(h / 4), math.ceil(w / 4)
         noise_shape = tuple(model.downscale_noise_shape(1, *xp.shape[2:]))
 
@@ -314,7 +126,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         tile = s.tile
 
     gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
-    alpha_out = _resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
+    alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
     steps_total = s.samples
     for k, out_path in enumerate(job.outputs):
         # Draw in a fixed order for every sample, even one we skip, so sample k never depends on
@@ -471,8 +283,8 @@ def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_p
     model = model if model is not None else _load(weights, device)
     if mixed_precision is None:
         mixed_precision = model.device.type == "cuda"
-    if mixed_precision:
-        enable_mixed_precision(model, _low_precision_dtype(model.device))
+    if mixed_precision and hasattr(model, "set_compute_dtype"):
+        model.set_compute_dtype(_low_precision_dtype(model.device))
     if component is not None and not component < model.n_components:
         raise UsageError(f"--component must be in 0..{model.n_components - 1} for this model, got {component}")
     return model

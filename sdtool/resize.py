@@ -141,3 +141,12 @@ def quantize(x: np.ndarray) -> np.ndarray:
     x: float array in [0,255] scale. Returns float64 integers in [0,255].
     """
     return np.clip(np.floor(np.asarray(x, dtype=np.float64) + 0.5), 0, 255)
+
+
+def resize_alpha(alpha: np.ndarray, height: int, width: int, task: str) -> np.ndarray:
+    """An alpha plane H×W in [0, 1] resized to height × width for an upscaled (bicubic) or downscaled (area)
+    image; float32, clipped to [0, 1]."""
+    import cv2
+
+    interp = cv2.INTER_CUBIC if task == "upscale" else cv2.INTER_AREA
+    return np.clip(cv2.resize(alpha, (width, height), interpolation=interp), 0.0, 1.0).astype(np.float32)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -222,3 +223,26 @@ def _run_once(
     assert out is not None
     out /= weight.clamp_min(1e-12)
     return out, total
+
+
+# Tiling defaults, in input pixels. Tiling is on by default when the input has more pixels than
+# AUTO_TILE_PIXELS (CPU) or AUTO_TILE_PIXELS_CUDA (GPU); the tile side is DEFAULT_TILE[task].
+AUTO_TILE_PIXELS = 512 * 512
+AUTO_TILE_PIXELS_CUDA = 1024 * 1024
+DEFAULT_TILE: dict[str, int] = {"upscale": 192, "downscale": 512}
+DEFAULT_OVERLAP: dict[str, int] = {"upscale": 16, "downscale": 32}
+DOWNSCALE_ALIGN = 8  # HR pixels per downscale-noise pixel: tile origins must sit on this grid
+MIN_TILE: dict[str, int] = {"upscale": 16, "downscale": 64}
+
+
+def pad_reflect(x: Any, mult: int, minimum: int) -> Any:
+    """Pad 1×C×h×w bottom/right to multiples of `mult` and at least `minimum` (reflection; numpy's
+    repeated reflection when the pad is larger than the image, so a 1-pixel image works too)."""
+    import torch
+
+    h, w = x.shape[2:]
+    th, tw = max(minimum, math.ceil(h / mult) * mult), max(minimum, math.ceil(w / mult) * mult)
+    if (th, tw) == (h, w):
+        return x
+    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h, w) == 1 else "reflect")
+    return torch.from_numpy(np.ascontiguousarray(arr))

@@ -14,7 +14,7 @@ from PIL import Image
 from sdtool.config import PRESETS
 from sdtool.errors import UsageError
 from sdtool.model.sdflow import SDFlow
-from sdtool.pipeline import ProgressEvent, enable_mixed_precision, file_seed, process_images, sample_suffixes
+from sdtool.pipeline import ProgressEvent, file_seed, process_images, sample_suffixes
 from tests.helpers import sha256_of, write_image_file
 
 RNG = np.random.default_rng(7)
@@ -259,11 +259,15 @@ def test_mixed_precision_wraps_only_cnn_parts(tiny: SDFlow) -> None:
     x = torch.rand(1, 3, 16, 16)
     noise = torch.randn(model.upscale_noise_shape(1, 16, 16))
     ref = model.upscale(x, temperature=0.5, noise=noise)
-    wrapped = enable_mixed_precision(model, torch.bfloat16)  # CPU bf16 autocast stands in for CUDA here
-    assert wrapped == 3 and enable_mixed_precision(model, torch.bfloat16) == 0
+    # HF condition net, deg condition net (and the one inside it), content extractor; never a flow layer.
+    assert model.set_compute_dtype(torch.bfloat16) == 4  # CPU bf16 autocast stands in for CUDA here
+    assert all(getattr(m, "compute_dtype", None) is None for m in model.hr_flow.modules())
     out = model.upscale(x, temperature=0.5, noise=noise)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert 10 * math.log10(1 / float(((out - ref) ** 2).mean())) > 30
+    assert not torch.equal(out, ref)  # it did run in bf16
+    model.set_compute_dtype(None)
+    assert torch.equal(model.upscale(x, temperature=0.5, noise=noise), ref)
 
 
 def test_exif_orientation_applied(tmp_path: Path, tiny: SDFlow) -> None:

@@ -30,7 +30,8 @@ from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
 from sdtool.batch import ProcessResult, ProgressCallback, ProgressEvent
 from sdtool.errors import UsageError
-from sdtool.pipeline import DOWNSCALE_ALIGN, file_seed, plan_jobs
+from sdtool.jobs import file_seed, plan_jobs
+from sdtool.tiling import DOWNSCALE_ALIGN
 
 
 @dataclass
@@ -100,11 +101,11 @@ class _Sampler:
         if self.kind == "pdm":
             return self._pdm(y, gen)
         # SDFlow: draw the component then the whole-image noise (the order `downscale` uses), run tiled
-        from sdtool.pipeline import DEFAULT_TILE, MIN_TILE, _pad_reflect
+        from sdtool.tiling import DEFAULT_TILE, MIN_TILE, pad_reflect
         from sdtool.tiling import run_tiled
 
         h, w = y.shape[-2:]
-        yp = _pad_reflect(y.cpu(), DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
+        yp = pad_reflect(y.cpu(), DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
         shape = tuple(self.model.downscale_noise_shape(1, *yp.shape[2:]))
         if self.transfer is not None:
             comp = int(self.transfer["component"][0])
@@ -141,10 +142,10 @@ class _Sampler:
     def _pdm(self, y: Any, gen: Any) -> DegradationSample:
         """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
         reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
-        from sdtool.pipeline import _pad_reflect
+        from sdtool.tiling import pad_reflect
 
         h, w = y.shape[-2:]
-        yp = _pad_reflect(y.cpu(), 1, 8).to(y.device) if min(h, w) < 8 else y
+        yp = pad_reflect(y.cpu(), 1, 8).to(y.device) if min(h, w) < 8 else y
         if self.transfer is not None:
             from sdtool.degrade.transfer import pdm_transfer
 
@@ -301,11 +302,11 @@ def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int
     import torch
 
     from sdtool.imageio import write_image
-    from sdtool.pipeline import _resize_alpha
+    from sdtool.resize import resize_alpha
 
     gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
     h, w = y.shape[-2:]
-    alpha = _resize_alpha(img.alpha, math.ceil(h / 4), math.ceil(w / 4), "downscale") if img.alpha is not None else None
+    alpha = resize_alpha(img.alpha, math.ceil(h / 4), math.ceil(w / 4), "downscale") if img.alpha is not None else None
     lrs, kernels = [], []
     for k, out in enumerate(job.outputs):
         s = smp.sample(y.to(smp.device), gen, lambda f, _k=k: step(_k + f, o.samples))

@@ -27,6 +27,7 @@ from sdtool.flows import (
 )
 from sdtool.flows.priors import randn
 from sdtool.nets.extractor import ContentExtractor
+from sdtool.nets.precision import set_compute_dtype
 from sdtool.nets.rrdb import ConditionNet, SqueezedConditionNet
 
 CONTENT_CHANNELS = 3
@@ -105,6 +106,11 @@ class SDFlow(nn.Module):
     def downscale_noise_shape(n: int, h: int, w: int) -> tuple[int, int, int, int]:
         """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8, at least 16)."""
         return (n, DEG_CHANNELS, max(2, math.ceil(h / 8)), max(2, math.ceil(w / 8)))
+
+    def set_compute_dtype(self, dtype: Optional[torch.dtype]) -> int:
+        """Run the plain CNN parts (condition networks, content extractor) in `dtype` (bf16/fp16 on CUDA;
+        None: float32); the flows stay float32 (see `sdtool.nets.precision`). Returns how many CNNs."""
+        return set_compute_dtype(self, dtype)
 
     # ------------------------------------------------------------ latent-level maps ([-1, 1])
     def hr_latents(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sdtool.nets.precision import LowPrecisionOK
+
 
 def _conv3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
@@ -40,7 +42,7 @@ class ModulatedResBlock(nn.Module):
         return feat + x * self.res_scale
 
 
-class ContentExtractor(nn.Module):
+class ContentExtractor(LowPrecisionOK):
     """x: B×3×h×w in [-1, 1] → z_c: B×3×h×w.
 
     A residual trunk whose features are modulated by a second convolution branch that sees the same
@@ -57,6 +59,9 @@ class ContentExtractor(nn.Module):
         self.out2 = nn.Conv2d(nc, 3, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.in_precision(self._content, x)
+
+    def _content(self, x: Tensor) -> Tensor:
         x = F.leaky_relu(self.in_conv(x), 0.2)
         mf = x
         for conv in self.mf_convs:

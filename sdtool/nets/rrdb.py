@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sdtool.nets.precision import LowPrecisionOK
+
 
 def _scaled_init(module: nn.Module, scale: float) -> None:
     for m in module.modules():
@@ -41,7 +43,7 @@ class RRDB(nn.Module):
         return self.blocks(x) * 0.2 + x
 
 
-class ConditionNet(nn.Module):
+class ConditionNet(LowPrecisionOK):
     """B×in×H×W → B×out×H×W features: conv, RRDB trunk with a long skip, two output convs."""
 
     def __init__(self, in_channels: int, out_channels: int, nb: int, nf: int = 64, gc: int = 32):
@@ -55,12 +57,15 @@ class ConditionNet(nn.Module):
             _scaled_init(m, 0.1)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.in_precision(self._features, x)
+
+    def _features(self, x: Tensor) -> Tensor:
         x = self.in_conv(x)
         x = self.trans(self.trunk(x)) + x
         return self.out2(F.leaky_relu(self.out1(x), 0.2))
 
 
-class SqueezedConditionNet(nn.Module):
+class SqueezedConditionNet(LowPrecisionOK):
     """ConditionNet at full size, then space-to-depth and a 1×1 conv: features at half size."""
 
     def __init__(self, in_channels: int, out_channels: int, nb: int, nf: int = 64, gc: int = 32):
@@ -69,4 +74,7 @@ class SqueezedConditionNet(nn.Module):
         self.reduce = nn.Conv2d(4 * out_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.in_precision(self._features, x)
+
+    def _features(self, x: Tensor) -> Tensor:
         return F.leaky_relu(self.reduce(F.pixel_unshuffle(self.features(x), 2)), 0.2)

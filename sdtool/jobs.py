@@ -1,0 +1,153 @@
+"""Which files a run reads and which it writes: input discovery, output naming, per-file seeds, and the
+checks on OUT that must pass before any work (library behind the naming rules of upscale, downscale and
+sample-degradation).
+
+Naming:
+  * folder IN, folder OUT: OUT mirrors IN; `a/b.png` → `OUT/a/b.png` (1 sample) or `OUT/a/b_s00.png`,
+    `OUT/a/b_s01.png`, … (N > 1 samples; zero-padded to at least two digits so names sort).
+  * file IN, OUT a file with an image suffix: that file (`…_sKK` inserted before the suffix when N > 1);
+    OUT an existing folder, a path without suffix or one written with a trailing slash: the folder, file
+    named as IN.
+  * file IN, no OUT: beside IN, `photo_x4_t0.8.png` / `hr_x0.25_t0.8.png` (`_c3` added for
+    `--component 3`, `_sKK` for N > 1). Never over an existing file: `-2`, `-3`, … is appended until
+    all names are free (with overwrite the plain name is used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from sdtool.batch import Job
+from sdtool.errors import ImageError, UsageError
+
+Task = Literal["upscale", "downscale"]
+
+
+def sample_suffixes(samples: int) -> list[str]:
+    """"" for one sample; "_s00", "_s01", … (at least two digits, enough for N) otherwise."""
+    if samples == 1:
+        return [""]
+    width = max(2, len(str(samples - 1)))
+    return [f"_s{k:0{width}d}" for k in range(samples)]
+
+
+def _with_suffix_tag(path: Path, tag: str) -> Path:
+    return path.with_name(f"{path.stem}{tag}{path.suffix}")
+
+
+def default_tag(task: Task, temperature: float, component: Optional[int]) -> str:
+    """What was done, for names written beside the input: "_x4_t0.8" / "_x0.25_t0.8[_cK]"."""
+    tag = f"_x4_t{temperature:g}" if task == "upscale" else f"_x0.25_t{temperature:g}"
+    if component is not None:
+        tag += f"_c{component}"
+    return tag
+
+
+def file_seed(seed: int, rel: Path) -> int:
+    """Per-file seed from the base seed and the relative path (posix), so a file's samples do not
+    depend on which other files are in the run."""
+    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def plan_jobs(
+    input_path: Path,
+    output: Optional[Path],
+    *,
+    task: Task,
+    samples: int,
+    temperature: float,
+    component: Optional[int],
+    overwrite: bool = False,
+    out_is_dir: bool = False,
+) -> tuple[list[Job], list[str]]:
+    """Discover input files and name their outputs. Returns (jobs, notices). Raises UsageError for
+    an impossible request (missing input, folder without OUT, OUT a file for a folder, OUT equal to IN,
+    OUT not writable). out_is_dir: OUT was written with a trailing slash, so it names a folder."""
+    from sdtool.imageio import is_image_path
+
+    notices: list[str] = []
+    suffixes = sample_suffixes(samples)
+    if not input_path.exists():
+        raise UsageError(f"{input_path}: no such file or folder")
+    if output is not None:
+        check_writable_target(output, input_path)
+
+    if input_path.is_dir():
+        if output is None:
+            raise UsageError("OUT is required when IN is a folder")
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"{output}: exists and is not a folder (IN is a folder)")
+        out_inside = _is_within(output, input_path)
+        jobs: list[Job] = []
+        for path in sorted(input_path.rglob("*"), key=lambda p: p.relative_to(input_path).as_posix()):
+            if not path.is_file():
+                continue
+            if out_inside and _is_within(path, output):
+                continue  # our own outputs from an earlier run, when OUT lies inside IN
+            rel = path.relative_to(input_path)
+            if not is_image_path(path):
+                notices.append(f"{path}: not an image file, skipped")
+                continue
+            base = output / rel
+            jobs.append(Job(path, rel, tuple(_with_suffix_tag(base, s) for s in suffixes)))
+        return jobs, notices
+
+    if not input_path.is_file():
+        raise UsageError(f"{input_path}: not a regular file")
+    if not is_image_path(input_path):
+        raise UsageError(f"{input_path}: not an image file (PNG, JPEG, WebP, TIFF or BMP)")
+    rel = Path(input_path.name)
+    if output is None:
+        base = _with_suffix_tag(input_path, default_tag(task, temperature, component))
+        outs = [_with_suffix_tag(base, s) for s in suffixes]
+        n = 2
+        while not overwrite and any(p.exists() for p in outs):  # never write over an existing file
+            outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
+            n += 1
+        return [Job(input_path, rel, tuple(outs))], notices
+    if out_is_dir or output.is_dir() or (not output.exists() and output.suffix == ""):
+        base = output / input_path.name
+    else:
+        from sdtool.imageio import format_of
+
+        try:
+            format_of(output)
+        except ImageError as exc:
+            raise UsageError(str(exc)) from None
+        base = output
+    outs = tuple(_with_suffix_tag(base, s) for s in suffixes)
+    if any(o.resolve() == input_path.resolve() for o in outs):
+        raise UsageError(f"{input_path}: the output would replace the input; choose another OUT")
+    return [Job(input_path, rel, outs)], notices
+
+
+_VIRTUAL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_writable_target(output: Path, input_path: Path) -> None:
+    """UsageError, before any work, when OUT cannot hold our outputs: it is IN, it lies in a virtual file
+    system, a file stands where a folder is needed, or the nearest existing folder is not writable."""
+    resolved = output.resolve()
+    if resolved == input_path.resolve():
+        raise UsageError(f"{output}: OUT is the input itself; choose another OUT")
+    if any(resolved == v or v in resolved.parents for v in _VIRTUAL_FS):
+        raise UsageError(f"{output}: is inside a virtual file system; choose another OUT")
+    probe = resolved if resolved.is_dir() else resolved.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{output}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{output}: {probe} is not writable")

@@ -147,3 +147,36 @@ def test_rgba_tiff_round_trip_keeps_straight_colours(tmp_path):
     back = read_image(tmp_path / "o16.tiff")
     assert back.info.bit_depth == 16 and np.allclose(back.rgb, img16.rgb, atol=1e-4)
     assert np.allclose(back.alpha, img16.alpha, atol=1e-4)
+
+
+@pytest.mark.parametrize("sig, code", [(9, -9), (15, 130)])
+def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, tiny_weights, sig, code):
+    import signal
+    import time
+
+    import cv2
+
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sdtool", "upscale", str(tmp_path / "in"), str(out), "-w", str(tiny_weights),
+           "--seed", "1", "--samples", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.is_dir() and any(p.suffix == ".png" for p in out.iterdir())):
+        time.sleep(0.02)
+    proc.send_signal(signal.Signals(sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    for p in out.iterdir():
+        if not p.name.startswith("."):
+            assert cv2.imread(str(p)) is not None, f"partial file {p}"
+    if sig == 15:  # a clean stop releases its claims and removes its temporaries at once
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 12 and not any(n.startswith(".") for n in names)  # stale temporaries/claims cleaned

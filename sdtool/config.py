@@ -56,6 +56,11 @@ class SDFlowConfig(JsonConfig):
 
 
 
+# Sampling temperatures used when none is given (upscale, benchmark / downscale, sample-degradation), chosen
+# on RealSR validation (README "Numbers"); the authors' code uses 0.8 for both.
+DEFAULT_SR_TEMPERATURE = 0.8
+DEFAULT_DOWN_TEMPERATURE = 0.8
+
 PRESETS: dict[str, SDFlowConfig] = {
     "paper": SDFlowConfig(),
     "lite": SDFlowConfig(

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Union
 
 
 from sdtool.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import UsageError
 from sdtool.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
@@ -40,7 +41,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Inputs with more pixels are refused from the header, before decoding (like image libraries' decompression-
 # bomb limit). Upscaling writes 16× the pixels: 16 MP in is a 256 MP, 768 MB output.
 DEFAULT_MAX_PIXELS: dict[str, int] = {"upscale": 16_000_000, "downscale": 100_000_000}
-DEFAULT_TEMPERATURE = 0.8  # the authors' default
 
 
 
@@ -177,7 +177,7 @@ def process_images(
     model: Any = None,
     device: str = "auto",
     samples: int = 1,
-    temperature: float = DEFAULT_TEMPERATURE,
+    temperature: Optional[float] = None,
     seed: Optional[int] = None,
     component: Optional[int] = None,
     tile: Optional[int] = None,
@@ -205,6 +205,8 @@ def process_images(
     result's `failed` list and the other files go on.
     """
     t_start = time.perf_counter()
+    if temperature is None:
+        temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels)
     input_path = Path(input_path)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from sdtool.benchmark.data import LR_TAGS, SCALE, Dataset, Pair, images_in, strip_tag
+from sdtool.config import DEFAULT_SR_TEMPERATURE
 from sdtool.errors import DatasetError, UsageError
 from sdtool.resize import imresize_np, quantize
 
@@ -183,7 +184,7 @@ def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: int) -
 def resolve_methods(
     weights: Sequence[Union[str, Path]] = (),
     methods: Sequence[str] = (),
-    temperatures: Sequence[float] = (0.8,),
+    temperatures: Sequence[float] = (DEFAULT_SR_TEMPERATURE,),
     device: str = "auto",
     default_model: bool = True,
     color_fix: Optional[str] = None,
@@ -203,7 +204,7 @@ def resolve_methods(
     fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
     if fix not in COLOR_FIXES:
         raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
-    temps = list(temperatures) or [0.8]
+    temps = list(temperatures) or [DEFAULT_SR_TEMPERATURE]
     for t in temps:
         if not (t >= 0 and math.isfinite(t)):
             raise UsageError(f"temperature must be a finite number >= 0, got {t}")

@@ -44,7 +44,7 @@ MethodMulti = Annotated[
 ]
 TemperatureMulti = Annotated[
     Optional[list[float]],
-    typer.Option("--temperature", "-t", help="Sampling temperature; repeat to benchmark several. Default 0.8."),
+    typer.Option("--temperature", "-t", help="Sampling temperature; repeat to benchmark several. Default: upscale's."),
 ]
 SamplesOpt = Annotated[
     int, typer.Option("--samples", "-n", min=1, help="SR samples per image; > 1 adds best-of-N LPIPS and diversity.")
@@ -163,7 +163,7 @@ def benchmark(
         methods = []
         if weights or method or not no_model or not (folders or baseline):
             methods = bm.resolve_methods(
-                weights or [], method or [], temperature or [0.8], device=device, default_model=not no_model,
+                weights or [], method or [], temperature or [], device=device, default_model=not no_model,
                 color_fix=color_fix,
             )
         for path in baseline or []:

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE
+
 from sdtool.cli.common import (
     EXIT_OK, EXIT_SOME_FAILED, Device, MaxPixels, OutputArg, Overwrite, Samples, Seed, SkipExisting, Temperature, Tile,
     run_guarded,
@@ -36,7 +38,7 @@ def sample_degradation(
     output: OutputArg = None,
     model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights) or classic (parametric).")] = "classic",
     samples: Samples = 1,
-    temperature: Temperature = 0.8,
+    temperature: Temperature = DEFAULT_DOWN_TEMPERATURE,
     seed: Seed = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="SDFlow or PDM checkpoint.")] = None,
     device: Device = "auto",

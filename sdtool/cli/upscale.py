@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
+
 from sdtool.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -123,7 +125,7 @@ def upscale(
     input_path: InputArg,
     output: OutputArg = None,
     samples: Samples = 1,
-    temperature: Temperature = 0.8,
+    temperature: Temperature = DEFAULT_SR_TEMPERATURE,
     seed: Seed = None,
     weights: Weights = None,
     device: Device = "auto",
@@ -156,7 +158,7 @@ def downscale(
     input_path: InputArg,
     output: OutputArg = None,
     samples: Samples = 1,
-    temperature: Temperature = 0.8,
+    temperature: Temperature = DEFAULT_DOWN_TEMPERATURE,
     component: Component = None,
     seed: Seed = None,
     weights: Weights = None,

@@ -29,6 +29,7 @@ import numpy as np
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
 from sdtool.batch import ProcessResult, ProgressCallback, ProgressEvent
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import UsageError
 from sdtool.jobs import file_seed, plan_jobs
 from sdtool.tiling import DOWNSCALE_ALIGN
@@ -40,7 +41,7 @@ class DegradeOptions:
 
     model: str = "classic"
     samples: int = 1
-    temperature: float = 0.8
+    temperature: float = DEFAULT_DOWN_TEMPERATURE
     save_kernels: bool = False
     save_noise: bool = False
     sheet: Optional[Path] = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.degrade import DegradationSample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +44,7 @@ def _prior_params(model: Any, component: int) -> tuple[float, float]:
 
 
 def sdflow_transfer(
-    model: Any, y: "Tensor", stats: dict[str, "Tensor"], temperature: float = 0.8,
+    model: Any, y: "Tensor", stats: dict[str, "Tensor"], temperature: float = DEFAULT_DOWN_TEMPERATURE,
     generator: "Optional[Generator]" = None,
 ) -> DegradationSample:
     """Downscale HR y (1×3×H×W in [0,1]) with the degradation statistics of a real LR image.

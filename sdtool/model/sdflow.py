@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, check_color_fix
-from sdtool.config import SDFlowConfig
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE, SDFlowConfig
 from sdtool.errors import NonFiniteOutputError
 from sdtool.flows import (
     ConditionalFlow, FlowStep, MixtureOfGaussians, Sequential, Squeeze, StandardNormal, Unsqueeze, transition,
@@ -167,7 +167,7 @@ class SDFlow(nn.Module):
     # ------------------------------------------------------------------ public API ([0, 1])
     @torch.no_grad()
     def upscale(
-        self, x: Tensor, temperature: float = 0.8, generator: Optional[torch.Generator] = None,
+        self, x: Tensor, temperature: float = DEFAULT_SR_TEMPERATURE, generator: Optional[torch.Generator] = None,
         noise: Optional[Tensor] = None, color_fix: str = DEFAULT_COLOR_FIX,
     ) -> Tensor:
         """x4 super-resolution. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1], on x's device.
@@ -189,7 +189,7 @@ class SDFlow(nn.Module):
 
     @torch.no_grad()
     def downscale(
-        self, y: Tensor, temperature: float = 0.8, component: Component = None,
+        self, y: Tensor, temperature: float = DEFAULT_DOWN_TEMPERATURE, component: Component = None,
         generator: Optional[torch.Generator] = None, noise: Optional[Tensor] = None,
     ) -> Tensor:
         """Realistic /4 downscaling. y: float N×3×H×W in [0, 1] → N×3×ceil(H/4)×ceil(W/4) in [0, 1].

@@ -34,9 +34,10 @@ def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optiona
     return pairs
 
 
-def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
+def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
     """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
     images against the real LR images (with the bicubic LR for comparison)."""
+    from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix
     from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lpips import lpips_distance
     from sdtool.resize import imresize
@@ -53,18 +54,27 @@ def make_validator(pairs, temperature: float = 0.8, seed: int = 0) -> Callable[[
 
     bicubic_lpips = float(np.mean([lr_lpips(imresize(to_t(hr), 0.25).clamp(0, 1), to_t(lr)) for _, lr, hr in pairs]))
 
+    from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
+
+    t_sr = DEFAULT_SR_TEMPERATURE if temperature is None else temperature
+    t_down = DEFAULT_DOWN_TEMPERATURE if temperature is None else temperature
+
     def validate(model: nn.Module) -> dict[str, float]:
-        psnrs, lp_sr, lp_ds, colour = [], [], [], []
+        psnrs, lp_sr, lp_ds, colour, psnr_fix, lp_fix = [], [], [], [], [], []
         for i, (_, lr, hr) in enumerate(pairs):
             g = torch.Generator().manual_seed(seed + i)
-            sr = model.upscale(to_t(lr), temperature=temperature, generator=g).cpu()
+            sr = model.upscale(to_t(lr), temperature=t_sr, generator=g, color_fix="none").cpu()
             psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
             colour.append(color_error(to_u8(sr), hr * 255, crop_border=4))
+            fixed = apply_color_fix(sr, to_t(lr), DEFAULT_COLOR_FIX)  # what upscale writes by default
+            psnr_fix.append(psnr(to_u8(fixed), hr * 255, crop_border=4))
+            lp_fix.append(lpips_distance(fixed, to_t(hr)).item())
             lp_sr.append(lpips_distance(sr, to_t(hr)).item())
-            ds = model.downscale(to_t(hr), temperature=temperature, generator=g).cpu()
+            ds = model.downscale(to_t(hr), temperature=t_down, generator=g).cpu()
             lp_ds.append(lr_lpips(ds, to_t(lr)))
         return {"val_psnr_rgb": float(np.mean(psnrs)), "val_lpips": float(np.mean(lp_sr)),
-                "val_color_err": float(np.mean(colour)),
+                "val_color_err": float(np.mean(colour)), "val_psnr_guard": float(np.mean(psnr_fix)),
+                "val_lpips_guard": float(np.mean(lp_fix)),
                 "val_ds_lpips": float(np.mean(lp_ds)), "val_bicubic_ds_lpips": bicubic_lpips}
 
     return validate

@@ -46,6 +46,8 @@ def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str
     from sdtool.checkpoint import load_checkpoint
 
     path = Path(path) if path is not None else default_weights()
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.safetensors)")
     if not path.exists():
         hint = " (the shipped default weights are missing: reinstall or pass --weights)" if path == DEFAULT_WEIGHTS else ""
         raise CheckpointError(f"{path}: no such checkpoint file{hint}")

@@ -83,6 +83,12 @@ def test_missing_weights_names_the_file(tmp_path: Path) -> None:
     assert res.exit_code == 2  # bad --weights: usage, nothing done
     assert "gone.safetensors" in res.output
     assert not (tmp_path / "o.png").exists()
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder" in res.output
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(trunc)])
+    assert res.exit_code == 2 and "trunc.safetensors" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("args", [

@@ -1,8 +1,8 @@
 """Batch x4 upscaling / realistic /4 downscaling of image files and folders (library behind
 `sdtool upscale` and `sdtool downscale`).
 
-`process_images` plans the jobs (`sdtool.jobs`: discovery, naming, checks on OUT), hands them to the batch
-engine (`sdtool.batch`: skip existing outputs, claims, outcomes, events), and for each file reads it, runs
+`process_images` plans the jobs (`sdtool.infer.jobs`: discovery, naming, checks on OUT), hands them to the batch
+engine (`sdtool.infer.batch`: skip existing outputs, claims, outcomes, events), and for each file reads it, runs
 the model (tiled when the image is large), applies the colour guard and writes the results atomically. It
 never prints: progress goes through a callback and the outcome comes back as a `ProcessResult`.
 
@@ -21,20 +21,19 @@ import math
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 
-from sdtool.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs
+from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import UsageError
-from sdtool.jobs import Task, file_seed, plan_jobs
+from sdtool.infer.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
-from sdtool.tiling import (
-    AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
-)
-from sdtool.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
+from sdtool.infer.sampling import Tiling
+from sdtool.tiling import MIN_TILE
+from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -80,8 +79,7 @@ class _Settings:
     temperature: float
     seed: int
     component: Optional[int]
-    tile: Optional[int]
-    overlap: int
+    tiling: Tiling
     color_fix: str = "none"
     max_pixels: Optional[int] = None
 
@@ -91,80 +89,32 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     import torch
 
     from sdtool.imageio import read_image, write_image
-    from sdtool.colorfix import apply_color_fix
-    from sdtool.tiling import run_tiled
+    from sdtool.infer.sampling import draw, sample
 
     img = read_image(job.source, max_pixels=s.max_pixels)
     h, w = img.info.height, img.info.width
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
-    device = model.device
-    notes: list[str] = []
-
-    if s.task == "upscale":
-        xp = pad_reflect(x, 1, 2)
-        out_h, out_w = 4 * h, 4 * w
-        noise_shape = tuple(model.upscale_noise_shape(1, *xp.shape[2:]))
-
-        def noise_size(th: int, tw: int) -> tuple[int, int]:
-            return tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
-
-        scale, stride, align = 4.0, 1, 1
-    else:
-        xp = pad_reflect(x, DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
-        out_h, out_w = math.ceil(h / 4), math.ceil(w / 4)
-        noise_shape = tuple(model.downscale_noise_shape(1, *xp.shape[2:]))
-
-        def noise_size(th: int, tw: int) -> tuple[int, int]:
-            return tuple(model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
-
-        scale, stride, align = 0.25, DOWNSCALE_ALIGN, DOWNSCALE_ALIGN
-
-    if s.tile is None:  # automatic: tile only large inputs
-        limit = AUTO_TILE_PIXELS_CUDA if device.type == "cuda" else AUTO_TILE_PIXELS
-        tile = DEFAULT_TILE[s.task] if h * w > limit else 0
-    else:
-        tile = s.tile
-
-    gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
+    out_h, out_w = (4 * h, 4 * w) if s.task == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
     alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
-    steps_total = s.samples
+    gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
+    tiling, notes = s.tiling, []
     for k, out_path in enumerate(job.outputs):
-        # Draw in a fixed order for every sample, even one we skip, so sample k never depends on
-        # which other samples already exist.
-        comp = None
-        if s.task == "downscale":
-            comp = s.component if s.component is not None else int(torch.randint(model.n_components, (1,), generator=gen))
-        noise = torch.randn(noise_shape, generator=gen)
+        comp, noise = draw(model, s.task, h, w, gen, s.component)  # also for skipped samples: fixed draw order
         if k not in todo:
-            step(k + 1, steps_total)
+            step(k + 1, s.samples)
             continue
-        if s.task == "upscale":
-            def fn(xt: Any, nt: Any) -> Any:
-                return model.upscale(xt, temperature=s.temperature, noise=nt, color_fix="none")
-        else:
-            def fn(xt: Any, nt: Any, _c: Optional[int] = comp) -> Any:
-                return model.downscale(xt, temperature=s.temperature, component=_c, noise=nt)
-
-        res = run_tiled(
-            fn, xp, noise, scale=scale, noise_stride=stride, noise_size=noise_size, tile=tile,
-            overlap=s.overlap, align=align, min_tile=MIN_TILE[s.task], device=device,
-            autocast_dtype=None,  # mixed precision is applied per safe module, see enable_mixed_precision
-            on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
-            on_tile=lambda done, total, _k=k: step(_k + done / total, steps_total),
+        y_t, tile = sample(
+            model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
+            color_fix=s.color_fix, on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
+            on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples),
         )
-        del noise  # the whole-image noise is no longer needed; free it before the output copy
-        tile = res.tile  # keep a halved tile for the next samples
-        # One H×W×3 copy only (the accumulator is freed first): whole-image buffers dominate host memory.
-        y_t = res.image[:, :, :out_h, :out_w].clamp_(0, 1)
-        del res
-        if s.task == "upscale":  # once on the whole image, so that the low-pass cannot seam at tile borders
-            y_t = apply_color_fix(y_t, x, s.color_fix)
-        y_t = y_t[0]
-        y = y_t.permute(1, 2, 0).contiguous().numpy()
-        del y_t
+        del noise
+        tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
+        y = y_t[0].permute(1, 2, 0).contiguous().numpy()
+        del y_t  # whole-image buffers dominate host memory: one H×W×3 copy at a time
         write_image(out_path, y, alpha_out, img.info)
         del y
-        step(k + 1, steps_total)
+        step(k + 1, s.samples)
     return notes
 
 
@@ -259,17 +209,14 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
     color_fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
     if color_fix not in COLOR_FIXES:
         raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
-    overlap = DEFAULT_OVERLAP[task] if tile_overlap is None else tile_overlap
-    if overlap < 0:
+    if tile_overlap is not None and tile_overlap < 0:
         raise UsageError("--tile-overlap must be >= 0")
-    if task == "downscale":
-        overlap = math.ceil(overlap / DOWNSCALE_ALIGN) * DOWNSCALE_ALIGN
     if tile and tile < MIN_TILE[task]:
         raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE[task]} for {task}")
     if max_pixels is not None and max_pixels < 1:
         raise UsageError("--max-pixels must be at least 1")
     seed = secrets.randbits(31) if seed is None else int(seed)
-    return _Settings(task, samples, temperature, seed, component, tile, overlap, color_fix,  # type: ignore[arg-type]
+    return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix,  # type: ignore[arg-type]
                      max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
 
 

@@ -14,15 +14,13 @@ import numpy as np
 from sdtool.benchmark.data import LR_TAGS, SCALE, Dataset, Pair, images_in, strip_tag
 from sdtool.config import DEFAULT_SR_TEMPERATURE
 from sdtool.errors import DatasetError, UsageError
+from sdtool.infer.sampling import Tiling, draw, pad_input, run, sample
 from sdtool.resize import imresize_np, quantize
 
-UNTILED_LR_SIDE = 128  # SR of LR inputs up to 128×128 runs in one piece
 
 
-SR_TILE, SR_OVERLAP = 128, 16  # LR pixels, larger inputs
 
 
-DOWN_TILE, DOWN_OVERLAP, DOWN_ALIGN = 512, 32, 8  # HR pixels
 
 
 @dataclass
@@ -124,61 +122,30 @@ def to_grid(t: Any) -> np.ndarray:
     return quantize(t[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255.0)
 
 
-def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none") -> np.ndarray:
-    """SR of one uint8-grid LR image with a seeded noise draw; tiled for LR inputs larger than 128×128; the
-    colour guard runs once on the whole image."""
+def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none",
+                  tiling: Optional[Tiling] = None) -> np.ndarray:
+    """SR of one uint8-grid LR image with a seeded noise draw, run as `upscale` runs it (sdtool.infer)."""
     import torch
 
-    from sdtool.colorfix import apply_color_fix
-
     x = to_tensor(lr)
-    h, w = lr.shape[:2]
-    noise = torch.randn(tuple(model.upscale_noise_shape(1, h, w)), generator=torch.Generator().manual_seed(seed))
+    _, noise = draw(model, "upscale", *lr.shape[:2], torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        if max(h, w) <= UNTILED_LR_SIDE:
-            y = model.upscale(x.to(model.device), temperature=temperature, noise=noise.to(model.device), color_fix="none")
-        else:
-            from sdtool.tiling import run_tiled
-
-            def noise_size(th: int, tw: int) -> tuple[int, int]:
-                return tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
-
-            y = run_tiled(
-                lambda xt, nt: model.upscale(xt, temperature=temperature, noise=nt, color_fix="none"), x, noise, scale=float(SCALE),
-                noise_size=noise_size, tile=SR_TILE, overlap=SR_OVERLAP, device=model.device,
-            ).image
-        y = apply_color_fix(y[..., : SCALE * h, : SCALE * w].float().cpu().clamp(0, 1), x, color_fix)
+        y, _ = sample(model, "upscale", x, noise, temperature=temperature, tiling=tiling or Tiling(),
+                      color_fix=color_fix)
     return to_grid(y)
 
 
-def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: int) -> np.ndarray:
-    """Realistic /4 of one uint8-grid HR image (random degradation component from the seed)."""
+def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: int,
+                    tiling: Optional[Tiling] = None) -> np.ndarray:
+    """Realistic /4 of one uint8-grid HR image (random degradation component from the seed), run as
+    `downscale` runs it."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    y = to_tensor(hr)
-    h, w = hr.shape[:2]
+    comp, noise = draw(model, "downscale", *hr.shape[:2], torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        if max(h, w) <= DOWN_TILE:
-            out = model.downscale(y.to(model.device), temperature=temperature, generator=gen)
-        else:
-            from sdtool.tiling import run_tiled
-
-            # Pad to the noise grid so that every tile's noise cut lines up (noise pixel = HR pixel // 8).
-            ph, pw = (-h) % DOWN_ALIGN, (-w) % DOWN_ALIGN
-            yp = torch.nn.functional.pad(y, (0, pw, 0, ph), mode="replicate") if ph or pw else y
-            comp = int(torch.randint(model.n_components, (1,), generator=gen))
-            noise = torch.randn(tuple(model.downscale_noise_shape(1, *yp.shape[2:])), generator=gen)
-
-            def noise_size(th: int, tw: int) -> tuple[int, int]:
-                return tuple(model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
-
-            out = run_tiled(
-                lambda xt, nt: model.downscale(xt, temperature=temperature, component=comp, noise=nt), yp, noise,
-                scale=1.0 / SCALE, noise_stride=DOWN_ALIGN, noise_size=noise_size, tile=DOWN_TILE,
-                overlap=DOWN_OVERLAP, align=DOWN_ALIGN, min_tile=64, device=model.device,
-            ).image
-    return to_grid(out[..., : math.ceil(h / SCALE), : math.ceil(w / SCALE)])
+        y, _ = sample(model, "downscale", to_tensor(hr), noise, temperature=temperature, component=comp,
+                      tiling=tiling or Tiling())
+    return to_grid(y)
 
 
 def resolve_methods(
@@ -259,20 +226,15 @@ def baseline_method(path: Union[str, Path], device: str = "auto", used: Sequence
     return Method(name, "baseline", model=desc, weights=str(path), architecture=str(desc.architecture.name))
 
 
-def baseline_upscale(desc: Any, lr: np.ndarray) -> np.ndarray:
-    """x4 SR of one uint8-grid LR image with a spandrel model, tiled like the SDFlow runs for large inputs."""
+def baseline_upscale(desc: Any, lr: np.ndarray, tiling: Optional[Tiling] = None) -> np.ndarray:
+    """x4 SR of one uint8-grid LR image with a spandrel model, tiled by the same rules as `upscale`."""
     import torch
-
-    from sdtool.tiling import run_tiled
 
     x = to_tensor(lr)
     h, w = lr.shape[:2]
-    dev = desc.device
+    xp = pad_input(x, "upscale")
+    dummy = torch.zeros(1, 1, *xp.shape[2:])  # the tiled runner cuts noise per tile; these models take none
     with torch.no_grad():
-        if max(h, w) <= UNTILED_LR_SIDE:
-            y = desc(x.to(dev)).float().cpu()
-        else:
-            dummy = torch.zeros(1, 1, h, w)  # the tiled runner cuts noise per tile; these models take none
-            y = run_tiled(lambda xt, _n: desc(xt), x, dummy, scale=float(SCALE), noise_size=lambda th, tw: (th, tw),
-                          tile=SR_TILE, overlap=SR_OVERLAP, device=dev).image
+        y, _ = run(lambda xt, _n: desc(xt.to(desc.device)).float(), xp, dummy, "upscale", tiling or Tiling(),
+                   desc.device, size=(h, w))
     return to_grid(y[..., : SCALE * h, : SCALE * w])

@@ -20,6 +20,7 @@ from sdtool.benchmark.methods import (
     sample_seed, to_tensor,
 )
 from sdtool.errors import UsageError
+from sdtool.infer.sampling import Tiling
 
 SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err")
 
@@ -53,6 +54,7 @@ class RunOptions:
     niqe_input: str = "gray"
     cache: Optional[Path] = None
     save_sr: Optional[Path] = None
+    tiling: Tiling = Tiling()
 
 
 def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
@@ -100,14 +102,15 @@ def _device_of(method: Method, metric_device: Optional[str]) -> Any:
     return "cpu"
 
 
-def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, k: int, seed: int) -> np.ndarray:
+def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, k: int, seed: int, tiling: Tiling) -> np.ndarray:
     if method.kind == "bicubic":
         return bicubic_upscale(lr)
     if method.kind == "folder":
         return read_folder_output(method, pair, hr.shape)
     if method.kind == "baseline":
-        return baseline_upscale(method.model, lr)
-    return model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix)
+        return baseline_upscale(method.model, lr, tiling)
+    return model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix,
+                         tiling)
 
 
 def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, name: str, n_draw: int, o: RunOptions,
@@ -117,7 +120,7 @@ def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, name: str, n_d
         return {"down_psnr_real": _psnr(bic_lr, lr), "down_lpips_real": _lpips(bic_lr, lr, dev)}
     d: dict[str, list[float]] = {k: [] for k in DOWN_KEYS}
     for k in range(n_draw):
-        gen_lr = model_downscale(method.model, hr, method.temperature, sample_seed(o.seed, name, k, "down"))
+        gen_lr = model_downscale(method.model, hr, method.temperature, sample_seed(o.seed, name, k, "down"), o.tiling)
         d["down_psnr_real"].append(_psnr(gen_lr, lr))
         d["down_lpips_real"].append(_lpips(gen_lr, lr, dev))
         d["down_psnr_bicubic"].append(_psnr(gen_lr, bic_lr))
@@ -133,7 +136,7 @@ def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any]
     row: dict[str, Any] = {"image": pair.name}
     srs, per = [], []
     for k in range(n_draw):
-        sr = _upscale(method, lr, hr, pair, k, o.seed)
+        sr = _upscale(method, lr, hr, pair, k, o.seed, o.tiling)
         if o.save_sr is not None and method.kind in ("model", "baseline"):
             _save_output(o.save_sr, method.name, pair.name, k, n_draw, sr)
         srs.append(sr)
@@ -235,6 +238,7 @@ def run_benchmark(
     save_sr: Optional[Path] = None,
     niqe_input: str = "gray",
     cache: Optional[Path] = None,
+    tiling: Tiling = Tiling(),
 ) -> dict[str, Any]:
     """Run every method on `data`; returns the report dict (JSON-ready; NaN/inf become None on writing).
 
@@ -246,7 +250,7 @@ def run_benchmark(
         raise UsageError("nothing to benchmark")
     if niqe_input not in ("gray", "y"):
         raise UsageError(f"--niqe-input must be gray or y, got {niqe_input!r}")
-    o = RunOptions(samples, seed, downscale, metric_device, niqe_input, cache, save_sr)
+    o = RunOptions(samples, seed, downscale, metric_device, niqe_input, cache, save_sr, tiling)
     t0 = time.perf_counter()
     report: dict[str, Any] = {"summary": {}, "per_image": {}, "methods": {}}
     devices: set[str] = set()

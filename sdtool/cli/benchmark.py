@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from sdtool.cli.common import Device, Seed, run_guarded
+from sdtool.cli.common import Device, Seed, Tile, run_guarded
 
 DatasetOpt = Annotated[
     str,
@@ -153,9 +153,11 @@ def benchmark(
     sheet_count: SheetCount = 4,
     niqe_input: NiqeInput = "gray",
     no_cache: NoCache = False,
+    tile: Tile = None,
 ) -> None:
     """Measure SR quality (PSNR, SSIM, LPIPS, NIQE, LR consistency) and downscaling realism on x4 pairs."""
     from sdtool import benchmark as bm
+    from sdtool.infer.sampling import Tiling
 
     def work() -> None:
         data = bm.load_dataset(dataset, data_root, split, limit)
@@ -199,7 +201,7 @@ def benchmark(
             report = bm.run_benchmark(
                 data, methods, samples=samples, seed=seed if seed is not None else 0,
                 downscale=not no_downscale, progress=on_progress, save_sr=save_sr, niqe_input=niqe_input,
-                cache=cache,
+                cache=cache, tiling=Tiling(tile),
             )
         finally:
             if progress is not None:

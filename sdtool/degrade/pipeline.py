@@ -28,11 +28,10 @@ import numpy as np
 
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.batch import ProcessResult, ProgressCallback, ProgressEvent
+from sdtool.infer.batch import ProcessResult, ProgressCallback, ProgressEvent
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import UsageError
-from sdtool.jobs import file_seed, plan_jobs
-from sdtool.tiling import DOWNSCALE_ALIGN
+from sdtool.infer.jobs import file_seed, plan_jobs
 
 
 @dataclass
@@ -101,44 +100,25 @@ class _Sampler:
             return self.model.sample(y, generator=gen)
         if self.kind == "pdm":
             return self._pdm(y, gen)
-        # SDFlow: draw the component then the whole-image noise (the order `downscale` uses), run tiled
-        from sdtool.tiling import DEFAULT_TILE, MIN_TILE, pad_reflect
-        from sdtool.tiling import run_tiled
+        # SDFlow: the draws and the tiled run of `downscale` (sdtool.infer.sampling); a transfer gives the latent
+        from sdtool.infer.sampling import Tiling, draw, noise_shape, sample
 
         h, w = y.shape[-2:]
-        yp = pad_reflect(y.cpu(), DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
-        shape = tuple(self.model.downscale_noise_shape(1, *yp.shape[2:]))
+        prior = self.model.deg_prior
         if self.transfer is not None:
             comp = int(self.transfer["component"][0])
-            mu = float(self.model.deg_prior.means[comp].detach())
-            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp].detach()))
-            eps = torch.randn(shape, generator=gen)
+            eps = torch.randn(noise_shape(self.model, "downscale", h, w), generator=gen)
             latent = self.transfer["mean"].cpu() + self.transfer["std"].cpu() * o.temperature * eps
-            noise, temp = (latent - mu) / sigma, 1.0
+            noise = None
         else:
-            comp = int(torch.randint(self.model.n_components, (1,), generator=gen))
-            noise, temp = torch.randn(shape, generator=gen), o.temperature
-            mu = float(self.model.deg_prior.means[comp].detach()) if hasattr(self.model, "deg_prior") else 0.0
-            sigma = float(torch.exp(self.model.deg_prior.log_stds[comp].detach())) if hasattr(self.model, "deg_prior") else 1.0
-            latent = mu + sigma * temp * noise
-        tile = o.tile
-        if tile is None:
-            tile = DEFAULT_TILE["downscale"] if h * w > 512 * 512 else 0
-
-        def fn(xt: Any, nt: Any) -> Any:
-            return self.model.downscale(xt, temperature=temp, component=comp, noise=nt)
-
-        def noise_size(th: int, tw: int) -> tuple[int, int]:
-            return tuple(self.model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[return-value]
-
-        res = run_tiled(fn, yp, noise, scale=0.25, noise_stride=DOWNSCALE_ALIGN, noise_size=noise_size, tile=tile,
-                        overlap=math.ceil(o.tile_overlap / DOWNSCALE_ALIGN) * DOWNSCALE_ALIGN, align=DOWNSCALE_ALIGN,
-                        min_tile=MIN_TILE["downscale"], device=self.device, autocast_dtype=None,
-                        on_oom=lambda t: None, on_tile=lambda d, t: step(d / t))
-        lr = res.image[:, :, : math.ceil(h / 4), : math.ceil(w / 4)].clamp(0, 1)
+            comp, noise = draw(self.model, "downscale", h, w, gen)
+            sigma = torch.exp(prior.log_stds[comp].detach()).cpu()
+            latent = prior.means[comp].detach().cpu() + sigma * o.temperature * noise
+        lr, _ = sample(self.model, "downscale", y.cpu(), noise, temperature=o.temperature, component=comp,
+                       latent=latent if noise is None else None, tiling=Tiling(o.tile, o.tile_overlap),
+                       on_tile=lambda d, t: step(d / t))
         return DegradationSample(lr=lr, latent=latent, component=torch.tensor([comp]),
                                  params=[{"component": comp, "transfer": self.transfer is not None}])
-
 
     def _pdm(self, y: Any, gen: Any) -> DegradationSample:
         """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
@@ -244,7 +224,7 @@ def sample_degradation(
     `downscale`'s. Raises UsageError / CheckpointError for the whole run; per-file failures are in
     `result.failed`.
     """
-    from sdtool.batch import run_jobs
+    from sdtool.infer.batch import run_jobs
     from sdtool.degrade.sheet import make_sheet, write_sheet
     from sdtool.imageio import read_image
     from sdtool.pipeline import DEFAULT_MAX_PIXELS, check_temperature

@@ -190,21 +190,26 @@ class SDFlow(nn.Module):
     @torch.no_grad()
     def downscale(
         self, y: Tensor, temperature: float = DEFAULT_DOWN_TEMPERATURE, component: Component = None,
-        generator: Optional[torch.Generator] = None, noise: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None, noise: Optional[Tensor] = None, latent: Optional[Tensor] = None,
     ) -> Tensor:
         """Realistic /4 downscaling. y: float N×3×H×W in [0, 1] → N×3×ceil(H/4)×ceil(W/4) in [0, 1].
 
         The degradation latent is μ_k + σ_k·τ·noise with one mixture component k per image
-        (`component`, or drawn from `generator`); noise has shape `downscale_noise_shape(N, H, W)`."""
+        (`component`, or drawn from `generator`); noise has shape `downscale_noise_shape(N, H, W)`.
+        latent: the Gaussianised degradation latent z_d' itself (same shape; e.g. one transferred from a real
+        LR image), used as it is: temperature, component and noise are then ignored."""
         out_device = y.device
         n, _, h, w = y.shape
         # At least 16 px so that the degradation latent (HR/8) is 2×2: reflection padding needs 2 px.
         yp, _, _ = _pad_to(y.to(self.device, torch.float32) * 2 - 1, 8, 16)
-        comp = self.draw_components(n, component, generator)
-        if noise is None:
-            noise = randn(self.downscale_noise_shape(n, h, w), generator, self.device)
         z_c, _, _ = self.hr_latents(yp)
-        z_dp = self.deg_prior.sample(noise.to(self.device, torch.float32), temperature, comp)
+        if latent is not None:
+            z_dp = latent.to(self.device, torch.float32)
+        else:
+            comp = self.draw_components(n, component, generator)
+            if noise is None:
+                noise = randn(self.downscale_noise_shape(n, h, w), generator, self.device)
+            z_dp = self.deg_prior.sample(noise.to(self.device, torch.float32), temperature, comp)
         x = self.lr_from_content(z_c, z_dp)
         x = x[:, :, : math.ceil(h / 4), : math.ceil(w / 4)]
         return ((_finite(x) + 1) / 2).clamp(0, 1).to(out_device)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Literal, Optional
 
-from sdtool.batch import Job
+from sdtool.infer.batch import Job
 from sdtool.errors import ImageError, UsageError
 
 Task = Literal["upscale", "downscale"]

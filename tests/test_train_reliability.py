@@ -117,3 +117,12 @@ def _state_equal(a: Path, b: Path) -> bool:
 
     ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     return ta.keys() == tb.keys() and all(bool((ta[k] == tb[k]).all()) for k in ta)
+
+
+@pytest.mark.parametrize("extra", [["--loss", "cycle_l1=1"], ["--freeze", "hr_flow"], ["--paired"],
+                                   ["--image-loss-start", "3"]])
+def test_options_that_do_not_apply_to_pdm_are_refused(data, extra):
+    args = ["train", "--lr-dir", str(data / "lr"), "--hr-dir", str(data / "hr"), "--out", str(data / "run"),
+            "--model", "pdm", "--batch", "2", "--patch", "32", "--iters", "2", "--device", "cpu", *extra]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "do(es) not apply to --model pdm" in res.output, res.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
@@ -30,7 +29,6 @@ Tile = Annotated[
     Optional[int],
     typer.Option("--tile", min=0, help="Tile size in input pixels; 0 turns tiling off. Default: automatic."),
 ]
-TileOverlap = Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")]
 SkipExisting = Annotated[
     bool, typer.Option("--skip-existing", hidden=True, help="Kept for old scripts: skipping existing outputs is the default.")
 ]
@@ -69,10 +67,6 @@ def run_guarded(fn: Callable[[], T]) -> T:
         error_line("interrupted")
         raise typer.Exit(130) from None
 
-
-def not_yet_available(command: str) -> None:
-    error_line(f"`sdtool {command}` is not yet available in this version")
-    sys.exit(EXIT_USAGE)
 
 Component = Annotated[
     Optional[int],

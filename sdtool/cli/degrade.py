@@ -18,8 +18,6 @@ from sdtool.cli.common import (
     run_guarded,
 )
 
-Range = Annotated[Optional[str], typer.Option(help="MIN,MAX")]
-
 
 def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tuple[float, float]:
     from sdtool.errors import UsageError

@@ -154,15 +154,6 @@ def kernel_sigma(kernel: "Tensor") -> "Tensor":
     return ((cov[..., 0, 0] + cov[..., 1, 1]) / 2).clamp_min(0).sqrt()
 
 
-def gaussian_noise(shape: "tuple[int, ...]", sigma: "Tensor | float", generator: "Optional[Generator]" = None,
-                   device: "object" = "cpu") -> "Tensor":
-    """Zero-mean Gaussian noise of std `sigma` ([0,1] units; float or N-vector broadcast over C, H, W)."""
-    import torch
-
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=device).reshape(-1, *([1] * (len(shape) - 1)))
-    return torch.randn(shape, generator=generator, device=device) * s
-
-
 def poisson_noise(x: "Tensor", peak: "Tensor | float", generator: "Optional[Generator]" = None) -> "Tensor":
     """Signal-dependent shot noise: Poisson(x·peak)/peak − x. x: N×C×H×W in [0,1]; peak: photons at white
     (float or N-vector; smaller = noisier). Returns the noise (same shape), not the noisy image."""
@@ -193,13 +184,3 @@ def jpeg(x: "Tensor", quality: "int | list[int]") -> "Tensor":
     return res.to(x.device)
 
 
-def kernel_to_image(kernel: "Tensor") -> "Tensor":
-    """Kernel K×K → 3×K×K grey image in [0,1], scaled so the maximum is white (for viewing)."""
-    k = kernel.detach().float()
-    k = k / k.max().clamp_min(1e-12)
-    return k.unsqueeze(0).expand(3, -1, -1).clamp(0, 1)
-
-
-def noise_to_image(noise: "Tensor", span: float = 0.1) -> "Tensor":
-    """Noise map C×h×w (zero mean, [0,1] units) → image in [0,1]: 0.5 + noise / (2·span), clamped."""
-    return (0.5 + noise.detach().float() / (2 * span)).clamp(0, 1)

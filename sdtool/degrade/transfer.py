@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.degrade import DegradationSample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,27 +40,6 @@ def _prior_params(model: Any, component: int) -> tuple[float, float]:
 
     prior = model.deg_prior
     return float(prior.means[component].detach()), float(torch.exp(prior.log_stds[component].detach()))
-
-
-def sdflow_transfer(
-    model: Any, y: "Tensor", stats: dict[str, "Tensor"], temperature: float = DEFAULT_DOWN_TEMPERATURE,
-    generator: "Optional[Generator]" = None,
-) -> DegradationSample:
-    """Downscale HR y (1×3×H×W in [0,1]) with the degradation statistics of a real LR image.
-
-    Returns lr (1×3×ceil(H/4)×ceil(W/4)), latent z_d' (1×12×H'/8×W'/8) and component."""
-    import torch
-
-    comp = int(stats["component"][0])
-    mu, sigma = _prior_params(model, comp)
-    shape = model.downscale_noise_shape(y.shape[0], y.shape[-2], y.shape[-1])
-    eps = torch.randn(shape, generator=generator)
-    latent = stats["mean"].cpu() + stats["std"].cpu() * temperature * eps
-    # downscale computes μ_k + σ_k·τ·noise; with τ = 1 and this noise the latent is exactly `latent`
-    noise = (latent - mu) / sigma
-    lr = model.downscale(y, temperature=1.0, component=comp, noise=noise)
-    return DegradationSample(lr=lr, latent=latent, component=torch.tensor([comp]),
-                             params=[{"component": comp, "transfer": True}])
 
 
 # ---------------------------------------------------------------------------------------------- PDM

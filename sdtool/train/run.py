@@ -152,6 +152,13 @@ def _check_options(o: TrainOptions) -> None:
     out = Path(o.out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file; give a folder for the run")
+    if o.model == "pdm":
+        ignored = {"--loss": o.loss, "--freeze": o.freeze, "--init": o.init, "--paired": o.paired,
+                   "--val-lr/--val-hr": o.val_lr or o.val_hr, "--ds-target-blur": o.ds_target_blur,
+                   "--ds-chroma-blur": o.ds_chroma_blur, "--image-loss-start": o.image_loss_start is not None}
+        given = [flag for flag, value in ignored.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} do(es) not apply to --model pdm")
     if o.resume and not (out / "state.pt").is_file():
         raise UsageError(f"{out}: no run to resume (no state.pt); leave out --resume to start one")
     for d in (o.lr_dir, o.hr_dir):

@@ -170,8 +170,6 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
     max_pixels: refuse (ImageError) an image with more pixels, from its header, before decoding.
     Raises ImageError (naming the file) when it cannot be read or decoded. Decoder warnings (libpng,
     libtiff) are kept off the terminal; a failed decode names the first of them."""
-    import cv2
-
     path = Path(path)
     fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
@@ -186,6 +184,24 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
     if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
         raise ImageError(f"{path}: {size[0]}×{size[1]} is {size[0] * size[1] / 1e6:.1f} MP, over the limit of "
                          f"{max_pixels / 1e6:.1f} MP (raise max_pixels to process it)")
+    arr = _decode(data, path, fmt, max_pixels)
+    gray = arr.shape[2] in (1, 2) or (pil_mode in _GRAY_PIL_MODES)
+    color, alpha_raw = _split_channels(arr, gray, path)
+    color_f, depth = _to_float(color, path)
+    color_f = apply_orientation(color_f, orientation)
+    rgb = np.ascontiguousarray(np.repeat(color_f, 3, axis=2) if color_f.shape[2] == 1 else color_f)
+    alpha: Optional[np.ndarray] = None
+    if alpha_raw is not None:
+        alpha = apply_orientation(_to_float(alpha_raw, path)[0], orientation)
+    info = ImageInfo(mode="gray" if gray else "rgb", bit_depth=depth, format=fmt, has_alpha=alpha is not None,
+                     orientation=orientation, height=rgb.shape[0], width=rgb.shape[1])
+    return LoadedImage(rgb=rgb, alpha=alpha, info=info)
+
+
+def _decode(data: bytes, path: Path, fmt: str, max_pixels: Optional[int]) -> np.ndarray:
+    """OpenCV decode (H×W×C, C ≥ 1) with its warnings caught; 8-bit RGBA TIFF through `read_rgba8_tiff`."""
+    import cv2
+
     with quiet_stderr() as said:
         try:
             arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -198,40 +214,20 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
         raise ImageError(f"{path}: {arr.shape[1]}×{arr.shape[0]} is over the limit of {max_pixels / 1e6:.1f} MP")
     if fmt == "tiff" and arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8:
         arr = read_rgba8_tiff(data, arr)
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
+
+def _split_channels(arr: np.ndarray, gray: bool, path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """OpenCV's channels (gray, gray+alpha, BGR, BGRA) → (colour H×W×1 or RGB H×W×3, alpha H×W or None)."""
     channels = arr.shape[2]
-    gray = channels in (1, 2) or (pil_mode in _GRAY_PIL_MODES)
-    alpha_raw: Optional[np.ndarray] = None
     if channels == 1:
-        color = arr[:, :, :1]
-    elif channels == 2:
-        color, alpha_raw = arr[:, :, :1], arr[:, :, 1]
-    elif channels == 3:
+        return arr[:, :, :1], None
+    if channels == 2:
+        return arr[:, :, :1], arr[:, :, 1]
+    if channels in (3, 4):
         color = arr[:, :, :1] if gray else arr[:, :, 2::-1]  # BGR -> RGB
-    elif channels == 4:
-        color = arr[:, :, :1] if gray else arr[:, :, 2::-1]
-        alpha_raw = arr[:, :, 3]
-    else:
-        raise ImageError(f"{path}: unsupported channel count {channels}")
-
-    color_f, depth = _to_float(color, path)
-    color_f = apply_orientation(color_f, orientation)
-    rgb = np.ascontiguousarray(np.repeat(color_f, 3, axis=2) if color_f.shape[2] == 1 else color_f)
-    alpha: Optional[np.ndarray] = None
-    if alpha_raw is not None:
-        alpha = apply_orientation(_to_float(alpha_raw, path)[0], orientation)
-    info = ImageInfo(
-        mode="gray" if gray else "rgb",
-        bit_depth=depth,
-        format=fmt,
-        has_alpha=alpha is not None,
-        orientation=orientation,
-        height=rgb.shape[0],
-        width=rgb.shape[1],
-    )
-    return LoadedImage(rgb=rgb, alpha=alpha, info=info)
+        return color, (arr[:, :, 3] if channels == 4 else None)
+    raise ImageError(f"{path}: unsupported channel count {channels}")
 
 
 # ----------------------------------------------------------------------------------------- writing

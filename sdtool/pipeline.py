@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 
-from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, run_jobs
+from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import UsageError
 from sdtool.infer.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
 from sdtool.infer.sampling import Tiling
 from sdtool.tiling import MIN_TILE
+from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
 from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -144,12 +145,11 @@ def process_images(
     checkpoint `weights` (default: the shipped weights) is loaded on `device`, and only if some file
     needs processing. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
     tile_overlap: input pixels (default 16 upscale / 32 downscale; rounded up to 8 for downscale; at most
-    half the tile). Existing outputs are skipped (a rerun resumes) unless `overwrite`; outputs are claimed
-    so that several processes share one folder (sdtool.files). max_pixels: refuse inputs with more pixels
-    (default DEFAULT_MAX_PIXELS[task]), read from the header before decoding. color_fix: colour guard of
-    upscaled images, "wavelet" (default), "adain" or "none" (see `sdtool.colorfix`; applied once to the
-    whole image). mixed_precision: bf16/fp16 autocast of the CNN parts on CUDA (None = on for CUDA, off
-    on CPU). A string OUT ending in "/" names a folder.
+    half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
+    processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
+    header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
+    (`sdtool.colorfix`). mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT
+    ending in "/" names a folder.
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
     result's `failed` list and the other files go on.
@@ -158,25 +158,18 @@ def process_images(
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels)
-    input_path = Path(input_path)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
-    out_path = Path(output) if output is not None else None
     rank, world = distributed_rank()
-    jobs, notices = plan_jobs(
-        input_path, out_path, task=task, samples=samples, temperature=temperature,
-        component=component, overwrite=overwrite, out_is_dir=out_is_dir,
-    )
+    jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
+                              samples=samples, temperature=temperature, component=component, overwrite=overwrite,
+                              out_is_dir=out_is_dir)
     jobs = jobs[rank::world]
     result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
-    emit = progress or (lambda _e: None)
-    for message in notices:
-        emit(ProgressEvent("notice", message=message))
     holder: dict[str, Any] = {"model": model, "checked": False}
 
     def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
         if not holder["checked"]:  # loaded only when some file needs it
-            holder["model"] = _prepare_model(holder["model"], weights, device, mixed_precision, component)
-            holder["checked"] = True
+            holder.update(model=_prepare_model(model, weights, device, mixed_precision, component), checked=True)
         return _process_one(holder["model"], job, todo, settings, step)
 
     run_jobs(jobs, work, result, overwrite=overwrite, progress=progress,

@@ -195,6 +195,13 @@ def _run_once(
             on_tile(1, 1)
         return y, 1
 
+    return _blend_tiles(call, cut_noise, x, scale, tile, overlap, align, on_tile)
+
+
+def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, tile: int, overlap: int, align: int,
+                 on_tile: Optional[Callable[[int, int], None]]) -> tuple[Tensor, int]:
+    """Run every tile and blend the overlaps with linear ramps (weights normalised at the end)."""
+    h, w = x.shape[2:]
     overlap = min(overlap, tile // 2)
     ys = tile_starts(h, tile, overlap, align)
     xs = tile_starts(w, tile, overlap, align)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from contextlib import contextmanager
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
@@ -155,7 +156,8 @@ def benchmark(
     no_cache: NoCache = False,
     tile: Tile = None,
 ) -> None:
-    """Measure SR quality (PSNR, SSIM, LPIPS, NIQE, LR consistency) and downscaling realism on x4 pairs."""
+    """Measure SR quality (PSNR, SSIM, LPIPS, NIQE, LR consistency, colour error) and downscaling realism on x4
+    pairs, for SDFlow checkpoints, bicubic, other tools' outputs and other architectures side by side."""
     from sdtool import benchmark as bm
     from sdtool.infer.sampling import Tiling
 
@@ -164,53 +166,47 @@ def benchmark(
         folders = [bm.folder_method(*_name_dir(item), data) for item in sr_dir or []]  # checked before any work
         methods = []
         if weights or method or not no_model or not (folders or baseline):
-            methods = bm.resolve_methods(
-                weights or [], method or [], temperature or [], device=device, default_model=not no_model,
-                color_fix=color_fix,
-            )
+            methods = bm.resolve_methods(weights or [], method or [], temperature or [], device=device,
+                                         default_model=not no_model, color_fix=color_fix)
         for path in baseline or []:
             methods.append(bm.baseline_method(path, device, [m.name for m in methods]))
         methods += bm.unique_names(methods, folders)
         target = out if out is not None else Path(f"benchmark-{data.name}.json")
         cache = None if no_cache else bm.cache_dir(target)
-        total = len(data.pairs) * len(methods)
-        progress: Any = None
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True,
-            )
-        state = {"base": 0, "last": ""}
-
-        def on_progress(ev: "bm.ProgressEvent") -> None:
-            if progress is None:
-                return
-            if ev.method != state["last"] and state["last"]:
-                state["base"] += len(data.pairs)
-            state["last"] = ev.method
-            progress.update(task_id, completed=state["base"] + ev.done,
-                            description=f"benchmark {ev.method}: {ev.image}")
-
-        if progress is not None:
-            progress.start()
-            task_id = progress.add_task("benchmark", total=total)
-        try:
+        if sheet is not None and cache is None:
+            raise bm.UsageError("--sheet needs the cache (leave out --no-cache)")
+        with _progress(len(data.pairs), len(methods)) as on_progress:
             report = bm.run_benchmark(
-                data, methods, samples=samples, seed=seed if seed is not None else 0,
-                downscale=not no_downscale, progress=on_progress, save_sr=save_sr, niqe_input=niqe_input,
-                cache=cache, tiling=Tiling(tile),
+                data, methods, samples=samples, seed=seed if seed is not None else 0, downscale=not no_downscale,
+                progress=on_progress, save_sr=save_sr, niqe_input=niqe_input, cache=cache, tiling=Tiling(tile),
             )
-        finally:
-            if progress is not None:
-                progress.stop()
         json_path, csv_path = bm.write_report(report, target)
         _render(report, json_path, csv_path)
         if sheet is not None:
-            if cache is None:
-                raise bm.UsageError("--sheet needs the cache (leave out --no-cache)")
             typer.echo(f"sheet: {bm.write_sheet(sheet, data, report, cache, sheet_count)}")
 
     run_guarded(work)
+
+
+@contextmanager
+def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
+    """One progress bar over the whole run naming the method and image (only when stderr is a terminal)."""
+    if not sys.stderr.isatty():
+        yield lambda _ev: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task_id = bar.add_task("benchmark", total=pairs * methods)
+    state = {"base": 0, "last": ""}
+
+    def on_progress(ev: Any) -> None:
+        if ev.method != state["last"] and state["last"]:
+            state["base"] += pairs
+        state["last"] = ev.method
+        bar.update(task_id, completed=state["base"] + ev.done, description=f"benchmark {ev.method}: {ev.image}")
+
+    with bar:
+        yield on_progress

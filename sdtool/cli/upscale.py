@@ -33,7 +33,7 @@ from sdtool.cli.common import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdtool.pipeline import ProcessResult, ProgressEvent
+    from sdtool.infer.batch import ProcessResult, ProgressEvent
 
 InputArg = Annotated[
     Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).", show_default=False, metavar="IN")

@@ -28,7 +28,7 @@ import numpy as np
 
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.infer.batch import ProcessResult, ProgressCallback, ProgressEvent
+from sdtool.infer.batch import ProcessResult, ProgressCallback
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import UsageError
 from sdtool.infer.jobs import file_seed, plan_jobs
@@ -227,20 +227,11 @@ def sample_degradation(
     from sdtool.infer.batch import run_jobs
     from sdtool.degrade.sheet import make_sheet, write_sheet
     from sdtool.imageio import read_image
-    from sdtool.pipeline import DEFAULT_MAX_PIXELS, check_temperature
+    from sdtool.pipeline import DEFAULT_MAX_PIXELS
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
-    emit = progress or (lambda _e: None)
-    if o.model not in MODELS:
-        raise UsageError(f"--model must be one of {', '.join(MODELS)}, got {o.model!r}")
-    if o.samples < 1:
-        raise UsageError("--samples must be at least 1")
-    check_temperature(o.temperature)
-    if o.like is not None and o.model == "classic":
-        raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
-    if o.like is not None and not Path(o.like).is_file():
-        raise UsageError(f"--like {o.like}: no such file")
+    _check_options(o)
     max_pixels = o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
     seed = secrets.randbits(31) if seed is None else int(seed)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
@@ -248,8 +239,6 @@ def sample_degradation(
                               samples=o.samples, temperature=o.temperature, component=None,
                               overwrite=o.overwrite, out_is_dir=out_is_dir)
     result = ProcessResult(notices=notices, seed=seed)
-    for message in notices:
-        emit(ProgressEvent("notice", message=message))
     sheet_rows: list[Any] = []
     like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None
     state: dict[str, Any] = {"sampler": sampler}
@@ -275,6 +264,20 @@ def sample_degradation(
         write_sheet(o.sheet, make_sheet(sheet_rows))
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _check_options(o: DegradeOptions) -> None:
+    from sdtool.pipeline import check_temperature
+
+    if o.model not in MODELS:
+        raise UsageError(f"--model must be one of {', '.join(MODELS)}, got {o.model!r}")
+    if o.samples < 1:
+        raise UsageError("--samples must be at least 1")
+    check_temperature(o.temperature)
+    if o.like is not None and o.model == "classic":
+        raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
+    if o.like is not None and not Path(o.like).is_file():
+        raise UsageError(f"--like {o.like}: no such file")
 
 
 def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,

@@ -97,6 +97,8 @@ def run_jobs(
     for files whose outputs all exist, when it collects something else (a contact sheet). UsageError, CheckpointError and KeyboardInterrupt stop
     the run (claims are released); any other failure is recorded for its file and the others go on."""
     emit = progress or (lambda _e: None)
+    for message in result.notices:  # from planning (files that are not images, …)
+        emit(ProgressEvent("notice", message=message))
     for folder in sorted({out.parent for job in jobs for out in job.outputs}):
         for stale in clean_stale_temporaries(folder):
             result.notices.append(f"{stale}: removed, left by an interrupted run")

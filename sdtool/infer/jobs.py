@@ -75,34 +75,44 @@ def plan_jobs(
     """Discover input files and name their outputs. Returns (jobs, notices). Raises UsageError for
     an impossible request (missing input, folder without OUT, OUT a file for a folder, OUT equal to IN,
     OUT not writable). out_is_dir: OUT was written with a trailing slash, so it names a folder."""
-    from sdtool.imageio import is_image_path
-
-    notices: list[str] = []
     suffixes = sample_suffixes(samples)
     if not input_path.exists():
         raise UsageError(f"{input_path}: no such file or folder")
     if output is not None:
         check_writable_target(output, input_path)
-
     if input_path.is_dir():
         if output is None:
             raise UsageError("OUT is required when IN is a folder")
-        if output.exists() and not output.is_dir():
-            raise UsageError(f"{output}: exists and is not a folder (IN is a folder)")
-        out_inside = _is_within(output, input_path)
-        jobs: list[Job] = []
-        for path in sorted(input_path.rglob("*"), key=lambda p: p.relative_to(input_path).as_posix()):
-            if not path.is_file():
-                continue
-            if out_inside and _is_within(path, output):
-                continue  # our own outputs from an earlier run, when OUT lies inside IN
-            rel = path.relative_to(input_path)
-            if not is_image_path(path):
-                notices.append(f"{path}: not an image file, skipped")
-                continue
-            base = output / rel
-            jobs.append(Job(path, rel, tuple(_with_suffix_tag(base, s) for s in suffixes)))
-        return jobs, notices
+        return _plan_folder(input_path, output, suffixes)
+    return [_plan_file(input_path, output, suffixes, task, temperature, component, overwrite, out_is_dir)], []
+
+
+def _plan_folder(input_path: Path, output: Path, suffixes: list[str]) -> tuple[list[Job], list[str]]:
+    """OUT mirrors IN's tree; files that are not images are reported and left alone."""
+    from sdtool.imageio import is_image_path
+
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"{output}: exists and is not a folder (IN is a folder)")
+    out_inside = _is_within(output, input_path)
+    jobs: list[Job] = []
+    notices: list[str] = []
+    for path in sorted(input_path.rglob("*"), key=lambda p: p.relative_to(input_path).as_posix()):
+        if not path.is_file():
+            continue
+        if out_inside and _is_within(path, output):
+            continue  # our own outputs from an earlier run, when OUT lies inside IN
+        rel = path.relative_to(input_path)
+        if not is_image_path(path):
+            notices.append(f"{path}: not an image file, skipped")
+            continue
+        jobs.append(Job(path, rel, tuple(_with_suffix_tag(output / rel, s) for s in suffixes)))
+    return jobs, notices
+
+
+def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
+               component: Optional[int], overwrite: bool, out_is_dir: bool) -> Job:
+    """One input file: OUT a file, a folder, or nothing (then a new name beside the input)."""
+    from sdtool.imageio import format_of, is_image_path
 
     if not input_path.is_file():
         raise UsageError(f"{input_path}: not a regular file")
@@ -116,12 +126,10 @@ def plan_jobs(
         while not overwrite and any(p.exists() for p in outs):  # never write over an existing file
             outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
             n += 1
-        return [Job(input_path, rel, tuple(outs))], notices
+        return Job(input_path, rel, tuple(outs))
     if out_is_dir or output.is_dir() or (not output.exists() and output.suffix == ""):
         base = output / input_path.name
     else:
-        from sdtool.imageio import format_of
-
         try:
             format_of(output)
         except ImageError as exc:
@@ -130,7 +138,7 @@ def plan_jobs(
     outs = tuple(_with_suffix_tag(base, s) for s in suffixes)
     if any(o.resolve() == input_path.resolve() for o in outs):
         raise UsageError(f"{input_path}: the output would replace the input; choose another OUT")
-    return [Job(input_path, rel, outs)], notices
+    return Job(input_path, rel, outs)
 
 
 _VIRTUAL_FS = (Path("/proc"), Path("/sys"), Path("/dev"))

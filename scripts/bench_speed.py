@@ -2,7 +2,7 @@
 """Speed and memory of `sdtool upscale` / `sdtool downscale` inference on the CPU (a benchmark, not a test).
 
 For each model size (lite, paper), task, input size and tiling setting it runs the same code path as the CLI
-(`sdtool.tiling.run_tiled` over the model, with one global noise tensor) in a *fresh child process*, so that
+(`sdtool.infer.sampling.sample`: padding, one global noise tensor, tiles, colour guard) in a *fresh child process*, so that
 each figure gets its own peak RSS (resource.getrusage ru_maxrss, which can only grow within a process).
 Weights are random (speed and memory do not depend on their values); image I/O is not timed.
 
@@ -39,40 +39,29 @@ def run_one(preset: str, task: str, size: int, tile: int, overlap: int, threads:
     import torch
 
     from sdtool.config import PRESETS
+    from sdtool.infer.sampling import Tiling, draw, sample
     from sdtool.model.sdflow import SDFlow
-    from sdtool.tiling import run_tiled
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = SDFlow(PRESETS[preset]).eval()
     g = torch.Generator().manual_seed(0)
-    if task == "upscale":
-        model.upscale(torch.rand(1, 3, 8, 8, generator=g), noise=torch.randn(model.upscale_noise_shape(1, 8, 8)))
-        shape = model.upscale_noise_shape(1, size, size)
-        kw = dict(scale=4.0, noise_stride=1, align=1,
-                  noise_size=lambda h, w: tuple(model.upscale_noise_shape(1, h, w)[2:]))
-
-        def fn(x, n):
-            return model.upscale(x, temperature=0.8, noise=n)
-    else:
-        model.downscale(torch.rand(1, 3, 32, 32, generator=g), component=0,
-                        noise=torch.randn(model.downscale_noise_shape(1, 32, 32)))
-        shape = model.downscale_noise_shape(1, size, size)
-        kw = dict(scale=0.25, noise_stride=8, align=8,
-                  noise_size=lambda h, w: tuple(model.downscale_noise_shape(1, h, w)[2:]))
-
-        def fn(x, n):
-            return model.downscale(x, temperature=0.8, component=0, noise=n)
-
+    warm = 8 if task == "upscale" else 32
+    _, n = draw(model, task, warm, warm, g, component=0)
+    sample(model, task, torch.rand(1, 3, warm, warm, generator=g), n, temperature=0.8, component=0)
     base = _rss_mb()
     x = torch.rand(1, 3, size, size, generator=g)
-    noise = torch.randn(shape, generator=g)
+    comp, noise = draw(model, task, size, size, g, component=0)
     t0 = time.perf_counter()
-    out = run_tiled(fn, x, noise, tile=tile, overlap=overlap, device="cpu", **kw)
+    out, _ = sample(model, task, x, noise, temperature=0.8, component=comp, tiling=Tiling(tile, overlap),
+                    color_fix="wavelet" if task == "upscale" else "none")  # the CLI's path, colour guard included
     seconds = time.perf_counter() - t0
-    out_px = out.image.shape[2] * out.image.shape[3]
+    out_px = out.shape[2] * out.shape[3]
+    from sdtool.tiling import tile_starts
+
+    tiles = 1 if not tile or tile >= size else len(tile_starts(size, tile, min(overlap, tile // 2), 1 if task == "upscale" else 8)) ** 2
     return {"seconds": seconds, "out_mp": out_px / 1e6, "mp_per_s": out_px / 1e6 / seconds,
-            "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "tiles": out.tiles}
+            "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "tiles": tiles}
 
 
 def main() -> None:

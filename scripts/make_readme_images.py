@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sdtool import load_model
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.imageio import ImageInfo, read_image, write_image
 from sdtool.resize import imresize
 
@@ -49,13 +50,16 @@ def main() -> None:
     x = _t(crop)
     nearest = np.repeat(np.repeat(crop, 4, 0), 4, 1)
     bicubic = _np(imresize(x, 4.0))
-    panels = [nearest, bicubic, _np(m.upscale(x, 0.0))]
-    panels += [_np(m.upscale(x, 0.8, generator=torch.Generator().manual_seed(s))) for s in (1, 2)]
+    t = DEFAULT_SR_TEMPERATURE
+    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), color_fix="none"))
+    panels = [nearest, bicubic, raw, _np(m.upscale(x, 0.0))]  # the raw sample, then with upscale's colour guard
+    panels += [_np(m.upscale(x, t, generator=torch.Generator().manual_seed(s))) for s in (1, 2)]
     _save(args.out / "upscale_face.png", _row(panels))
     if args.kodak is not None:
         hr = read_image(args.kodak).rgb[100:356, 100:356]  # 256×256 HR → 64×64 LR, shown ×3
         y = _t(hr)
-        lrs = [_np(imresize(y, 0.25))] + [_np(m.downscale(y, 0.8, generator=torch.Generator().manual_seed(s))) for s in (1, 2, 3)]
+        lrs = [_np(imresize(y, 0.25))]
+        lrs += [_np(m.downscale(y, DEFAULT_DOWN_TEMPERATURE, generator=torch.Generator().manual_seed(s))) for s in (1, 2, 3)]
         big = [np.repeat(np.repeat(a, 3, 0), 3, 1) for a in lrs]
         hr_small = _np(imresize(y, 0.75))
         _save(args.out / "downscale_kodak.png", _row([hr_small] + big))

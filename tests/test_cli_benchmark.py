@@ -220,7 +220,7 @@ def test_cache_resumes_and_sheet(tmp_path, monkeypatch):
     first = json.loads(rep_path.read_text())["summary"]
     sheet = iio.imread(tmp_path / "sheet.png")
     assert sheet.shape[0] == 2 * (16 + 64 + 4) and sheet.shape[2] == 3  # two rows of labelled 64-px crops
-    assert sheet.shape[1] == 4 * (64 + 2)  # HR | bicubic | bicubic (method) | flat
+    assert sheet.shape[1] == 3 * (64 + 2)  # HR | bicubic (with its LPIPS) | flat
     calls = []
     real = bench_run.score_pair
     monkeypatch.setattr(bench_run, "score_pair", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))

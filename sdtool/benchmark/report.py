@@ -77,8 +77,9 @@ def write_sheet(path: Path, data: Any, report: dict[str, Any], cache_root: Path,
     rows = []
     for pair in pairs:
         hr, lr, _ = read_pair(pair)
-        panels = [("HR", hr), ("bicubic", bicubic_upscale(lr))]
-        for m in names:
+        bic = lp.get("bicubic", {}).get(pair.name)
+        panels = [("HR", hr), (f"bicubic {bic:.3f}" if bic is not None else "bicubic", bicubic_upscale(lr))]
+        for m in (n for n in names if n != "bicubic"):  # the bicubic column is always there
             img = cached_image(cache_root, m, pair.name)
             if img is not None and img.shape == hr.shape:
                 panels.append((f"{m} {lp[m].get(pair.name) or float('nan'):.3f}", img.astype(np.float64)))

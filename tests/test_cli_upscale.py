@@ -68,7 +68,9 @@ def test_all_good_exits_0_and_seed_reproduces(tmp_path: Path, weights: Path) -> 
 
 def test_optional_out_writes_beside_input(tmp_path: Path, weights: Path) -> None:
     src = write_image_file(tmp_path / "photo.png", _img(6, 6))
-    for expected in ("photo_x4_t0.8.png", "photo_x4_t0.8-2.png"):
+    from sdtool.config import DEFAULT_SR_TEMPERATURE as t
+
+    for expected in (f"photo_x4_t{t:g}.png", f"photo_x4_t{t:g}-2.png"):  # named by the default temperature
         res = runner.invoke(app, ["upscale", str(src), "-w", str(weights)])
         assert res.exit_code == 0, res.output
         assert (tmp_path / expected).exists()

@@ -7,7 +7,7 @@ import os, sys, torch
 from pathlib import Path
 from sdtool.imageio import read_image
 from sdtool.metrics.lpips import lpips_distance
-from sdtool.degrade.pipeline import DegradeOptions, load_sampler
+from sdtool.sample_degradation import DegradeOptions, load_sampler
 root = Path(os.environ.get("SDTOOL_DATA", "data")) / "realsr-crops"
 kind = sys.argv[1]; weights = Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "-" else None
 opts = DegradeOptions(model=kind, temperature=float(sys.argv[3]) if len(sys.argv) > 3 else (1.0 if kind == "pdm" else 0.8))

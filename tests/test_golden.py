@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdtool.config import PRESETS
-from sdtool.degrade.pipeline import DegradeOptions, load_sampler, sample_degradation
+from sdtool.sample_degradation import DegradeOptions, load_sampler, sample_degradation
 from sdtool.model.sdflow import SDFlow
 from sdtool.pipeline import process_images
 

@@ -1,6 +1,6 @@
 """`sdtool sample-degradation`: sample realistic LR images (and their kernels / noise) from HR images.
 
-Parses options, calls `sdtool.degrade.pipeline.sample_degradation`, prints failures and a summary.
+Parses options, calls `sdtool.sample_degradation.sample_degradation`, prints failures and a summary.
 Exit codes as `upscale`: 0 all done or skipped, 1 some files failed, 2 bad usage or bad weights.
 """
 
@@ -62,7 +62,7 @@ def sample_degradation(
     b_kernel.png/.npy, b_noise.png/.npy, b_latent.npy and b.json next to it.
     """
     from sdtool.degrade.classic import ClassicConfig
-    from sdtool.degrade.pipeline import DegradeOptions, sample_degradation as run
+    from sdtool.sample_degradation import DegradeOptions, sample_degradation as run
 
     def go():  # type: ignore[no-untyped-def]
         d = ClassicConfig()

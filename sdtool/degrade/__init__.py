@@ -1,12 +1,14 @@
-"""Degradation sampling: blur/downsample operators, the parametric (classic) sampler, PDM and SDFlow
-samplers, degradation transfer and contact sheets. Submodules import torch lazily."""
+"""Degradations below the models: blur/downsample/noise/JPEG operators, the parametric (classic) sampler,
+degradation transfer and contact sheets. Nothing here imports `sdtool.model` (the models import this);
+`sdtool.sample_degradation` puts the three samplers behind `sdtool sample-degradation`. Submodules import torch
+lazily."""
 
 from __future__ import annotations
 
-MODELS = ("sdflow", "pdm", "classic")
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
+
+MODELS = ("sdflow", "pdm", "classic")
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from sdtool.flows.base import Transform
 
 
-def _all_reduce_mean(t: Tensor) -> Tensor:
-    """Average over processes when torch.distributed is running; identity otherwise."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t = t / dist.get_world_size()
+def _identity(t: Tensor) -> Tensor:
     return t
 
 
@@ -25,8 +19,11 @@ class ActNorm(Transform):
 
     The first forward pass in training mode sets loc = -mean and log_scale = -log(std) from the batch
     (averaged over processes under DDP, so every rank starts identical). The `initialized` buffer is
-    saved with the weights so a loaded model never re-initialises.
+    saved with the weights so a loaded model never re-initialises. `reduce_mean` averages the statistics over
+    processes; the trainer sets it under torch.distributed (train/dist.py), so this layer imports none of it.
     """
+
+    reduce_mean: Callable[[Tensor], Tensor] = staticmethod(_identity)
 
     def __init__(self, channels: int):
         super().__init__()
@@ -36,11 +33,11 @@ class ActNorm(Transform):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        mean = _all_reduce_mean(x.mean(dim=(0, 2, 3), keepdim=True))
+        mean = self.reduce_mean(x.mean(dim=(0, 2, 3), keepdim=True))
         var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
         # Constant channels (e.g. zero padding) would blow up the scale: leave them unscaled.
         var = torch.where(var < 1e-4, torch.ones_like(var), var)
-        var = _all_reduce_mean(var)
+        var = self.reduce_mean(var)
         self.loc.copy_(-mean)
         self.log_scale.copy_(torch.log(1.0 / (var.sqrt() + 1e-6)))
         self.initialized.fill_(1)

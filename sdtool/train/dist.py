@@ -17,10 +17,22 @@ def world() -> tuple[int, int]:
 
 
 def init_from_env(device: torch.device) -> tuple[int, int]:
-    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on CUDA), and let
+    ActNorm's data-dependent initialisation average its statistics over the processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if world()[1] > 1:
+        from sdtool.flows.actnorm import ActNorm
+
+        ActNorm.reduce_mean = staticmethod(all_reduce_mean)
     return world()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Average over processes (a copy)."""
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / dist.get_world_size()
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:

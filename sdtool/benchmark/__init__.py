@@ -29,13 +29,13 @@ from sdtool.benchmark.methods import (
 )
 from sdtool.benchmark.report import write_report, write_sheet
 from sdtool.errors import UsageError
-from sdtool.benchmark.run import DOWN_KEYS, SAMPLE_KEYS, SR_KEYS, ProgressEvent, run_benchmark, run_method, sr_metrics
+from sdtool.benchmark.run import DOWN_KEYS, SAMPLE_KEYS, SR_KEYS, BenchmarkProgress, run_benchmark, run_method, sr_metrics
 
 __all__ = [
     "KNOWN_DATASETS", "SCALE", "SPLITS", "Dataset", "Pair", "find_pairs", "load_dataset", "read_pair", "realsr_split",
     "Method", "bicubic_downscale", "bicubic_upscale", "folder_method", "model_downscale", "model_upscale",
     "resolve_methods", "to_grid", "to_tensor", "unique_names", "write_report", "DOWN_KEYS", "SAMPLE_KEYS",
-    "SR_KEYS", "ProgressEvent", "run_benchmark", "run_method", "sr_metrics", "baseline_method", "baseline_upscale",
+    "SR_KEYS", "BenchmarkProgress", "run_benchmark", "run_method", "sr_metrics", "baseline_method", "baseline_upscale",
     "write_sheet", "cache_dir", "UsageError",
 ]
 

@@ -32,7 +32,7 @@ DOWN_KEYS = ("down_psnr_real", "down_lpips_real", "down_psnr_bicubic", "down_lpi
 
 
 @dataclass(frozen=True)
-class ProgressEvent:
+class BenchmarkProgress:
     """method: its name; image: the pair just finished; done/total: images finished for this method."""
 
     method: str
@@ -154,7 +154,7 @@ def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any]
 
 
 def run_method(method: Method, data: Dataset, o: RunOptions = RunOptions(),
-               progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict[str, Any]:
+               progress: Optional[Callable[[BenchmarkProgress], None]] = None) -> dict[str, Any]:
     """Benchmark one method on every pair. Returns {"per_image": [...], "summary": {...}, "wall_time_s", ...}.
     With `o.cache`, pairs already scored with the same settings are read back instead of run again."""
     import torch
@@ -179,7 +179,7 @@ def run_method(method: Method, data: Dataset, o: RunOptions = RunOptions(),
         rows.append(row)
         notes.extend(pair_notes)
         if progress is not None:
-            progress(ProgressEvent(method.name, i + 1, len(data.pairs), pair.name))
+            progress(BenchmarkProgress(method.name, i + 1, len(data.pairs), pair.name))
     keys = [k for k in (*SR_KEYS, *SAMPLE_KEYS, *DOWN_KEYS) if any(k in r for r in rows)]
     summary = {k: finite_mean([r[k] for r in rows if k in r]) for k in keys}
     peak: dict[str, float] = {}
@@ -234,7 +234,7 @@ def run_benchmark(
     seed: int = 0,
     downscale: bool = True,
     metric_device: Optional[str] = None,
-    progress: Optional[Callable[[ProgressEvent], None]] = None,
+    progress: Optional[Callable[[BenchmarkProgress], None]] = None,
     save_sr: Optional[Path] = None,
     niqe_input: str = "gray",
     cache: Optional[Path] = None,

@@ -25,3 +25,12 @@ class UsageError(SdtoolError):
 
 class NonFiniteOutputError(SdtoolError):
     """The model produced NaN or infinite values (for example from corrupt weights)."""
+
+
+class OptionError(UsageError):
+    """An option has a value that cannot work. `option` is the parameter name (``tile_overlap``), so the library
+    names no command-line flag; the CLI shows it as ``--tile-overlap``."""
+
+    def __init__(self, option: str, problem: str):
+        self.option, self.problem = option, problem
+        super().__init__(f"{option} {problem}")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Union
 
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
-from sdtool.errors import UsageError
+from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
 from sdtool.infer.sampling import Tiling
@@ -189,25 +189,25 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
     if samples < 1:
-        raise UsageError("--samples must be at least 1")
+        raise OptionError("samples", "must be at least 1")
     check_temperature(temperature)
     if component is not None and task != "downscale":
-        raise UsageError("--component applies to downscale only")
+        raise OptionError("component", "applies to downscale only")
     if component is not None and component < 0:
-        raise UsageError("--component must be >= 0")
+        raise OptionError("component", "must be >= 0")
     if tile is not None and tile < 0:
-        raise UsageError("--tile must be >= 0")
+        raise OptionError("tile", "must be >= 0")
     if color_fix is not None and task != "upscale":
-        raise UsageError("--color-fix applies to upscale only")
+        raise OptionError("color_fix", "applies to upscale only")
     color_fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
     if color_fix not in COLOR_FIXES:
-        raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
+        raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
     if tile_overlap is not None and tile_overlap < 0:
-        raise UsageError("--tile-overlap must be >= 0")
+        raise OptionError("tile_overlap", "must be >= 0")
     if tile and tile < MIN_TILE[task]:
-        raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE[task]} for {task}")
+        raise OptionError("tile", f"must be 0 (off) or at least {MIN_TILE[task]} for {task}")
     if max_pixels is not None and max_pixels < 1:
-        raise UsageError("--max-pixels must be at least 1")
+        raise OptionError("max_pixels", "must be at least 1")
     seed = secrets.randbits(31) if seed is None else int(seed)
     return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix,  # type: ignore[arg-type]
                      max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
@@ -215,9 +215,9 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
 
 def check_temperature(temperature: float) -> None:
     if not math.isfinite(temperature):
-        raise UsageError(f"--temperature must be a finite number, got {temperature}")
+        raise OptionError("temperature", f"must be a finite number, got {temperature}")
     if temperature < 0:
-        raise UsageError(f"--temperature must be >= 0, got {temperature}")
+        raise OptionError("temperature", f"must be >= 0, got {temperature}")
 
 
 def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],
@@ -228,7 +228,7 @@ def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_p
     if mixed_precision and hasattr(model, "set_compute_dtype"):
         model.set_compute_dtype(_low_precision_dtype(model.device))
     if component is not None and not component < model.n_components:
-        raise UsageError(f"--component must be in 0..{model.n_components - 1} for this model, got {component}")
+        raise OptionError("component", f"must be in 0..{model.n_components - 1} for this model, got {component}")
     return model
 
 

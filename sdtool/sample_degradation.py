@@ -30,7 +30,7 @@ from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
 from sdtool.infer.batch import ProcessResult, ProgressCallback
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
-from sdtool.errors import UsageError
+from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import file_seed, plan_jobs
 
 
@@ -270,14 +270,14 @@ def _check_options(o: DegradeOptions) -> None:
     from sdtool.pipeline import check_temperature
 
     if o.model not in MODELS:
-        raise UsageError(f"--model must be one of {', '.join(MODELS)}, got {o.model!r}")
+        raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {o.model!r}")
     if o.samples < 1:
-        raise UsageError("--samples must be at least 1")
+        raise OptionError("samples", "must be at least 1")
     check_temperature(o.temperature)
     if o.like is not None and o.model == "classic":
         raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
     if o.like is not None and not Path(o.like).is_file():
-        raise UsageError(f"--like {o.like}: no such file")
+        raise OptionError("like", f"{o.like}: no such file")
 
 
 def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,

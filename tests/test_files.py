@@ -180,3 +180,17 @@ def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, t
     assert again.returncode == 0, again.stderr
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 12 and not any(n.startswith(".") for n in names)  # stale temporaries/claims cleaned
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, tiny_weights):
+    from sdtool.errors import OptionError
+    from sdtool.pipeline import process_images
+
+    src = write_image_file(tmp_path / "a.png", np.full((8, 8, 3), 90, np.uint8))
+    with pytest.raises(OptionError) as info:
+        process_images(src, tmp_path / "o.png", tile_overlap=-1, weights=tiny_weights)
+    assert info.value.option == "tile_overlap" and "--" not in str(info.value)
+    with pytest.raises(OptionError, match="^temperature must be a finite number"):
+        process_images(src, tmp_path / "o.png", temperature=float("inf"), weights=tiny_weights)
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "-w", str(tiny_weights), "-t", "inf"])
+    assert res.exit_code == 2 and "error: --temperature must be a finite number" in res.output

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from sdtool.errors import DatasetError, UsageError
+from sdtool.errors import DatasetError, OptionError, UsageError
 from sdtool.resize import imresize_np, quantize
 
 SCALE = 4
@@ -174,7 +174,7 @@ def realsr_split(names: Sequence[str], split: str) -> list[str]:
     for n in names:
         m = _REALSR_NAME.match(n)
         if m is None:
-            raise UsageError(f"--split {split} needs RealSR names (Canon_NNN / Nikon_NNN); '{n}' is not one")
+            raise OptionError("split", f"{split} needs RealSR names (Canon_NNN / Nikon_NNN); '{n}' is not one")
         num = int(m.group(2))
         if (split == "val" and 41 <= num <= 50) or (split == "train" and 1 <= num <= 40):
             out.append(n)
@@ -218,7 +218,7 @@ def load_dataset(
     else:
         root = Path(dataset)
         if data_root is not None:
-            raise UsageError("--data-root applies to the known datasets (drealsr, realsr); give the folder directly")
+            raise OptionError("data_root", "applies to the known datasets (drealsr, realsr); give the folder directly")
         if not root.exists():
             raise DatasetError(f"{root}: no such folder (use --dataset drealsr, realsr or a folder of x4 pairs)")
         pairs, layout = find_pairs(root)

@@ -13,7 +13,7 @@ import numpy as np
 
 from sdtool.benchmark.data import LR_TAGS, SCALE, Dataset, Pair, images_in, strip_tag
 from sdtool.config import DEFAULT_SR_TEMPERATURE
-from sdtool.errors import DatasetError, UsageError
+from sdtool.errors import DatasetError, OptionError, UsageError
 from sdtool.infer.sampling import Tiling, draw, pad_input, run, sample
 from sdtool.resize import imresize_np, quantize
 
@@ -50,7 +50,7 @@ def folder_method(name: str, folder: Union[str, Path], data: Dataset) -> Method:
     missing or lacks an image for some pair (named), before any work."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"--sr-dir {name}={folder}: no such folder")
+        raise OptionError("sr_dir", f"{name}={folder}: no such folder")
     by_key: dict[str, Path] = {}
     for p in images_in(folder):
         by_key.setdefault(p.stem.lower(), p)
@@ -65,10 +65,10 @@ def folder_method(name: str, folder: Union[str, Path], data: Dataset) -> Method:
         else:
             files[pair.name] = hit
     if not files:
-        raise UsageError(f"--sr-dir {name}={folder}: no image there matches a pair of {data.name} by file name")
+        raise OptionError("sr_dir", f"{name}={folder}: no image there matches a pair of {data.name} by file name")
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise UsageError(f"--sr-dir {name}={folder}: no output for {', '.join(missing[:3])}{more}")
+        raise OptionError("sr_dir", f"{name}={folder}: no output for {', '.join(missing[:3])}{more}")
     return Method(name, "folder", folder=folder, files=files)
 
 
@@ -170,7 +170,7 @@ def resolve_methods(
 
     fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
     if fix not in COLOR_FIXES:
-        raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
+        raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
     temps = list(temperatures) or [DEFAULT_SR_TEMPERATURE]
     for t in temps:
         if not (t >= 0 and math.isfinite(t)):
@@ -207,18 +207,18 @@ def baseline_method(path: Union[str, Path], device: str = "auto", used: Sequence
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--baseline {path}: no such file")
+        raise OptionError("baseline", f"{path}: no such file")
     try:
         from spandrel import ImageModelDescriptor, ModelLoader
     except ImportError:
-        raise UsageError(f"--baseline needs spandrel: {SPANDREL_HINT}") from None
+        raise OptionError("baseline", f"needs spandrel: {SPANDREL_HINT}") from None
     dev = resolve_device(device)
     try:
         desc = ModelLoader(dev).load_from_file(path)
     except Exception as exc:  # noqa: BLE001 - spandrel raises many types for foreign files
-        raise UsageError(f"--baseline {path}: not a model spandrel can load ({type(exc).__name__}: {exc})") from None
+        raise OptionError("baseline", f"{path}: not a model spandrel can load ({type(exc).__name__}: {exc})") from None
     if not isinstance(desc, ImageModelDescriptor) or desc.scale != SCALE:
-        raise UsageError(f"--baseline {path}: a x{getattr(desc, 'scale', '?')} model; the benchmark is x{SCALE}")
+        raise OptionError("baseline", f"{path}: a x{getattr(desc, 'scale', '?')} model; the benchmark is x{SCALE}")
     desc.eval()
     name, n = path.stem, 2
     while name in used:

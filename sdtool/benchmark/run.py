@@ -19,7 +19,7 @@ from sdtool.benchmark.methods import (
     Method, baseline_upscale, bicubic_downscale, bicubic_upscale, model_downscale, model_upscale, read_folder_output,
     sample_seed, to_tensor,
 )
-from sdtool.errors import UsageError
+from sdtool.errors import OptionError, UsageError
 from sdtool.infer.sampling import Tiling
 
 SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err")
@@ -245,11 +245,11 @@ def run_benchmark(
     Keys: summary {method: {metric: mean}}, per_image {method: [rows]}, methods {method: settings, wall time,
     memory}, settings, versions, device, wall_time_s. See `RunOptions` for niqe_input, cache and save_sr."""
     if samples < 1:
-        raise UsageError("--samples must be at least 1")
+        raise OptionError("samples", "must be at least 1")
     if not methods:
         raise UsageError("nothing to benchmark")
     if niqe_input not in ("gray", "y"):
-        raise UsageError(f"--niqe-input must be gray or y, got {niqe_input!r}")
+        raise OptionError("niqe_input", f"must be gray or y, got {niqe_input!r}")
     o = RunOptions(samples, seed, downscale, metric_device, niqe_input, cache, save_sr, tiling)
     t0 = time.perf_counter()
     report: dict[str, Any] = {"summary": {}, "per_image": {}, "methods": {}}

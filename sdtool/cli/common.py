@@ -7,7 +7,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
-from sdtool.errors import CheckpointError, SdtoolError, UsageError
+from sdtool.errors import CheckpointError, OptionError, SdtoolError, UsageError
 
 T = TypeVar("T")
 
@@ -57,6 +57,9 @@ def run_guarded(fn: Callable[[], T]) -> T:
     """Call `fn`; turn library errors into one line and a non-zero exit code."""
     try:
         return fn()
+    except OptionError as exc:  # the library names the parameter; the user typed a flag
+        error_line(f"--{exc.option.replace('_', '-')} {exc.problem}")
+        raise typer.Exit(EXIT_USAGE) from None
     except (UsageError, CheckpointError) as exc:  # bad options or bad --weights: nothing was done
         error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from None

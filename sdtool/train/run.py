@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
-from sdtool.errors import UsageError
+from sdtool.errors import OptionError, UsageError
 from sdtool.train.config import LossWeights, RunSettings
 from sdtool.train.runner import RunResult, Runner
 
@@ -54,11 +54,11 @@ def parse_loss_overrides(items) -> dict:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or name not in fields:
-            raise UsageError(f"--loss '{item}': expected NAME=VALUE with NAME one of {', '.join(fields)}")
+            raise OptionError("loss", f"'{item}': expected NAME=VALUE with NAME one of {', '.join(fields)}")
         try:
             out[name] = int(value) if fields[name] in (int, "int") else float(value)
         except ValueError:
-            raise UsageError(f"--loss '{item}': '{value}' is not a number") from None
+            raise OptionError("loss", f"'{item}': '{value}' is not a number") from None
     return out
 
 
@@ -67,7 +67,7 @@ def freeze_parts(model: torch.nn.Module, names) -> None:
     parts = dict(model.named_children())
     for name in names:
         if name not in parts:
-            raise UsageError(f"--freeze '{name}': the model has {', '.join(parts)}")
+            raise OptionError("freeze", f"'{name}': the model has {', '.join(parts)}")
         parts[name].requires_grad_(False)
 
 
@@ -99,7 +99,7 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, me
         try:
             from sdtool.train.pdm_task import make_pdm_task
         except ImportError:
-            raise UsageError("--model pdm is not available in this version") from None
+            raise OptionError("model", "pdm is not available in this version") from None
         return make_pdm_task(o, device, settings)
     raise UsageError(f"unknown --model '{o.model}': choose sdflow or pdm")
 
@@ -142,7 +142,7 @@ def _check_options(o: TrainOptions) -> None:
     import re
 
     if not (math.isfinite(o.lr) and o.lr > 0):
-        raise UsageError(f"--lr must be a finite number > 0, got {o.lr}")
+        raise OptionError("lr", f"must be a finite number > 0, got {o.lr}")
     for flag, rx in (("--name-filter", o.name_filter), ("--val-filter", o.val_filter)):
         if rx:
             try:
@@ -151,7 +151,7 @@ def _check_options(o: TrainOptions) -> None:
                 raise UsageError(f"{flag} {rx!r} is not a valid regular expression: {exc}") from None
     out = Path(o.out_dir)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file; give a folder for the run")
+        raise OptionError("out", f"{out}: is a file; give a folder for the run")
     if o.model == "pdm":
         ignored = {"--loss": o.loss, "--freeze": o.freeze, "--init": o.init, "--paired": o.paired,
                    "--val-lr/--val-hr": o.val_lr or o.val_hr, "--ds-target-blur": o.ds_target_blur,
@@ -174,7 +174,7 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
 
     _check_options(o)
     if o.patch % 8 or o.patch < 16:
-        raise UsageError(f"--patch {o.patch}: the HR crop must be a multiple of 8 and at least 16")
+        raise OptionError("patch", f"{o.patch}: the HR crop must be a multiple of 8 and at least 16")
     if o.paired and o.disjoint:
         raise UsageError("--paired and --disjoint contradict each other")
     device = resolve_device(o.device)

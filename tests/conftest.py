@@ -16,3 +16,16 @@ def tiny_model():
 
     torch.manual_seed(0)
     return SDFlow(PRESETS["tiny"]).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """The seeded `tiny` SDFlow saved as a checkpoint, for CLI runs and subprocesses."""
+    from sdtool.checkpoint import save_model
+    from sdtool.config import PRESETS
+    from sdtool.model.sdflow import SDFlow
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_model(SDFlow(PRESETS["tiny"]).eval(), path)
+    return path

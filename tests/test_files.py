@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,18 +54,6 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     assert first is not None and try_claim(out) is None  # held by a live process (us)
     first.write_text(f"{_dead_pid()} {os.uname().nodename} 0\n")  # its process died
     assert try_claim(out) is not None
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    from sdtool.checkpoint import save_model
-    from sdtool.config import PRESETS
-    from sdtool.model.sdflow import SDFlow
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_model(SDFlow(PRESETS["tiny"]).eval(), path)
-    return path
 
 
 def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):

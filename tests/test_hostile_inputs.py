@@ -10,13 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.config import PRESETS
-from sdtool.model.sdflow import SDFlow
 from tests.helpers import sha256_of
 
 runner = CliRunner()
@@ -79,16 +76,6 @@ def _assert_clean_outputs(out: Path) -> None:
         if p.suffix in (".json", ".npy"):
             continue
         assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None, f"undecodable output {p}"
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    from sdtool.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_model(SDFlow(PRESETS["tiny"]).eval(), path)
-    return path
 
 
 @pytest.mark.parametrize("command", [

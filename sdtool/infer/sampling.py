@@ -48,16 +48,20 @@ class Tiling:
         return tile, overlap
 
 
+_PAD = {"upscale": (1, 2), "downscale": (DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)}  # (multiple, minimum) per op
+
+
 def pad_input(x: Tensor, op: Op) -> Tensor:
     """Reflection-pad bottom/right to what the model needs: 2 px for SR, the 8-px noise grid for downscaling."""
-    return pad_reflect(x, 1, 2) if op == "upscale" else pad_reflect(x, DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)
+    return pad_reflect(x, *_PAD[op])
 
 
 def noise_shape(model: Any, op: Op, height: int, width: int) -> tuple[int, ...]:
     """Shape of the whole-image noise of one sample of a height × width input (unpadded size)."""
-    probe = pad_input(torch.empty(1, 1, height, width), op)
+    mult, minimum = _PAD[op]
+    ph, pw = (max(minimum, math.ceil(n / mult) * mult) for n in (height, width))  # what pad_input gives
     shape_fn = model.upscale_noise_shape if op == "upscale" else model.downscale_noise_shape
-    return tuple(shape_fn(1, *probe.shape[2:]))
+    return tuple(shape_fn(1, ph, pw))
 
 
 def draw(model: Any, op: Op, height: int, width: int, generator: torch.Generator,

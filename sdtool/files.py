@@ -26,7 +26,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 TMP_TAG = "sdtool"
 CLAIM_SUFFIX = ".sdtool-claim"
 STALE_CLAIM_S = 6 * 3600.0  # a claim from another host is trusted this long
-_TMP_RE = re.compile(r"^\..+\.sdtool-(\d+)-[0-9a-f]{8}\.tmp$")
+_TMP_RE = re.compile(r"^\..+\.sdtool-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
 
 
 def _umask() -> int:
@@ -45,11 +45,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # no "-": the name is split on it
+
+
+def _writer_gone(host: str, pid: int, path: Path) -> bool:
+    """A temporary's writer is gone: a dead process on this host, or (another machine on a shared disk) the file
+    has not changed for STALE_CLAIM_S."""
+    if host == _host():
+        return not _pid_alive(pid)
+    try:
+        return time.time() - path.stat().st_mtime > STALE_CLAIM_S
+    except OSError:
+        return False
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary in the same folder and a rename (see module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{TMP_TAG}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    tmp = path.parent / f".{path.name}.{TMP_TAG}-{_host()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -74,7 +89,7 @@ def clean_stale_temporaries(folder: PathLike, recursive: bool = False) -> list[P
     for p in (folder.rglob(".*") if recursive else folder.glob(".*")):
         m = _TMP_RE.match(p.name)
         if m is not None:
-            stale = not _pid_alive(int(m.group(1)))
+            stale = _writer_gone(m.group("host"), int(m.group("pid")), p)
         else:
             stale = p.name.endswith(CLAIM_SUFFIX) and _claim_is_stale(p)
         if not stale:

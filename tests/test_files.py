@@ -37,15 +37,20 @@ def test_atomic_write_follows_the_umask(tmp_path):
 
 def test_stale_temporaries_and_claims_are_cleaned(tmp_path):
     dead = _dead_pid()
-    stale = tmp_path / f".x.png.sdtool-{dead}-0123abcd.tmp"
-    live = tmp_path / f".y.png.sdtool-{os.getpid()}-0123abcd.tmp"
+    from sdtool.files import _host
+
+    stale = tmp_path / f".x.png.sdtool-{_host()}-{dead}-0123abcd.tmp"
+    live = tmp_path / f".y.png.sdtool-{_host()}-{os.getpid()}-0123abcd.tmp"
+    elsewhere = tmp_path / f".w.png.sdtool-other.host-{dead}-0123abcd.tmp"  # another machine: judged by age
     other = tmp_path / ".notes.tmp"  # not ours: left alone
-    for p in (stale, live, other):
+    for p in (stale, live, other, elsewhere):
         p.write_bytes(b"partial")
     claim_path(tmp_path / "z.png").write_text(f"{dead} {os.uname().nodename} 0\n")
     removed = clean_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == sorted([stale.name, ".z.png.sdtool-claim"])
-    assert live.exists() and other.exists()
+    assert live.exists() and other.exists() and elsewhere.exists()
+    os.utime(elsewhere, (0, 0))  # untouched for decades: its machine is gone
+    assert clean_stale_temporaries(tmp_path) == [elsewhere]
 
 
 def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):

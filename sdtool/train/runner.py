@@ -60,7 +60,7 @@ class EMA:
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.sdtool-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    tmp = path.with_name(f".{path.name}.sdtool-{os.getpid()}-{os.urandom(4).hex()}.tmp")  # never shared
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)

@@ -93,9 +93,10 @@ def run_jobs(
     side_files: Callable[[Path], list[Path]] = lambda _p: [], progress: Optional[ProgressCallback] = None,
     on_device: Callable[[], str] = lambda: "cpu", run_finished: bool = False,
 ) -> None:
-    """Run `work` for every job, filling `result`. run_finished: also call `work` (with nothing to write)
-    for files whose outputs all exist, when it collects something else (a contact sheet). UsageError, CheckpointError and KeyboardInterrupt stop
-    the run (claims are released); any other failure is recorded for its file and the others go on."""
+    """Run `work` for every job, filling `result`. run_finished: also call `work` (with nothing to write) for
+    files whose outputs all exist, when it collects something else (a contact sheet). UsageError,
+    CheckpointError and KeyboardInterrupt stop the run (claims are released); any other failure is recorded
+    for its file and the others go on."""
     emit = progress or (lambda _e: None)
     for message in result.notices:  # from planning (files that are not images, …)
         emit(ProgressEvent("notice", message=message))

@@ -11,7 +11,7 @@ and untiled runs give the same result.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,16 @@ ColorFix = Literal["none", "wavelet", "adain"]
 COLOR_FIXES: tuple[str, ...] = ("none", "wavelet", "adain")
 DEFAULT_COLOR_FIX: ColorFix = "wavelet"
 WAVELET_LEVELS = 3  # low band ≈ Gaussian σ 3.2 HR px (0.8 LR px); chosen on RealSR validation (README "Numbers")
+
+
+def resolve_color_fix(name: Optional[str]) -> ColorFix:
+    """The colour guard a command runs: `name`, or the default when None; OptionError for an unknown one."""
+    from sdtool.errors import OptionError
+
+    fix = DEFAULT_COLOR_FIX if name is None else name
+    if fix not in COLOR_FIXES:
+        raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
+    return fix  # type: ignore[return-value]
 
 
 def check_color_fix(name: str) -> ColorFix:

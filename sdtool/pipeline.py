@@ -31,7 +31,7 @@ from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
-from sdtool.infer.sampling import Tiling
+from sdtool.infer.sampling import Tiling, check_temperature
 from sdtool.tiling import MIN_TILE
 from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
 from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
@@ -184,7 +184,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
                    tile: Optional[int], tile_overlap: Optional[int], color_fix: Optional[str],
                    max_pixels: Optional[int]) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
-    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
+    from sdtool.colorfix import resolve_color_fix
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
@@ -199,9 +199,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
         raise OptionError("tile", "must be >= 0")
     if color_fix is not None and task != "upscale":
         raise OptionError("color_fix", "applies to upscale only")
-    color_fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
-    if color_fix not in COLOR_FIXES:
-        raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
+    color_fix = resolve_color_fix(color_fix)
     if tile_overlap is not None and tile_overlap < 0:
         raise OptionError("tile_overlap", "must be >= 0")
     if tile and tile < MIN_TILE[task]:
@@ -211,13 +209,6 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
     seed = secrets.randbits(31) if seed is None else int(seed)
     return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix,  # type: ignore[arg-type]
                      max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
-
-
-def check_temperature(temperature: float) -> None:
-    if not math.isfinite(temperature):
-        raise OptionError("temperature", f"must be a finite number, got {temperature}")
-    if temperature < 0:
-        raise OptionError("temperature", f"must be >= 0, got {temperature}")
 
 
 def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],

@@ -112,8 +112,8 @@ class _Sampler:
             noise = None
         else:
             comp, noise = draw(self.model, "downscale", h, w, gen)
-            sigma = torch.exp(prior.log_stds[comp].detach()).cpu()
-            latent = prior.means[comp].detach().cpu() + sigma * o.temperature * noise
+            with torch.no_grad():  # the latent `downscale` will use, kept for --save-kernels
+                latent = prior.sample(noise.to(self.device), o.temperature, torch.tensor([comp], device=self.device)).cpu()
         lr, _ = sample(self.model, "downscale", y.cpu(), noise, temperature=o.temperature, component=comp,
                        latent=latent if noise is None else None, tiling=Tiling(o.tile, o.tile_overlap),
                        on_tile=lambda d, t: step(d / t))
@@ -267,7 +267,7 @@ def sample_degradation(
 
 
 def _check_options(o: DegradeOptions) -> None:
-    from sdtool.pipeline import check_temperature
+    from sdtool.infer.sampling import check_temperature
 
     if o.model not in MODELS:
         raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {o.model!r}")

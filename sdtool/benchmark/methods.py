@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from sdtool.benchmark.data import LR_TAGS, SCALE, Dataset, Pair, images_in, strip_tag
 from sdtool.config import DEFAULT_SR_TEMPERATURE
 from sdtool.errors import DatasetError, OptionError, UsageError
-from sdtool.infer.sampling import Tiling, draw, pad_input, run, sample
+from sdtool.infer.sampling import Tiling, check_temperature, draw, pad_input, run, sample
 from sdtool.resize import imresize_np, quantize
 
 
@@ -166,15 +165,12 @@ def resolve_methods(
             raise UsageError(f"unknown method '{m}': available baselines: bicubic")
         if not any(x.name == "bicubic" for x in out):
             out.append(Method("bicubic", "bicubic"))
-    from sdtool.colorfix import COLOR_FIXES, DEFAULT_COLOR_FIX
+    from sdtool.colorfix import resolve_color_fix
 
-    fix = DEFAULT_COLOR_FIX if color_fix is None else color_fix
-    if fix not in COLOR_FIXES:
-        raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {fix!r}")
+    fix = resolve_color_fix(color_fix)
     temps = list(temperatures) or [DEFAULT_SR_TEMPERATURE]
     for t in temps:
-        if not (t >= 0 and math.isfinite(t)):
-            raise UsageError(f"temperature must be a finite number >= 0, got {t}")
+        check_temperature(t)
     paths: list[Optional[Path]] = [Path(w) for w in weights]
     if not paths and default_model:
         paths = [None]
@@ -185,16 +181,21 @@ def resolve_methods(
     used: set[str] = {m.name for m in out}
     for p in paths:
         model = load_model(p, device=device)
-        stem = (p if p is not None else default_weights()).stem
-        base, n = stem, 2
-        while base in used:
-            base, n = f"{stem}-{n}", n + 1
+        base = _free_name((p if p is not None else default_weights()).stem, used)
         used.add(base)
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"
             out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
                               color_fix=fix))
     return out
+
+
+def _free_name(stem: str, used: "Sequence[str] | set[str]") -> str:
+    """`stem`, or `stem-2`, `stem-3`, … when taken: method names label the report's rows."""
+    name, n = stem, 2
+    while name in used:
+        name, n = f"{stem}-{n}", n + 1
+    return name
 
 
 SPANDREL_HINT = "install the optional extra: pip install 'sdtool[baselines]' (or pip install spandrel)"
@@ -220,10 +221,7 @@ def baseline_method(path: Union[str, Path], device: str = "auto", used: Sequence
     if not isinstance(desc, ImageModelDescriptor) or desc.scale != SCALE:
         raise OptionError("baseline", f"{path}: a x{getattr(desc, 'scale', '?')} model; the benchmark is x{SCALE}")
     desc.eval()
-    name, n = path.stem, 2
-    while name in used:
-        name, n = f"{path.stem}-{n}", n + 1
-    return Method(name, "baseline", model=desc, weights=str(path), architecture=str(desc.architecture.name))
+    return Method(_free_name(path.stem, used), "baseline", model=desc, weights=str(path), architecture=str(desc.architecture.name))
 
 
 def baseline_upscale(desc: Any, lr: np.ndarray, tiling: Optional[Tiling] = None) -> np.ndarray:

@@ -27,6 +27,16 @@ from sdtool.tiling import (
 Op = Literal["upscale", "downscale"]
 
 
+def check_temperature(temperature: float) -> None:
+    """OptionError unless the sampling temperature is a finite number ≥ 0."""
+    from sdtool.errors import OptionError
+
+    if not math.isfinite(temperature):
+        raise OptionError("temperature", f"must be a finite number, got {temperature}")
+    if temperature < 0:
+        raise OptionError("temperature", f"must be >= 0, got {temperature}")
+
+
 @dataclass(frozen=True)
 class Tiling:
     """tile: side in input pixels (None: automatic, tiles only inputs over AUTO_TILE_PIXELS; 0: off);

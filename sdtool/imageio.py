@@ -310,6 +310,19 @@ def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
     return bio.getvalue()
 
 
+def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
+    """Write an H×W×3 uint8 RGB array (a sheet, a cached output) as PNG, atomically; ImageError on failure."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:  # pragma: no cover - only for invalid arrays
+        raise ImageError(f"{path}: cannot encode PNG")
+    try:
+        write_bytes_atomic(path, buf.tobytes())
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> ImageInfo:
     """Write float RGB H×W×3 in [0, 1] (+ alpha H×W) to `path` (format from its suffix), restoring the
     mode / bit depth / alpha of the input `info` as far as the format allows. Atomic. Returns what was

@@ -60,10 +60,11 @@ class ResultCache:
 
     def put(self, image: str, row: dict[str, Any], notes: list[str], sr: np.ndarray) -> None:
         from sdtool.files import write_bytes_atomic
+        from sdtool.imageio import write_rgb8_png
 
         clean = {k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in row.items()}
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(self.dir / f"{_safe(image)}.png", _png(sr))
+        write_rgb8_png(self.dir / f"{_safe(image)}.png", np.clip(sr, 0, 255).astype(np.uint8))
         write_bytes_atomic(self.dir / f"{_safe(image)}.json",
                            json.dumps({"key": self.key, "row": clean, "notes": notes}).encode())
 
@@ -76,11 +77,3 @@ def cached_image(root: Path, method: str, image: str) -> Optional[np.ndarray]:
     arr = cv2.imread(str(Path(root) / _safe(method) / f"{_safe(image)}.png"), cv2.IMREAD_COLOR)
     return None if arr is None else arr[:, :, ::-1].copy()
 
-
-def _png(sr: np.ndarray) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.clip(sr, 0, 255).astype(np.uint8)[:, :, ::-1])
-    if not ok:
-        raise ValueError("cannot encode PNG")
-    return buf.tobytes()

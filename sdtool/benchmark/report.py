@@ -59,12 +59,11 @@ def write_sheet(path: Path, data: Any, report: dict[str, Any], cache_root: Path,
     """A comparison sheet PNG: for the `count` images whose LPIPS differs most between methods, one row of
     crops, HR | bicubic | each method (first sample), labelled with the method and its LPIPS on that image.
     The crop is the window where the methods disagree most. SR images come from the run's cache."""
-    import cv2
 
     from sdtool.benchmark.cache import cached_image
     from sdtool.benchmark.data import read_pair
     from sdtool.benchmark.methods import bicubic_upscale
-    from sdtool.files import write_bytes_atomic
+    from sdtool.imageio import write_rgb8_png
 
     names = list(report["per_image"])
     lp = {m: {r["image"]: r.get("lpips") for r in rows} for m, rows in report["per_image"].items()}
@@ -89,8 +88,7 @@ def write_sheet(path: Path, data: Any, report: dict[str, Any], cache_root: Path,
         raise ValueError("nothing to show: no scored images")
     width = max(r.shape[1] for r in rows)
     sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(sheet[:, :, ::-1]))
-    write_bytes_atomic(path, buf.tobytes())
+    write_rgb8_png(path, sheet)
     return Path(path)
 
 

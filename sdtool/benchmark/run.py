@@ -195,13 +195,10 @@ def run_method(method: Method, data: Dataset, o: RunOptions = RunOptions(),
 def _save_output(root: Path, method: str, name: str, k: int, n: int, sr: np.ndarray) -> None:
     """Keep an output as PNG (root/method/name.png, or name_sKK.png for several samples), so that it can be
     scored later with --sr-dir or compared by eye."""
-    from sdtool.imageio import ImageInfo, write_image
+    from sdtool.imageio import write_rgb8_png
 
     tag = f"_s{k:02d}" if n > 1 else ""
-    path = Path(root) / method.replace("@", "_t") / f"{name}{tag}.png"
-    info = ImageInfo(mode="rgb", bit_depth=8, format="png", has_alpha=False, orientation=1,
-                     height=sr.shape[0], width=sr.shape[1])
-    write_image(path, (sr / 255.0).astype(np.float32), None, info)
+    write_rgb8_png(Path(root) / method.replace("@", "_t") / f"{name}{tag}.png", np.clip(sr, 0, 255).astype(np.uint8))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

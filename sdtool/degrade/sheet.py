@@ -53,15 +53,6 @@ def make_sheet(rows: "Sequence[tuple[np.ndarray, Sequence[np.ndarray], Sequence[
 
 def write_sheet(path: "str | Path", sheet: "np.ndarray") -> None:
     """Write an RGB uint8 sheet as PNG, atomically."""
-    import cv2
+    from sdtool.imageio import write_rgb8_png
 
-    from sdtool.errors import ImageError
-    from sdtool.imageio import write_bytes_atomic
-
-    ok, buf = cv2.imencode(".png", sheet[..., ::-1].copy())
-    if not ok:  # pragma: no cover
-        raise ImageError(f"cannot encode contact sheet {path}")
-    try:
-        write_bytes_atomic(path, buf.tobytes())
-    except OSError as exc:
-        raise ImageError(f"cannot write {path}: {exc}") from exc
+    write_rgb8_png(path, sheet)

@@ -3,7 +3,7 @@
 - `write_bytes_atomic`: the bytes go to a hidden temporary in the target folder, then are renamed over the
   target, so no reader (and no interrupted run) ever sees half a file. The file gets the usual mode for
   new files (0666 less the umask), not mkstemp's 0600.
-- `claim_output`: before computing an output, a process creates `.NAME.sdtool-claim` exclusively
+- `claimed` / `try_claim`: before computing an output, a process creates `.NAME.sdtool-claim` exclusively
   (O_EXCL). Several processes on one folder (or several machines on a shared disk) then share the work:
   none computes or replaces what another has claimed. A claim whose process is gone (same host, dead pid,
   or older than STALE_CLAIM_S) is stale and taken over.
@@ -116,7 +116,7 @@ def _claim_is_stale(claim: Path) -> bool:
             return time.time() - claim.stat().st_mtime > 60
         except OSError:
             return True
-    if host == socket.gethostname():
+    if host == _host():
         return not _pid_alive(pid)
     return time.time() - t0 > STALE_CLAIM_S
 
@@ -137,7 +137,7 @@ def try_claim(output: Path) -> Optional[Path]:
                 pass
             continue
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {socket.gethostname()} {time.time():.3f}\n")
+            fh.write(f"{os.getpid()} {_host()} {time.time():.3f}\n")
         return claim
     return None
 

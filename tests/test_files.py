@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.files import claim_path, clean_stale_temporaries, try_claim, write_bytes_atomic
+from sdtool.files import _host, claim_path, clean_stale_temporaries, try_claim, write_bytes_atomic
 from tests.helpers import sha256_of, write_image_file
 
 runner = CliRunner()
@@ -37,15 +37,13 @@ def test_atomic_write_follows_the_umask(tmp_path):
 
 def test_stale_temporaries_and_claims_are_cleaned(tmp_path):
     dead = _dead_pid()
-    from sdtool.files import _host
-
     stale = tmp_path / f".x.png.sdtool-{_host()}-{dead}-0123abcd.tmp"
     live = tmp_path / f".y.png.sdtool-{_host()}-{os.getpid()}-0123abcd.tmp"
     elsewhere = tmp_path / f".w.png.sdtool-other.host-{dead}-0123abcd.tmp"  # another machine: judged by age
     other = tmp_path / ".notes.tmp"  # not ours: left alone
     for p in (stale, live, other, elsewhere):
         p.write_bytes(b"partial")
-    claim_path(tmp_path / "z.png").write_text(f"{dead} {os.uname().nodename} 0\n")
+    claim_path(tmp_path / "z.png").write_text(f"{dead} {_host()} 0\n")
     removed = clean_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == sorted([stale.name, ".z.png.sdtool-claim"])
     assert live.exists() and other.exists() and elsewhere.exists()
@@ -57,7 +55,7 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     out = tmp_path / "o.png"
     first = try_claim(out)
     assert first is not None and try_claim(out) is None  # held by a live process (us)
-    first.write_text(f"{_dead_pid()} {os.uname().nodename} 0\n")  # its process died
+    first.write_text(f"{_dead_pid()} {_host()} 0\n")  # its process died
     assert try_claim(out) is not None
 
 

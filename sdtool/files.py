@@ -65,8 +65,8 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{TMP_TAG}-{_host()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
-    try:
+    try:  # the open inside: an interrupt (Ctrl-C, SIGTERM) right after it must not leave the temporary behind
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -136,8 +136,12 @@ def try_claim(output: Path) -> Optional[Path]:
             except FileNotFoundError:
                 pass
             continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {_host()} {time.time():.3f}\n")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()} {_host()} {time.time():.3f}\n")
+        except BaseException:  # interrupted between creating and returning it: not ours to leave behind
+            release_claim(claim)
+            raise
         return claim
     return None
 
@@ -154,8 +158,10 @@ def release_claim(claim: Optional[Path]) -> None:
 def claimed(outputs: list[Path]) -> Iterator[list[bool]]:
     """Claim each output; yields one flag per output (True = ours to write). Released on exit, also on
     KeyboardInterrupt/SystemExit."""
-    claims = [try_claim(p) for p in outputs]
-    try:
+    claims: list[Optional[Path]] = []
+    try:  # claims taken before an interrupt are released too
+        for p in outputs:
+            claims.append(try_claim(p))
         yield [c is not None for c in claims]
     finally:
         for c in claims:

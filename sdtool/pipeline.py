@@ -172,8 +172,7 @@ def process_images(
             holder.update(model=_prepare_model(model, weights, device, mixed_precision, component), checked=True)
         return _process_one(holder["model"], job, todo, settings, step)
 
-    run_jobs(jobs, work, result, overwrite=overwrite, progress=progress,
-             on_device=lambda: str(holder["model"].device) if holder["model"] is not None else "cpu")
+    run_jobs(jobs, work, result, overwrite=overwrite, progress=progress)
     if holder["model"] is not None:
         result.device = str(holder["model"].device)
     result.seconds = time.perf_counter() - t_start

@@ -258,8 +258,9 @@ def sample_degradation(
         return []
 
     run_jobs(jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
-             side_files=lambda out: side_outputs(out, o),
-             on_device=lambda: str(state["sampler"].device) if state["sampler"] is not None else "cpu")
+             side_files=lambda out: side_outputs(out, o))
+    if state["sampler"] is not None:
+        result.device = str(state["sampler"].device)
     if o.sheet is not None and sheet_rows:
         write_sheet(o.sheet, make_sheet(sheet_rows))
     result.seconds = time.perf_counter() - t_start

@@ -91,7 +91,7 @@ def _finished(out: Path, side_files: Callable[[Path], list[Path]]) -> bool:
 def run_jobs(
     jobs: Sequence[Job], work: Work, result: ProcessResult, *, overwrite: bool = False,
     side_files: Callable[[Path], list[Path]] = lambda _p: [], progress: Optional[ProgressCallback] = None,
-    on_device: Callable[[], str] = lambda: "cpu", run_finished: bool = False,
+    run_finished: bool = False,
 ) -> None:
     """Run `work` for every job, filling `result`. run_finished: also call `work` (with nothing to write) for
     files whose outputs all exist, when it collects something else (a contact sheet). UsageError,
@@ -109,8 +109,6 @@ def run_jobs(
         emit(ProgressEvent("file_start", index=index, total=len(jobs), path=job.source, steps=len(job.outputs)))
         outcome = _run_one(job, work, overwrite, side_files, index, len(jobs), emit, run_finished)
         {"done": result.done, "skipped": result.skipped, "failed": result.failed}[outcome.status].append(outcome)
-        if outcome.status == "done":
-            result.device = on_device()
         emit(ProgressEvent("file_end", index=index, total=len(jobs), path=job.source, outcome=outcome))
 
 

@@ -82,3 +82,60 @@ def apply_color_fix(sr: Tensor, lr: Tensor, method: str) -> Tensor:
         return sr
     ref = bicubic_reference(lr.to(sr.device), sr.shape[2], sr.shape[3]).to(sr.dtype)
     return wavelet_color_fix(sr, ref) if method == "wavelet" else adain_color_fix(sr, ref)
+
+
+class RowGuard:
+    """The colour guard applied to an SR image that arrives in row bands (tiled runs), equal to applying it
+    to the whole image: a sink for `tiling.run_tiled` that passes guarded rows on to `sink`.
+
+    wavelet: the low band reaches 2**levels − 1 px, so a band is guarded once that many rows below it have
+    arrived (with that many rows above it kept), and the bicubic reference is made from the LR rows around
+    the band only: float32 memory is a band, not the image. adain needs the statistics of the whole image,
+    so its rows are gathered first."""
+
+    def __init__(self, lr: Tensor, height: int, width: int, method: str, sink, levels: int = WAVELET_LEVELS):
+        self.lr, self.height, self.width = lr, height, width
+        self.method, self.sink, self.levels = check_color_fix(method), sink, levels
+        self.halo = 2**levels - 1
+        self._reset()
+
+    def _reset(self) -> None:
+        self.buf: list[Tensor] = []
+        self.buf_r0 = 0  # first row held in buf
+        self.done = 0  # rows passed on
+
+    def __call__(self, rows: Tensor, row0: int) -> None:
+        if self.method == "none":
+            self.sink(rows, row0)
+            return
+        if row0 == 0:  # a restart (after an out-of-memory error) sends every row again
+            self._reset()
+        self.buf.append(rows)
+        end = row0 + rows.shape[2]
+        if self.method == "adain":
+            if end >= self.height:
+                whole = torch.cat(self.buf, dim=2)
+                self.sink(adain_color_fix(whole, bicubic_reference(self.lr, self.height, self.width)), 0)
+            return
+        ready = self.height if end >= self.height else end - self.halo
+        if ready > self.done:
+            self._guard(self.done, ready)
+
+    def _guard(self, a: int, b: int) -> None:
+        held = torch.cat(self.buf, dim=2)
+        ca, cb = max(self.buf_r0, a - self.halo), b + self.halo
+        sr = held[:, :, ca - self.buf_r0: cb - self.buf_r0]
+        cb = ca + sr.shape[2]
+        ref = self._reference_rows(ca, cb)
+        self.sink(wavelet_color_fix(sr, ref, self.levels)[:, :, a - ca: b - ca], a)
+        self.done = b
+        keep = max(self.buf_r0, b - self.halo)
+        self.buf, self.buf_r0 = [held[:, :, keep - self.buf_r0:]], keep
+
+    def _reference_rows(self, a: int, b: int) -> Tensor:
+        """Rows [a, b) of the bicubic x4 reference, from the LR rows they depend on (±2 LR rows, 3 kept)."""
+        from sdtool.resize import imresize
+
+        la, lb = max(0, a // 4 - 3), min(self.lr.shape[2], -(-b // 4) + 3)
+        up = imresize(self.lr[:, :, la:lb].float(), 4.0)
+        return up[:, :, a - 4 * la: b - 4 * la, : self.width].clamp(0, 1)

@@ -237,9 +237,16 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] * r + rgb[..., 1] * g + rgb[..., 2] * b).astype(np.float32)
 
 
-def _quantize(x: np.ndarray, depth: int) -> np.ndarray:
+def quantize(x: np.ndarray, depth: int) -> np.ndarray:
     """[0, 1] float → rounded integers of `depth` bits (or clipped float32 for 32). In-place on one
-    temporary: output images are the largest arrays of a run, so no extra full-size copies."""
+    temporary: output images are the largest arrays of a run, so no extra full-size copies.
+    An array already in that depth's type (uint8 for 8, uint16 for 16) is returned as it is; uint8/uint16
+    of the other depth is rescaled."""
+    if x.dtype in (np.uint8, np.uint16):
+        want = np.uint8 if depth == 8 else np.uint16 if depth == 16 else None
+        if x.dtype == want:
+            return x
+        x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 65535.0)
     if depth == 32:
         tmp = np.array(x, dtype=np.float32, copy=True)
         np.nan_to_num(tmp, copy=False)
@@ -272,11 +279,13 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) 
 
     fmt = info.format
     if info.mode == "gray":
-        color = _quantize(luminance(rgb), info.bit_depth)[:, :, None]
+        if rgb.dtype in (np.uint8, np.uint16):  # an image kept in its output depth: luma needs [0, 1] floats
+            rgb = rgb.astype(np.float32) / (255.0 if rgb.dtype == np.uint8 else 65535.0)
+        color = quantize(luminance(rgb), info.bit_depth)[:, :, None]
     else:
-        color = _quantize(rgb, info.bit_depth)[:, :, ::-1]  # RGB -> BGR
+        color = quantize(rgb, info.bit_depth)[:, :, ::-1]  # RGB -> BGR
     if info.has_alpha and alpha is not None:
-        a = _quantize(alpha, info.bit_depth)[:, :, None]
+        a = quantize(alpha, info.bit_depth)[:, :, None]
         if fmt == "tiff" and info.bit_depth in (8, 16):  # with the ExtraSamples tag OpenCV leaves out
             color_rgb = color if info.mode == "gray" else color[:, :, ::-1]
             return encode_tiff_with_alpha(np.concatenate([color_rgb, a], axis=2))
@@ -324,7 +333,7 @@ def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
 
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> ImageInfo:
-    """Write float RGB H×W×3 in [0, 1] (+ alpha H×W) to `path` (format from its suffix), restoring the
+    """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format from its suffix), restoring the
     mode / bit depth / alpha of the input `info` as far as the format allows. Atomic. Returns what was
     written. Raises ImageError on an unsupported suffix or an encoding / file-system failure."""
     path = Path(path)

@@ -89,7 +89,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     """Read, run the samples whose indices are in `todo`, write them. Returns notes. Raises on failure."""
     import torch
 
-    from sdtool.imageio import read_image, write_image
+    from sdtool.imageio import format_of, output_info, read_image, write_image
     from sdtool.infer.sampling import draw, sample
 
     img = read_image(job.source, max_pixels=s.max_pixels)
@@ -104,15 +104,14 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         if k not in todo:
             step(k + 1, s.samples)
             continue
-        y_t, tile = sample(
+        # The image is kept in the bit depth it is written in (uint8 for 8-bit PNG/JPEG): no float32 copy.
+        depth = output_info(img.info, format_of(out_path), out_h, out_w).bit_depth
+        y, tile = sample(
             model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
             color_fix=s.color_fix, on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
-            on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples),
+            on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
         )
-        del noise
         tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
-        y = y_t[0].permute(1, 2, 0).contiguous().numpy()
-        del y_t  # whole-image buffers dominate host memory: one H×W×3 copy at a time
         write_image(out_path, y, alpha_out, img.info)
         del y
         step(k + 1, s.samples)

@@ -113,7 +113,7 @@ class _Sampler:
         else:
             comp, noise = draw(self.model, "downscale", h, w, gen)
             with torch.no_grad():  # the latent `downscale` will use, kept for --save-kernels
-                latent = prior.sample(noise.to(self.device), o.temperature, torch.tensor([comp], device=self.device)).cpu()
+                latent = prior.sample(noise.full().to(self.device), o.temperature, torch.tensor([comp], device=self.device)).cpu()
         lr, _ = sample(self.model, "downscale", y.cpu(), noise, temperature=o.temperature, component=comp,
                        latent=latent if noise is None else None, tiling=Tiling(o.tile, o.tile_overlap),
                        on_tile=lambda d, t: step(d / t))

@@ -1,13 +1,17 @@
 """Tiled inference for image-to-image maps with a fixed scale factor (x4 SR, /4 downscaling).
 
-The whole image and the whole output stay on the CPU in float32; only one tile at a time goes to the
-device, so device memory depends on the tile size, not on the image size. Overlapping tiles are blended
-with a smooth (raised-cosine) window, so there are no seams.
+Only one tile at a time goes to the device, so device memory depends on the tile size, not on the image
+size. Overlapping tiles are blended with a smooth (raised-cosine) window, so there are no seams. The output
+leaves in finished row bands: a `sink(rows, row0)` gets each band as soon as no later tile touches it, so
+only one band of tiles is held in float32 (the caller keeps the image in its output bit depth); without a
+sink the bands are gathered into one float32 image.
 
-Latent noise is drawn once for the whole image by the caller and *cut* per tile: the tile at input
-pixels [y0, y1) gets noise rows [y0 // noise_stride, ...). With tile origins on multiples of
-`align` (a multiple of `noise_stride`), the noise a pixel sees does not depend on the tiling, so tiling
-does not change what a sample looks like, only (slightly) the tile borders, which the blend hides.
+Latent noise is one field for the whole image, given by the caller and *cut* per tile: the tile at input
+pixels [y0, y1) gets noise rows [y0 // noise_stride, ...). The field is a tensor or anything with
+`cut(y0, x0, h, w)` and `full()` (`sdtool.infer.noise.NoiseField` makes only the blocks a tile covers).
+With tile origins on multiples of `align` (a multiple of `noise_stride`), the noise a pixel sees does not
+depend on the tiling, so tiling does not change what a sample looks like, only (slightly) the tile
+borders, which the blend hides.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from sdtool.errors import SdtoolError
 
 TileFn = Callable[[Tensor, Optional[Tensor]], Tensor]
 """fn(x_tile 1×C×th×tw on the device, noise_tile or None on the device) -> y_tile 1×C'×th'×tw'."""
+RowSink = Callable[[Tensor, int], None]
+"""sink(rows 1×C'×n×W' float32 CPU, first row): finished output rows, top to bottom (from row 0 again after an
+out-of-memory restart)."""
 
 
 class TileOOMError(SdtoolError):
@@ -32,10 +39,11 @@ class TileOOMError(SdtoolError):
 
 @dataclass(frozen=True)
 class TiledOutput:
-    """image: 1×C'×H'×W' float32 on the CPU; tile: the tile size that finally worked (0 = untiled);
-    oom_retries: how many times the tile was halved after an out-of-memory error; tiles: tiles run."""
+    """image: 1×C'×H'×W' float32 on the CPU (None when the rows went to a sink); tile: the tile size that
+    finally worked (0 = untiled); oom_retries: how many times the tile was halved after an out-of-memory
+    error; tiles: tiles run."""
 
-    image: Tensor
+    image: Optional[Tensor]
     tile: int
     oom_retries: int
     tiles: int
@@ -104,19 +112,21 @@ def run_tiled(
     autocast_dtype: Optional[torch.dtype] = None,
     on_tile: Optional[Callable[[int, int], None]] = None,
     on_oom: Optional[Callable[[int], None]] = None,
+    sink: Optional[RowSink] = None,
 ) -> TiledOutput:
     """Run `fn` over `x` tile by tile and blend the results.
 
-    x: float32 1×C×h×w on the CPU, [0, 1]. noise: the global latent noise for the whole image
-    (1×Cn×hn×wn, CPU) or None; a tile at input [y0, y0+th) × [x0, x0+tw) gets
+    x: float32 1×C×h×w on the CPU, [0, 1]. noise: the global latent noise field for the whole image
+    (1×Cn×hn×wn tensor on the CPU, or an object with cut()/full(), see the module docstring) or None; a tile at input [y0, y0+th) × [x0, x0+tw) gets
     noise[..., y0//noise_stride : +nh, x0//noise_stride : +nw] with (nh, nw) = noise_size(th, tw)
     (default: ceil(th/noise_stride), ceil(tw/noise_stride)). scale: output pixels per input pixel
     (4 or 0.25). tile: tile side in input pixels (0 = whole image at once), rounded down to a multiple
     of `align`; overlap: in input pixels. align: tile origins are multiples of it (must be a multiple of
     noise_stride, and make `align * scale` an integer). On a device out-of-memory error the tile is halved
     (not below `min_tile`) and the image restarted; `on_oom(new_tile)` is told.
-    on_tile(done, total) is called after each tile.
-    Returns TiledOutput with the 1×C'×ceil(h·scale)×ceil(w·scale) float32 CPU image.
+    on_tile(done, total) is called after each tile. sink: receives the finished rows instead of the returned
+    image (see RowSink).
+    Returns TiledOutput with the 1×C'×ceil(h·scale)×ceil(w·scale) float32 CPU image (None with a sink).
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"run_tiled expects a 1×C×h×w tensor, got {tuple(x.shape)}")
@@ -128,11 +138,11 @@ def run_tiled(
         tile = max(align, (tile // align) * align)
     retries = 0
     while True:
+        gather = _Gather() if sink is None else None
         try:
-            out, n_tiles = _run_once(
-                fn, x, noise, scale, noise_stride, noise_size, tile, overlap, align, device, autocast_dtype, on_tile
-            )
-            return TiledOutput(image=out, tile=tile, oom_retries=retries, tiles=n_tiles)
+            n_tiles = _run_once(fn, x, noise, scale, noise_stride, noise_size, tile, overlap, align, device,
+                                autocast_dtype, on_tile, sink or gather)
+            return TiledOutput(image=gather.image if gather else None, tile=tile, oom_retries=retries, tiles=n_tiles)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not is_oom(exc):
                 raise
@@ -162,7 +172,8 @@ def _run_once(
     device: torch.device,
     autocast_dtype: Optional[torch.dtype],
     on_tile: Optional[Callable[[int, int], None]],
-) -> tuple[Tensor, int]:
+    sink: RowSink,
+) -> int:
     h, w = x.shape[2:]
 
     def call(xt: Tensor, nt: Optional[Tensor]) -> Tensor:
@@ -179,6 +190,9 @@ def _run_once(
     def cut_noise(y0: int, x0: int, th: int, tw: int) -> Optional[Tensor]:
         if noise is None:
             return None
+        if not isinstance(noise, Tensor):  # a field that makes its own cut
+            nh, nw = noise_size(th, tw) if noise_size is not None else (-(-th // noise_stride), -(-tw // noise_stride))
+            return noise.cut(y0 // noise_stride, x0 // noise_stride, nh, nw)
         if noise_size is not None:
             nh, nw = noise_size(th, tw)
         else:
@@ -190,46 +204,75 @@ def _run_once(
         return cut
 
     if tile <= 0 or (h <= tile and w <= tile):
-        y = call(x, noise)
+        whole = noise if noise is None or isinstance(noise, Tensor) else noise.full()
+        sink(call(x, whole), 0)
         if on_tile is not None:
             on_tile(1, 1)
-        return y, 1
+        return 1
 
-    return _blend_tiles(call, cut_noise, x, scale, tile, overlap, align, on_tile)
+    return _blend_tiles(call, cut_noise, x, scale, tile, overlap, align, on_tile, sink)
+
+
+class _Gather:
+    """The sink of a run without one: the rows gathered into one float32 image."""
+
+    def __init__(self) -> None:
+        self.parts: list[Tensor] = []
+
+    def __call__(self, rows: Tensor, row0: int) -> None:
+        if row0 == 0:
+            self.parts = []
+        self.parts.append(rows)
+
+    @property
+    def image(self) -> Tensor:
+        return self.parts[0] if len(self.parts) == 1 else torch.cat(self.parts, dim=2)
 
 
 def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, tile: int, overlap: int, align: int,
-                 on_tile: Optional[Callable[[int, int], None]]) -> tuple[Tensor, int]:
-    """Run every tile and blend the overlaps with linear ramps (weights normalised at the end)."""
+                 on_tile: Optional[Callable[[int, int], None]], sink: RowSink) -> int:
+    """Run the tiles row by row and blend the overlaps with raised-cosine ramps. The float32 band holds only
+    the output rows of the current row of tiles; rows above the next row of tiles are final: normalised by
+    their summed weights and handed to the sink."""
     h, w = x.shape[2:]
     overlap = min(overlap, tile // 2)
     ys = tile_starts(h, tile, overlap, align)
     xs = tile_starts(w, tile, overlap, align)
     out_h, out_w = _scaled(h, scale), _scaled(w, scale)
     ramp = max(1, round(overlap * scale))
-    out: Optional[Tensor] = None
-    weight = torch.zeros(1, 1, out_h, out_w, dtype=torch.float32)
+    band: Optional[Tensor] = None  # output rows [band_r0, band_r0 + band.shape[2])
+    weight = torch.zeros(1, 1, 0, out_w, dtype=torch.float32)
+    band_r0 = 0
     total, done = len(ys) * len(xs), 0
     for iy, y0 in enumerate(ys):
         y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
+        oy = round(y0 * scale)
+        row_end = out_h if y1 >= h else min(out_h, _scaled(y1, scale))
         for ix, x0 in enumerate(xs):
             x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
             yt = call(x[:, :, y0:y1, x0:x1], cut_noise(y0, x0, y1 - y0, x1 - x0))
-            oy, ox = round(y0 * scale), round(x0 * scale)
-            th, tw = min(yt.shape[2], out_h - oy), min(yt.shape[3], out_w - ox)
-            if out is None:
-                out = torch.zeros(1, yt.shape[1], out_h, out_w, dtype=torch.float32)
+            if band is None:
+                band = torch.zeros(1, yt.shape[1], 0, out_w, dtype=torch.float32)
+            grow = row_end - band_r0 - band.shape[2]
+            if grow > 0:  # the band reaches down to this row of tiles' last output row
+                band = torch.cat([band, band.new_zeros(1, band.shape[1], grow, out_w)], dim=2)
+                weight = torch.cat([weight, weight.new_zeros(1, 1, grow, out_w)], dim=2)
+            ox = round(x0 * scale)
+            th, tw = min(yt.shape[2], row_end - oy), min(yt.shape[3], out_w - ox)
             wy = blend_window(th, ramp, at_start=y0 == 0, at_end=y1 >= h)
             wx = blend_window(tw, ramp, at_start=x0 == 0, at_end=x1 >= w)
             wt = wy[:, None] * wx[None, :]
-            out[:, :, oy: oy + th, ox: ox + tw] += yt[:, :, :th, :tw] * wt
-            weight[:, :, oy: oy + th, ox: ox + tw] += wt
+            r = oy - band_r0
+            band[:, :, r: r + th, ox: ox + tw] += yt[:, :, :th, :tw] * wt
+            weight[:, :, r: r + th, ox: ox + tw] += wt
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
-    assert out is not None
-    out /= weight.clamp_min(1e-12)
-    return out, total
+        assert band is not None
+        final = (out_h if iy == len(ys) - 1 else round(ys[iy + 1] * scale)) - band_r0
+        sink(band[:, :, :final] / weight[:, :, :final].clamp_min(1e-12), band_r0)
+        band, weight, band_r0 = band[:, :, final:].clone(), weight[:, :, final:].clone(), band_r0 + final
+    return total
 
 
 # Tiling defaults, in input pixels. Tiling is on by default when the input has more pixels than

@@ -12,6 +12,7 @@ import torch
 
 from sdtool import benchmark as bm
 from sdtool.errors import DatasetError, UsageError
+from sdtool.infer.sampling import draw
 from sdtool.metrics import psnr
 from sdtool.resize import imresize_np, quantize
 
@@ -201,8 +202,8 @@ def test_large_inputs_use_the_tiled_runner():
     m = Pointwise()
     lr = scene(150, 140, 2)
     tiled = bm.model_upscale(m, lr, 0.5, seed=1)
-    noise = torch.randn(m.upscale_noise_shape(1, 150, 140), generator=torch.Generator().manual_seed(1))
-    whole = bm.to_grid(m.upscale(bm.to_tensor(lr), 0.5, noise=noise))
+    _, field = draw(m, "upscale", 150, 140, torch.Generator().manual_seed(1))  # the noise model_upscale draws
+    whole = bm.to_grid(m.upscale(bm.to_tensor(lr), 0.5, noise=field.full()))
     assert tiled.shape == (600, 560, 3)
     assert np.abs(tiled - whole).max() <= 1.0  # blending pointwise-identical tiles changes nothing but rounding
 

@@ -107,13 +107,14 @@ def test_hr_colour_anchor_trains_the_hf_flow(tiny_model):
     on = SDFlowTask(m, dataclasses.replace(LossWeights(), image_loss_start=0), perceptual=None)
     y = torch.rand(2, 3, 16, 16) * 2 - 1
     z_c, _, _ = m.hr_latents(y)
-    loss = on._hr_color_loss(y, z_c, torch.Generator().manual_seed(0))
+    ds = m.lr_from_content(z_c.detach())
+    loss = on._hr_color_loss(y, on._sr_samples(z_c, z_c, ds, torch.Generator().manual_seed(0)))
     assert loss.item() > 0
     loss.backward()
     grads = [p.grad for p in m.hf_flow.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     off = SDFlowTask(m, dataclasses.replace(LossWeights(), hr_color=0.0), perceptual=None)
-    assert off._hr_color_loss(y, z_c, torch.Generator()).item() == 0.0
+    assert off._hr_color_loss(y, off._sr_samples(z_c, z_c, ds, torch.Generator())).item() == 0.0
 
 
 def test_non_finite_weights_are_an_error(tiny_model):

@@ -188,14 +188,14 @@ def test_cycle_loss_trains_the_upscaling_path():
         model.hr_log_prob(y), model.lr_log_prob(torch.rand(2, 3, 8, 8) * 2 - 1)  # ActNorm data init
     zc_hr, _, _ = model.hr_latents(y)
     ds = model.lr_from_content(zc_hr.detach())
-    loss = task._cycle_loss(y, zc_hr, ds, g)
+    loss = task._cycle_loss(y, zc_hr, task._sr_samples(zc_hr, zc_hr, ds, g))
     assert loss.ndim == 0 and float(loss.detach()) > 0
     loss.backward()
     grad = lambda mod: sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
     assert grad(model.extractor) > 0 and grad(model.hf_flow) > 0
     assert grad(model.deg_flow) == 0
     off = SDFlowTask(model, dataclasses.replace(LossWeights(), cycle_l1=0, cycle_perceptual=0, cycle_latent=0))
-    assert float(off._cycle_loss(y, zc_hr, ds, g)) == 0.0
+    assert float(off._cycle_loss(y, zc_hr, off._sr_samples(zc_hr, zc_hr, ds, g))) == 0.0
 
 
 def test_freeze_keeps_parts_fixed_and_names_are_checked(tmp_path):

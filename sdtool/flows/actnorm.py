@@ -53,3 +53,11 @@ class ActNorm(Transform):
 
     def inverse(self, z: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return z * torch.exp(-self.log_scale) - self.loc, -self._logdet(z)
+
+    def affine(self, inverse: bool):
+        s = torch.exp(self.log_scale.detach().double().flatten())
+        loc = self.loc.detach().double().flatten()
+        ld = float(self.log_scale.detach().double().sum())
+        if inverse:  # x = z / s − loc
+            return torch.diag(1 / s), -loc, -ld
+        return torch.diag(s), s * loc, ld

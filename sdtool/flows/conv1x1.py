@@ -47,3 +47,10 @@ class InvConv1x1(Transform):
     def inverse(self, z: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         w_inv = torch.inverse(self.weight())
         return F.conv2d(z, w_inv[:, :, None, None]), -self._logdet(z)
+
+    def affine(self, inverse: bool):
+        with torch.no_grad():
+            w = self.weight().double()
+        zero = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+        ld = float(self.w_s.detach().double().sum())
+        return (torch.linalg.inv(w), zero, -ld) if inverse else (w, zero, ld)

@@ -2,12 +2,16 @@
 x4 network for the benchmark's baselines), on images of any size.
 
 The recipe, written once: pad the input (reflection) to what the model needs, draw the sample's randomness
-in a fixed order (the mixture component for downscaling, unless given, then the whole-image noise), run the
-model in overlapping tiles that cut that one noise field (so tiling does not change a sample), crop, and
-apply the colour guard once to the whole image (so it cannot seam at tile borders).
+in a fixed order (the mixture component for downscaling, unless given, then the seed of its noise field),
+run the model in overlapping tiles that cut that one noise field (so tiling does not change a sample),
+crop, and apply the colour guard as if to the whole image (so it cannot seam at tile borders).
 
-Images: float32 1×3×h×w in [0, 1] on the CPU, unpadded. Noise: standard normal on the CPU, of the shape
-`noise_shape` gives for the padded input.
+Memory stays bounded on big photos: the noise is made per tile (`infer/noise.py`), the tiled output leaves
+in row bands, the colour guard works on bands, and the finished image can be kept in its output bit depth
+(`depth`), so a 3840×2160 photo upscales without any whole-image float32 buffer.
+
+Images: float32 1×3×h×w in [0, 1] on the CPU, unpadded. Noise: a `NoiseField` (or a standard-normal tensor)
+of the shape `noise_shape` gives for the padded input.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from torch import Tensor
 
+from sdtool.infer.noise import NoiseField, draw_seed
 from sdtool.tiling import (
     AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
     run_tiled,
@@ -75,41 +80,79 @@ def noise_shape(model: Any, op: Op, height: int, width: int) -> tuple[int, ...]:
 
 
 def draw(model: Any, op: Op, height: int, width: int, generator: torch.Generator,
-         component: Optional[int] = None) -> tuple[Optional[int], Tensor]:
+         component: Optional[int] = None) -> tuple[Optional[int], NoiseField]:
     """The randomness of one sample, in a fixed order: the mixture component (downscaling, unless given),
-    then the whole-image noise. Drawn even for samples that are skipped, so sample k never depends on
+    then the seed of its noise field. Drawn even for samples that are skipped, so sample k never depends on
     which other samples exist."""
     comp = None
     if op == "downscale":
         comp = component if component is not None else int(torch.randint(model.n_components, (1,), generator=generator))
-    return comp, torch.randn(noise_shape(model, op, height, width), generator=generator)
+    _, c, nh, nw = noise_shape(model, op, height, width)
+    return comp, NoiseField(draw_seed(generator), c, nh, nw)
 
 
-def run(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, noise: Tensor, op: Op, tiling: Tiling, device: Any,
+def run(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, noise: Any, op: Op, tiling: Tiling, device: Any,
         on_oom: Optional[Callable[[int], None]] = None, on_tile: Optional[Callable[[int, int], None]] = None,
-        size: Optional[tuple[int, int]] = None) -> tuple[Tensor, int]:
-    """fn(tile, its noise cut) over the padded input `x` in tiles; returns (the whole output, the tile used).
-    size: the unpadded input size that automatic tiling looks at (default: x's)."""
+        size: Optional[tuple[int, int]] = None, sink: Optional[Callable[[Tensor, int], None]] = None,
+        ) -> tuple[Optional[Tensor], int]:
+    """fn(tile, its noise cut) over the padded input `x` in tiles; returns (the whole output, or None when
+    its rows went to `sink`, and the tile used). size: the unpadded input size that automatic tiling looks
+    at (default: x's)."""
     device = torch.device(device)
     tile, overlap = tiling.resolve(op, *(size or x.shape[2:]), device)
     shape_fn = getattr(fn, "noise_size", None) or (lambda th, tw: (th, tw))
     stride = 1 if op == "upscale" else DOWNSCALE_ALIGN
     res = run_tiled(fn, x, noise, scale=4.0 if op == "upscale" else 0.25, noise_stride=stride, noise_size=shape_fn,
                     tile=tile, overlap=overlap, align=stride, min_tile=MIN_TILE[op], device=device,
-                    autocast_dtype=None, on_oom=on_oom, on_tile=on_tile)
+                    autocast_dtype=None, on_oom=on_oom, on_tile=on_tile, sink=sink)
     return res.image, res.tile
 
 
-def sample(model: Any, op: Op, x: Tensor, noise: Tensor, *, temperature: float, component: Optional[int] = None,
+class _Output:
+    """The finished image, filled row band by row band from the cropped (and guarded) output: float32
+    1×3×H×W in [0, 1] (depth None) or an H×W×3 numpy array in the output's bit depth (8: uint8, 16: uint16,
+    32: float32), rounded as `imageio.quantize` does."""
+
+    def __init__(self, height: int, width: int, depth: Optional[int]):
+        import numpy as np
+
+        self.depth = depth
+        if depth is None:
+            self.image: Any = torch.empty(1, 3, height, width)
+        else:
+            dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[depth]
+            self.image = np.empty((height, width, 3), dtype=dtype)
+
+    def __call__(self, rows: Tensor, row0: int) -> None:
+        from sdtool.imageio import quantize
+
+        n = rows.shape[2]
+        if self.depth is None:
+            self.image[:, :, row0: row0 + n] = rows.clamp(0, 1)
+        else:
+            self.image[row0: row0 + n] = quantize(rows[0].permute(1, 2, 0).numpy(), self.depth)
+
+
+def _cropped(sink: Callable[[Tensor, int], None], height: int, width: int) -> Callable[[Tensor, int], None]:
+    """A sink that drops the padding: rows at or below `height`, columns at or right of `width`."""
+    def crop(rows: Tensor, row0: int) -> None:
+        if row0 < height:
+            sink(rows[:, :, : height - row0, :width], row0)
+    return crop
+
+
+def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, component: Optional[int] = None,
            latent: Optional[Tensor] = None, tiling: Tiling = Tiling(), color_fix: str = "none",
            on_oom: Optional[Callable[[int], None]] = None, on_tile: Optional[Callable[[int, int], None]] = None,
-           ) -> tuple[Tensor, int]:
+           depth: Optional[int] = None) -> tuple[Any, int]:
     """One SR (op "upscale") or downscaled (op "downscale") sample of x (1×3×h×w, [0, 1], CPU, unpadded).
 
     noise: from `draw` (ignored when `latent`, a Gaussianised degradation latent z_d' of the noise's shape, is
     given for downscaling, e.g. a transferred one). color_fix: the colour guard of SR outputs (sdtool.colorfix).
-    Returns (1×3×4h×4w or 1×3×ceil(h/4)×ceil(w/4) float32 CPU in [0, 1], the tile used)."""
-    from sdtool.colorfix import apply_color_fix
+    depth: None returns a float32 1×3×4h×4w (or 1×3×ceil(h/4)×ceil(w/4)) CPU tensor in [0, 1]; 8, 16 or 32
+    returns an H×W×3 numpy array in that bit depth (what the writer stores), with no float32 copy of the image.
+    Returns (the image, the tile used)."""
+    from sdtool.colorfix import RowGuard
 
     h, w = x.shape[2:]
     xp = pad_input(x, op)
@@ -123,9 +166,11 @@ def sample(model: Any, op: Op, x: Tensor, noise: Tensor, *, temperature: float, 
                 return model.downscale(xt, latent=nt)
             return model.downscale(xt, temperature=temperature, component=component, noise=nt)
         fn.noise_size = lambda th, tw: tuple(model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[attr-defined]
-    out, tile = run(fn, xp, latent if latent is not None else noise, op, tiling, model.device, on_oom, on_tile, (h, w))
     oh, ow = (4 * h, 4 * w) if op == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
-    y = out[:, :, :oh, :ow].clamp_(0, 1)
-    if op == "upscale":
-        y = apply_color_fix(y, x, color_fix)
-    return y, tile
+    out = _Output(oh, ow, depth)
+    sink: Callable[[Tensor, int], None] = out
+    if op == "upscale" and color_fix != "none":
+        sink = RowGuard(x, oh, ow, color_fix, out)
+    _, tile = run(fn, xp, latent if latent is not None else noise, op, tiling, model.device, on_oom, on_tile, (h, w),
+                  sink=_cropped(sink, oh, ow))
+    return out.image, tile

@@ -35,6 +35,11 @@ HF_CHANNELS = 45  # 48 channels after two squeezes minus the 3 content channels
 DEG_CHANNELS = 12  # degradation latent after one squeeze
 
 Component = Union[None, int, Tensor]
+CHANNELS_LAST = torch.channels_last
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=CHANNELS_LAST)
 
 
 def _steps(n: int, channels: int, hidden: int, cond: int = 0, last_coupling: bool = True) -> list:
@@ -87,6 +92,9 @@ class SDFlow(nn.Module):
                         *_steps(c.deg_steps, DEG_CHANNELS, hid, cc, last_coupling=False)]),
         )
         self.deg_prior = MixtureOfGaussians(c.n_gaussian)
+        # Channels-last (NHWC) weights and activations: oneDNN's native layout on CPUs, measured 1.2× faster
+        # for `paper` SR and 1.15× for a training step than NCHW (scripts/bench_speed.py); same results.
+        self.to(memory_format=CHANNELS_LAST)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -180,6 +188,7 @@ class SDFlow(nn.Module):
         out_device = x.device
         n, _, h, w = x.shape
         xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 1, 2)
+        xp = _nhwc(xp)
         if noise is None:
             noise = randn(self.upscale_noise_shape(n, h, w), generator, self.device)
         z_c = self.extractor(xp)
@@ -202,7 +211,7 @@ class SDFlow(nn.Module):
         n, _, h, w = y.shape
         # At least 16 px so that the degradation latent (HR/8) is 2×2: reflection padding needs 2 px.
         yp, _, _ = _pad_to(y.to(self.device, torch.float32) * 2 - 1, 8, 16)
-        z_c, _, _ = self.hr_latents(yp)
+        z_c, _, _ = self.hr_latents(_nhwc(yp))
         if latent is not None:
             z_dp = latent.to(self.device, torch.float32)
         else:
@@ -220,6 +229,6 @@ class SDFlow(nn.Module):
         → z_d' N×12×ceil(h/2)×ceil(w/2), and info: `component` (most likely mixture component, (N,)),
         `z_c` (content latent), `responsibilities` (N×K)."""
         xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 2, 2)
-        _, parts = self.lr_log_prob(xp)
+        _, parts = self.lr_log_prob(_nhwc(xp))
         resp = self.deg_prior.responsibilities(parts["z_dp"])
         return parts["z_dp"], {"component": resp.argmax(1), "z_c": parts["z_c"], "responsibilities": resp}

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sdtool.flows.base import folds, inference_cached
+
 
 class ZeroConv(nn.Module):
     """3×3 convolution (zero padding) starting at zero, output scaled by exp(3·logs).
@@ -23,7 +25,15 @@ class ZeroConv(nn.Module):
         self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        if folds(self):  # inference: the scale folded into the conv, once per weight state
+            weight, bias = inference_cached(self, "_folded", self._folded)
+            return F.conv2d(x, weight, bias, padding=1)
         return self.conv(x) * torch.exp(self.logs * self.logscale_factor)
+
+    def _folded(self) -> tuple[Tensor, Tensor]:
+        s = torch.exp(self.logs.detach() * self.logscale_factor).flatten()
+        weight = self.conv.weight.detach() * s[:, None, None, None]
+        return weight.contiguous(memory_format=torch.channels_last), self.conv.bias.detach() * s
 
 
 class CouplingNet(nn.Module):

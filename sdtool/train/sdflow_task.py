@@ -39,7 +39,7 @@ class SDFlowTask:
     def __init__(
         self, model: SDFlow, weights: LossWeights = LossWeights(), lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999), grad_clip: float = 10.0, seed: int = 0,
-        paired: bool = False, amp: bool = True, perceptual: Optional[nn.Module] = None,
+        paired: bool = False, amp: bool = True, perceptual: Optional[nn.Module] = None, channels_last: bool = True,
     ):
         self.model = model
         self.w = weights
@@ -56,6 +56,12 @@ class SDFlowTask:
             self.d_latent = PatchDiscriminator(3, 64, n_down=1).to(device)
             self.d_hr = PatchDiscriminator(3, 64, n_down=3).to(device)
             self.d_lr = PatchDiscriminator(3, 64, n_down=2).to(device)
+        # Channels-last activations run the many small convolutions of a step about 15 % faster on a CPU
+        # (oneDNN's native layout; measured in scripts/check_train_losses.py) with the same losses.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        for net in (model, self.d_latent, self.d_hr, self.d_lr, perceptual):
+            if net is not None:
+                net.to(memory_format=self.memory_format)
         d_params = [p for d in (self.d_latent, self.d_hr, self.d_lr) for p in d.parameters()]
         self.opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam(d_params, lr=lr, betas=(0.5, 0.999))
@@ -79,8 +85,8 @@ class SDFlowTask:
         m, w = self.model, self.w
         device = m.device
         g = torch.Generator().manual_seed(stable_seed("sdflow", self.seed, it))
-        x = L.dequantize(lr.to(device), g)
-        y = L.dequantize(hr.to(device), g)
+        x = L.dequantize(lr.to(device), g).contiguous(memory_format=self.memory_format)
+        y = L.dequantize(hr.to(device), g).contiguous(memory_format=self.memory_format)
         m.train()
         logs: dict[str, float] = {}
         with self._autocast():
@@ -89,8 +95,10 @@ class SDFlowTask:
             zc_lr = parts["z_c"]
             nll_hr, nll_lr = L.bits_per_dim(logp_hr, y), L.bits_per_dim(logp_lr, x)
             y_bic = imresize(y, 0.25)
-            content = L.content_loss(m.lr_from_content(zc_hr), y_bic, self.perceptual, w.content_perceptual)
-            content = content + L.content_loss(m.lr_from_content(zc_lr), x, self.perceptual, w.content_perceptual)
+            image = self.image_phase(it)
+            decoded = self._decode_lr(zc_hr, zc_lr, self._draw_degradation(zc_hr, g) if image else None)
+            content = L.content_loss(decoded["hr"], y_bic, self.perceptual, w.content_perceptual)
+            content = content + L.content_loss(decoded["lr"], x, self.perceptual, w.content_perceptual)
             if self.paired:  # pairs let the two content latents be matched directly
                 content = content + (zc_lr - zc_hr).abs().mean()
             # Both domains try to make their content indistinguishable (flipped labels).
@@ -100,8 +108,8 @@ class SDFlowTask:
             total = (w.nll * (nll_hr + nll_lr) + w.content * content + w.latent_adv * adv
                      + w.zc_l2 * zc_l2 + w.deg_l2 * deg_l2)
             fakes = {}
-            if self.image_phase(it):
-                img_loss, fakes = self._image_losses(x, y, y_bic, zc_lr, zc_hr, g)
+            if image:
+                img_loss, fakes = self._image_losses(x, y, y_bic, zc_lr, zc_hr, decoded, g)
                 total = total + img_loss
                 logs["image"] = float(img_loss.detach())
         logs.update(nll_hr=float(nll_hr.detach()), nll_lr=float(nll_lr.detach()), content=float(content.detach()),
@@ -113,12 +121,37 @@ class SDFlowTask:
         logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
         return logs
 
-    def _image_losses(self, x, y, y_bic, zc_lr, zc_hr, g) -> tuple[Tensor, dict[str, Tensor]]:
-        m, w, tau = self.model, self.w, self.w.sample_temperature
-        n = x.shape[0]
-        comp = torch.randint(m.n_components, (n,), generator=g).to(x.device)
-        z_dp = m.deg_prior.sample(torch.randn(m.downscale_noise_shape(n, *y.shape[2:]), generator=g).to(x.device), tau, comp)
-        ds = m.lr_from_content(zc_hr, z_dp)
+    def _draw_degradation(self, zc_hr: Tensor, g: torch.Generator) -> dict[str, Tensor]:
+        """Gaussianised degradation latents for the HR crops: a sample at the training temperature and, with
+        ds_mode_l1, the mode of the same mixture component (no noise)."""
+        m, tau = self.model, self.w.sample_temperature
+        n, _, h, wd = zc_hr.shape
+        comp = torch.randint(m.n_components, (n,), generator=g).to(zc_hr.device)
+        noise = torch.randn(m.downscale_noise_shape(n, 4 * h, 4 * wd), generator=g).to(zc_hr.device)
+        out = {"ds": m.deg_prior.sample(noise, tau, comp)}
+        if self.w.ds_mode_l1:
+            out["mode"] = m.deg_prior.sample(torch.zeros_like(noise), 0.0, comp)
+        return out
+
+    def _decode_lr(self, zc_hr: Tensor, zc_lr: Tensor, degradations: Optional[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Every LR image of a step in one pass of the LR flow (one batch runs faster on a CPU than four):
+        "hr" and "lr" decode the two content latents without degradation (content loss); "ds" and "mode"
+        (when given) add the degradation flow's inverse of those latents to the HR content, whose condition
+        features are computed once for both. Same maths as `SDFlow.lr_from_content` per image."""
+        m = self.model
+        names, latents = ["hr", "lr"], [zc_hr, zc_lr]
+        if degradations:
+            feats = m.deg_flow.cond_net(zc_hr)
+            k = len(degradations)
+            z_d, _ = m.deg_flow.flow.inverse(torch.cat(list(degradations.values())), torch.cat([feats] * k))
+            names += list(degradations)
+            latents += list((zc_hr.repeat(k, 1, 1, 1) + z_d).split(zc_hr.shape[0]))
+        images, _ = m.lr_flow.inverse(torch.cat(latents))
+        return dict(zip(names, images.split([z.shape[0] for z in latents])))
+
+    def _image_losses(self, x, y, y_bic, zc_lr, zc_hr, decoded, g) -> tuple[Tensor, dict[str, Tensor]]:
+        w = self.w
+        ds = decoded["ds"]
         # Downscaled images keep the HR content, softened by the LR domain's blur (estimated without pairs,
         # see train/domain_blur.py); the GAN asks them to look like real LR images.
         target = domain_target(y_bic, w.ds_target_blur, w.ds_target_chroma_blur)
@@ -126,27 +159,51 @@ class SDFlowTask:
         if w.ds_color:
             loss = loss + w.ds_color * L.color_low_freq(ds, y_bic, 2.0)
         if w.ds_mode_l1:  # the mode of the degradation distribution: the softened image, no noise
-            mode = m.lr_from_content(zc_hr, m.deg_prior.sample(torch.zeros_like(z_dp), 0.0, comp))
-            loss = loss + w.ds_mode_l1 * (mode - target).abs().mean()
+            loss = loss + w.ds_mode_l1 * (decoded["mode"] - target).abs().mean()
         if self.perceptual is not None and w.ds_perceptual:
             loss = loss + w.ds_perceptual * L.perceptual_distance(self.perceptual, ds, target)
         fakes = {"ds": ds.detach()}
         if w.image_sr:
-            sr_loss, fakes["sr"] = self._sr_image_loss(x, zc_lr, g)
-            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, ds, g) + self._hr_color_loss(y, zc_hr, g))
+            sr = self._sr_samples(zc_lr, zc_hr, ds, g)
+            sr_loss, fakes["sr"] = self._sr_image_loss(x, sr["lr"])
+            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, sr) + self._hr_color_loss(y, sr))
         return loss, fakes
 
-    def _sr_sample(self, z_c: Tensor, g: torch.Generator) -> Tensor:
-        """An SR sample at the training temperature from content latents z_c (B×3×h×w)."""
-        m = self.model
-        n, _, h, wd = z_c.shape
-        z_hp = self.w.sample_temperature * torch.randn(m.upscale_noise_shape(n, h, wd), generator=g).to(z_c.device)
-        return m.sr_from_content(z_c, z_hp)
+    def _cycle_enabled(self) -> bool:
+        return bool(self.w.cycle_l1 or self.w.cycle_perceptual or self.w.cycle_latent)
 
-    def _sr_image_loss(self, x, zc_lr, g) -> tuple[Tensor, Tensor]:
+    def _sr_samples(self, zc_lr: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> dict[str, Tensor]:
+        """SR samples at the training temperature, all in one pass of the HF and HR flows:
+        "lr" from the real LR crops' content, "cycle" (with the content "cycle_zc") from the extractor on the
+        generated LR images, "hr" from the HR crops' own content for half the batch (colour anchor).
+        The noise is drawn in that order from g."""
+        m, w = self.model, self.w
+        contents: dict[str, Tensor] = {"lr": zc_lr}
+        noises = [self._noise(zc_lr, g)]
+        out: dict[str, Tensor] = {}
+        if self._cycle_enabled():
+            lr_in = ds.detach().clamp(-1, 1)  # detached: the downscaler cannot hide detail for the upscaler
+            if w.cycle_input_blur > 0:
+                u = float(torch.rand((), generator=g))
+                lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
+            contents["cycle"] = out["cycle_zc"] = m.extractor(lr_in)
+            noises.append(self._noise(contents["cycle"], g))
+        if w.hr_color:
+            # Half the batch is enough for a low-frequency statistic and saves a third of the cost.
+            contents["hr"] = zc_hr[: max(1, zc_hr.shape[0] // 2)]
+            noises.append(self._noise(contents["hr"], g))
+        z_c = torch.cat(list(contents.values()))
+        sr = m.sr_from_content(z_c, w.sample_temperature * torch.cat(noises))
+        out.update(zip(contents, sr.split([z.shape[0] for z in contents.values()])))
+        return out
+
+    def _noise(self, z_c: Tensor, g: torch.Generator) -> Tensor:
+        n, _, h, wd = z_c.shape
+        return torch.randn(self.model.upscale_noise_shape(n, h, wd), generator=g).to(z_c.device)
+
+    def _sr_image_loss(self, x: Tensor, sr: Tensor) -> tuple[Tensor, Tensor]:
         """SR samples of real LR crops: consistent with their LR input, realistic for the HR discriminator."""
         w = self.w
-        sr = self._sr_sample(zc_lr, g)
         sr_lr = imresize(sr, 0.25)
         loss = w.image_l1 * (L.low_pass(sr_lr) - L.low_pass(x)).abs().mean()
         if w.sr_color:
@@ -155,31 +212,22 @@ class SDFlowTask:
             loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, sr_lr, x)
         return loss + w.image_gan * L.g_loss(self.d_hr(sr)), sr.detach()
 
-    def _hr_color_loss(self, y: Tensor, zc_hr: Tensor, g: torch.Generator) -> Tensor:
+    def _hr_color_loss(self, y: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """An HR image's own content with fresh HF noise must decode to the same colours: measured, the HF
-        latent carried whole-region colour (22 grey levels of green), so sampling it changed colours.
-        Half the batch is enough for a low-frequency statistic and saves a third of the cost."""
-        if not self.w.hr_color:
+        latent carried whole-region colour (22 grey levels of green), so sampling it changed colours."""
+        if "hr" not in sr:
             return y.new_zeros(())
-        half = max(1, y.shape[0] // 2)
-        sr = self._sr_sample(zc_hr[:half], g)
-        return self.w.hr_color * L.color_low_freq(sr, y[:half], 8.0)
+        return self.w.hr_color * L.color_low_freq(sr["hr"], y[: sr["hr"].shape[0]], 8.0)
 
-    def _cycle_loss(self, y: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> Tensor:
+    def _cycle_loss(self, y: Tensor, zc_hr: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""
-        m, w = self.model, self.w
-        if not (w.cycle_l1 or w.cycle_perceptual or w.cycle_latent):
+        w = self.w
+        if "cycle" not in sr:
             return y.new_zeros(())
-        lr_in = ds.detach().clamp(-1, 1)
-        if w.cycle_input_blur > 0:
-            u = float(torch.rand((), generator=g))
-            lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
-        zc = m.extractor(lr_in)
-        loss = w.cycle_latent * (zc - zc_hr.detach()).abs().mean()
-        sr = self._sr_sample(zc, g)
-        loss = loss + w.cycle_l1 * (sr - y).abs().mean()
+        loss = w.cycle_latent * (sr["cycle_zc"] - zc_hr.detach()).abs().mean()
+        loss = loss + w.cycle_l1 * (sr["cycle"] - y).abs().mean()
         if self.perceptual is not None and w.cycle_perceptual:
-            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr, y)
+            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr["cycle"], y)
         return loss
 
     def _discriminator_step(self, zc_hr, zc_lr, x, y, fakes) -> float:

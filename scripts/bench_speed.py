@@ -57,9 +57,9 @@ def run_one(preset: str, task: str, size: int, tile: int, overlap: int, threads:
                     color_fix="wavelet" if task == "upscale" else "none")  # the CLI's path, colour guard included
     seconds = time.perf_counter() - t0
     out_px = out.shape[2] * out.shape[3]
-    from sdtool.tiling import tile_starts
+    from sdtool.tiling import tile_spans
 
-    tiles = 1 if not tile or tile >= size else len(tile_starts(size, tile, min(overlap, tile // 2), 1 if task == "upscale" else 8)) ** 2
+    tiles = len(tile_spans(size, tile, min(overlap, tile // 2), 1 if task == "upscale" else 8)) ** 2 if tile else 1
     return {"seconds": seconds, "out_mp": out_px / 1e6, "mp_per_s": out_px / 1e6 / seconds,
             "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "tiles": tiles}
 

@@ -49,18 +49,23 @@ class TiledOutput:
     tiles: int
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Origins of tiles of size `tile` covering [0, length), consecutive tiles overlapping by at
-    least `overlap`, every origin a multiple of `align`. The last tile ends at `length` (it may be
-    up to `align - 1` pixels longer than `tile` when `length - tile` is not aligned)."""
-    if tile <= 0 or length <= tile:
-        return [0]
-    stride = max(align, ((tile - overlap) // align) * align)
-    starts = list(range(0, length - tile, stride))
-    last = ((length - tile) // align) * align
-    if last > starts[-1]:
-        starts.append(last)
-    return starts
+def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """[start, end) of the tiles along one axis: ceil(length / tile) tiles of near-equal size, each reaching
+    about overlap / 2 past its share on either side, so consecutive tiles overlap by at least `overlap`; every
+    start and every inner end a multiple of `align`. A tile is at most tile + overlap + 2·align long, and the
+    work over the untiled run is about (1 + overlap / tile) per axis, not the 2× that fixed-size tiles cost
+    when the length is just over a multiple of the tile."""
+    if tile <= 0 or length <= tile + overlap:
+        return [(0, length)]
+    n = -(-length // tile)
+    half = -(-overlap // 2)
+    spans = []
+    for i in range(n):
+        lo, hi = round(i * length / n), round((i + 1) * length / n)
+        start = 0 if i == 0 else max(0, (lo - half) // align * align)
+        end = length if i == n - 1 else min(length, -(-(hi + half) // align) * align)
+        spans.append((start, end))
+    return spans
 
 
 def _ramp(n: int) -> Tensor:
@@ -117,11 +122,12 @@ def run_tiled(
     """Run `fn` over `x` tile by tile and blend the results.
 
     x: float32 1×C×h×w on the CPU, [0, 1]. noise: the global latent noise field for the whole image
-    (1×Cn×hn×wn tensor on the CPU, or an object with cut()/full(), see the module docstring) or None; a tile at input [y0, y0+th) × [x0, x0+tw) gets
-    noise[..., y0//noise_stride : +nh, x0//noise_stride : +nw] with (nh, nw) = noise_size(th, tw)
-    (default: ceil(th/noise_stride), ceil(tw/noise_stride)). scale: output pixels per input pixel
-    (4 or 0.25). tile: tile side in input pixels (0 = whole image at once), rounded down to a multiple
-    of `align`; overlap: in input pixels. align: tile origins are multiples of it (must be a multiple of
+    (1×Cn×hn×wn tensor on the CPU, or an object with cut()/full(), see the module docstring) or None; a tile
+    at input [y0, y0+th) × [x0, x0+tw) gets noise[..., y0//noise_stride : +nh, x0//noise_stride : +nw] with
+    (nh, nw) = noise_size(th, tw) (default: ceil(th/noise_stride), ceil(tw/noise_stride)). scale: output
+    pixels per input pixel (4 or 0.25). tile: each tile's share of an axis in input pixels (0 = whole image
+    at once), rounded down to a multiple of `align`; tiles reach about overlap / 2 further on each side (see
+    `tile_spans`); overlap: in input pixels. align: tile origins are multiples of it (must be a multiple of
     noise_stride, and make `align * scale` an integer). On a device out-of-memory error the tile is halved
     (not below `min_tile`) and the image restarted; `on_oom(new_tile)` is told.
     on_tile(done, total) is called after each tile. sink: receives the finished rows instead of the returned
@@ -203,14 +209,16 @@ def _run_once(
             raise ValueError(f"global noise {tuple(noise.shape)} too small for tile at ({y0}, {x0}) size {th}×{tw}")
         return cut
 
-    if tile <= 0 or (h <= tile and w <= tile):
+    overlap = min(overlap, tile // 2) if tile > 0 else 0
+    ys, xs = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
+    if len(ys) == 1 and len(xs) == 1:
         whole = noise if noise is None or isinstance(noise, Tensor) else noise.full()
         sink(call(x, whole), 0)
         if on_tile is not None:
             on_tile(1, 1)
         return 1
 
-    return _blend_tiles(call, cut_noise, x, scale, tile, overlap, align, on_tile, sink)
+    return _blend_tiles(call, cut_noise, x, scale, ys, xs, overlap, on_tile, sink)
 
 
 class _Gather:
@@ -229,27 +237,22 @@ class _Gather:
         return self.parts[0] if len(self.parts) == 1 else torch.cat(self.parts, dim=2)
 
 
-def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, tile: int, overlap: int, align: int,
+def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, ys: list, xs: list, overlap: int,
                  on_tile: Optional[Callable[[int, int], None]], sink: RowSink) -> int:
     """Run the tiles row by row and blend the overlaps with raised-cosine ramps. The float32 band holds only
     the output rows of the current row of tiles; rows above the next row of tiles are final: normalised by
     their summed weights and handed to the sink."""
     h, w = x.shape[2:]
-    overlap = min(overlap, tile // 2)
-    ys = tile_starts(h, tile, overlap, align)
-    xs = tile_starts(w, tile, overlap, align)
     out_h, out_w = _scaled(h, scale), _scaled(w, scale)
     ramp = max(1, round(overlap * scale))
     band: Optional[Tensor] = None  # output rows [band_r0, band_r0 + band.shape[2])
     weight = torch.zeros(1, 1, 0, out_w, dtype=torch.float32)
     band_r0 = 0
     total, done = len(ys) * len(xs), 0
-    for iy, y0 in enumerate(ys):
-        y1 = h if iy == len(ys) - 1 else min(h, y0 + tile)
+    for iy, (y0, y1) in enumerate(ys):
         oy = round(y0 * scale)
         row_end = out_h if y1 >= h else min(out_h, _scaled(y1, scale))
-        for ix, x0 in enumerate(xs):
-            x1 = w if ix == len(xs) - 1 else min(w, x0 + tile)
+        for x0, x1 in xs:
             yt = call(x[:, :, y0:y1, x0:x1], cut_noise(y0, x0, y1 - y0, x1 - x0))
             if band is None:
                 band = torch.zeros(1, yt.shape[1], 0, out_w, dtype=torch.float32)
@@ -269,7 +272,7 @@ def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, t
             if on_tile is not None:
                 on_tile(done, total)
         assert band is not None
-        final = (out_h if iy == len(ys) - 1 else round(ys[iy + 1] * scale)) - band_r0
+        final = (out_h if iy == len(ys) - 1 else round(ys[iy + 1][0] * scale)) - band_r0
         sink(band[:, :, :final] / weight[:, :, :final].clamp_min(1e-12), band_r0)
         band, weight, band_r0 = band[:, :, final:].clone(), weight[:, :, final:].clone(), band_r0 + final
     return total

@@ -1,4 +1,4 @@
-"""Outputs for a fixed seed are those of the code before the inference-core redesign (commit 381119d):
+"""Outputs for a fixed seed stay those of tests/data/golden (see its README for which code wrote them):
 upscale (colour guard off, as then), downscale and sample-degradation, on the seeded tiny model."""
 
 from __future__ import annotations

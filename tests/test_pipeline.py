@@ -277,3 +277,22 @@ def test_exif_orientation_applied(tmp_path: Path, tiny: SDFlow) -> None:
     im.save(tmp_path / "o.jpg", exif=exif, quality=95)
     process_images(tmp_path / "o.jpg", tmp_path / "up.png", model=tiny, seed=0)
     assert cv2.imread(str(tmp_path / "up.png")).shape[:2] == (48, 32)
+
+
+def test_output_depth_canvas_equals_quantised_float_sample(tiny: SDFlow) -> None:
+    """sample(depth=8/16) keeps the image in the written bit depth; same pixels as rounding the float sample."""
+    import numpy as np
+
+    from sdtool.imageio import quantize
+    from sdtool.infer.sampling import Tiling, draw, sample
+
+    x = torch.rand(1, 3, 30, 26, generator=torch.Generator().manual_seed(3))
+    _, noise = draw(tiny, "upscale", 30, 26, torch.Generator().manual_seed(1))
+    for tile in (0, 12):
+        ref, _ = sample(tiny, "upscale", x, noise, temperature=0.6, tiling=Tiling(tile, 4), color_fix="wavelet")
+        for depth, dtype in ((8, np.uint8), (16, np.uint16)):
+            arr, _ = sample(tiny, "upscale", x, noise, temperature=0.6, tiling=Tiling(tile, 4), color_fix="wavelet",
+                            depth=depth)
+            assert arr.dtype == dtype and arr.shape == (120, 104, 3)
+            want = quantize(ref[0].permute(1, 2, 0).numpy(), depth)
+            assert np.abs(arr.astype(int) - want.astype(int)).max() <= 1

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sdtool.config import PRESETS
 from sdtool.model.sdflow import SDFlow
-from sdtool.tiling import TileOOMError, blend_window, run_tiled, tile_starts
+from sdtool.tiling import TileOOMError, blend_window, run_tiled, tile_spans
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -19,16 +19,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-@pytest.mark.parametrize("length,tile,overlap,align", [(100, 32, 8, 1), (203, 64, 16, 8), (256, 64, 32, 8), (33, 40, 8, 1)])
-def test_tile_starts_cover_overlap_and_align(length: int, tile: int, overlap: int, align: int) -> None:
-    starts = tile_starts(length, tile, overlap, align)
-    assert starts[0] == 0 and all(s % align == 0 for s in starts)
-    ends = [min(length, s + tile) for s in starts[:-1]] + [length]
-    assert ends[-1] == length
-    for (s0, e0), s1 in zip(zip(starts, ends), starts[1:]):
-        assert s1 > s0 and e0 - s1 >= overlap  # consecutive tiles overlap by at least `overlap`
-    if length <= tile:
-        assert starts == [0]
+@pytest.mark.parametrize("length,tile,overlap,align", [(100, 32, 8, 1), (203, 64, 16, 8), (256, 64, 32, 8),
+                                                       (33, 40, 8, 1), (256, 128, 16, 1), (1000, 192, 16, 1)])
+def test_tile_spans_cover_overlap_and_align(length: int, tile: int, overlap: int, align: int) -> None:
+    spans = tile_spans(length, tile, overlap, align)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert all(s % align == 0 for s, _ in spans) and all(e % align == 0 for _, e in spans[:-1])
+    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+        assert s0 < s1 and e0 < e1 and e0 - s1 >= overlap  # consecutive tiles overlap by at least `overlap`
+    assert all(e - s <= tile + overlap + 2 * align for s, e in spans)
+    if length <= tile + overlap:
+        assert spans == [(0, length)]
+    else:
+        assert len(spans) == -(-length // tile)
+        # The work over an untiled run stays near (1 + overlap / tile), far from fixed tiles' 2× worst case.
+        assert sum(e - s for s, e in spans) <= length + len(spans) * (overlap + 2 * align)
 
 
 def test_blend_window_is_positive_and_ramps() -> None:

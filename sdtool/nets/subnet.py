@@ -26,7 +26,7 @@ class ZeroConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if folds(self):  # inference: the scale folded into the conv, once per weight state
-            weight, bias = inference_cached(self, "_folded", self._folded)
+            weight, bias = inference_cached(self, "_fold_cache", self._folded)
             return F.conv2d(x, weight, bias, padding=1)
         return self.conv(x) * torch.exp(self.logs * self.logscale_factor)
 

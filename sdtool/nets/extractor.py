@@ -37,7 +37,7 @@ class ModulatedResBlock(nn.Module):
         self.conv2 = _conv3(nc, nc)
 
     def forward(self, feat: Tensor, mfeat: Tensor) -> Tensor:
-        x = F.leaky_relu(self.conv1(self.fm1(feat, mfeat)), 0.2)
+        x = F.leaky_relu(self.conv1(self.fm1(feat, mfeat)), 0.2, inplace=True)
         x = self.conv2(self.fm2(x, mfeat))
         return feat + x * self.res_scale
 
@@ -62,11 +62,11 @@ class ContentExtractor(LowPrecisionOK):
         return self.in_precision(self._content, x)
 
     def _content(self, x: Tensor) -> Tensor:
-        x = F.leaky_relu(self.in_conv(x), 0.2)
+        x = F.leaky_relu(self.in_conv(x), 0.2, inplace=True)
         mf = x
         for conv in self.mf_convs:
-            mf = F.leaky_relu(conv(mf), 0.2)
+            mf = F.leaky_relu(conv(mf), 0.2, inplace=True)
         h = x
         for block in self.trunk:
             h = block(h, mf)
-        return self.out2(F.leaky_relu(self.out1(x + h), 0.2))
+        return self.out2(F.leaky_relu(self.out1(x + h), 0.2, inplace=True))

@@ -30,7 +30,7 @@ class DenseBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = [x]
         for conv in self.convs[:-1]:
-            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2))
+            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2, inplace=True))
         return self.convs[-1](torch.cat(feats, 1)) * 0.2 + x
 
 
@@ -62,7 +62,7 @@ class ConditionNet(LowPrecisionOK):
     def _features(self, x: Tensor) -> Tensor:
         x = self.in_conv(x)
         x = self.trans(self.trunk(x)) + x
-        return self.out2(F.leaky_relu(self.out1(x), 0.2))
+        return self.out2(F.leaky_relu(self.out1(x), 0.2, inplace=True))
 
 
 class SqueezedConditionNet(LowPrecisionOK):
@@ -77,4 +77,4 @@ class SqueezedConditionNet(LowPrecisionOK):
         return self.in_precision(self._features, x)
 
     def _features(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(self.reduce(F.pixel_unshuffle(self.features(x), 2)), 0.2)
+        return F.leaky_relu(self.reduce(F.pixel_unshuffle(self.features(x), 2)), 0.2, inplace=True)

@@ -51,6 +51,6 @@ class CouplingNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # LeakyReLU slope 0.01 (PyTorch default), as in the authors' coupling nets.
-        x = F.leaky_relu(self.conv1(x), 0.01)
-        x = F.leaky_relu(self.conv2(x), 0.01)
+        x = F.leaky_relu(self.conv1(x), 0.01, inplace=True)
+        x = F.leaky_relu(self.conv2(x), 0.01, inplace=True)
         return self.out(x)

@@ -273,8 +273,9 @@ def output_info(info: ImageInfo, fmt: str, height: int, width: int) -> ImageInfo
     return replace(info, format=fmt, bit_depth=depth, mode=mode, has_alpha=has_alpha, height=height, width=width)
 
 
-def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> bytes:
-    """Encode float RGB (H×W×3, [0, 1]) and alpha (H×W or None) as `info` says (use `output_info` first)."""
+def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> bytes | memoryview:
+    """Encode RGB (H×W×3 float in [0, 1], or uint8/uint16 already quantised) and alpha (H×W or None) as `info`
+    says (use `output_info` first). Returns the encoded file (bytes-like)."""
     import cv2
 
     fmt = info.format
@@ -307,7 +308,7 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) 
         raise ImageError(f"cannot encode {fmt.upper()}: {exc}") from None
     if not ok:
         raise ImageError(f"cannot encode {fmt.upper()}")
-    return buf.tobytes()
+    return memoryview(buf)  # bytes-like without a copy: encoded photos of 100+ MP are hundreds of MB
 
 
 def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:

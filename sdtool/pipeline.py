@@ -85,6 +85,17 @@ class _Settings:
     max_pixels: Optional[int] = None
 
 
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the system: glibc keeps what the tiles of a big photo freed, so without this
+    a process's footprint stays at its peak (measured: 600 MB after one 3840×2160 upscale)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
     """Read, run the samples whose indices are in `todo`, write them. Returns notes. Raises on failure."""
     import torch
@@ -97,6 +108,8 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
     out_h, out_w = (4 * h, 4 * w) if s.task == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
     alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
+    info = img.info
+    del img  # the decoded float copy: x holds the pixels now
     gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
     tiling, notes = s.tiling, []
     for k, out_path in enumerate(job.outputs):
@@ -105,15 +118,17 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
             step(k + 1, s.samples)
             continue
         # The image is kept in the bit depth it is written in (uint8 for 8-bit PNG/JPEG): no float32 copy.
-        depth = output_info(img.info, format_of(out_path), out_h, out_w).bit_depth
+        depth = output_info(info, format_of(out_path), out_h, out_w).bit_depth
         y, tile = sample(
             model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
             color_fix=s.color_fix, on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
             on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
         )
         tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
-        write_image(out_path, y, alpha_out, img.info)
+        _return_freed_memory()  # the tiles' buffers, before the encoder needs its own
+        write_image(out_path, y, alpha_out, info)
         del y
+        _return_freed_memory()
         step(k + 1, s.samples)
     return notes
 

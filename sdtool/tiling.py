@@ -230,7 +230,7 @@ class _Gather:
     def __call__(self, rows: Tensor, row0: int) -> None:
         if row0 == 0:
             self.parts = []
-        self.parts.append(rows)
+        self.parts.append(rows.clone())  # the tiled runner reuses its band buffer
 
     @property
     def image(self) -> Tensor:
@@ -239,27 +239,25 @@ class _Gather:
 
 def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, ys: list, xs: list, overlap: int,
                  on_tile: Optional[Callable[[int, int], None]], sink: RowSink) -> int:
-    """Run the tiles row by row and blend the overlaps with raised-cosine ramps. The float32 band holds only
-    the output rows of the current row of tiles; rows above the next row of tiles are final: normalised by
-    their summed weights and handed to the sink."""
+    """Run the tiles row by row and blend the overlaps with raised-cosine ramps. One float32 band, allocated
+    once, holds the output rows of the current row of tiles; rows above the next row of tiles are final:
+    normalised by their summed weights in place and handed to the sink (a view: sinks copy what they keep),
+    and the overlap rows move to the top of the band."""
     h, w = x.shape[2:]
     out_h, out_w = _scaled(h, scale), _scaled(w, scale)
     ramp = max(1, round(overlap * scale))
-    band: Optional[Tensor] = None  # output rows [band_r0, band_r0 + band.shape[2])
-    weight = torch.zeros(1, 1, 0, out_w, dtype=torch.float32)
+    row_ends = [out_h if y1 >= h else min(out_h, _scaled(y1, scale)) for _, y1 in ys]
+    band_rows = max(end - round(y0 * scale) for (y0, _), end in zip(ys, row_ends))
+    band: Optional[Tensor] = None  # output rows [band_r0, band_r0 + band_rows)
+    weight = torch.zeros(1, 1, band_rows, out_w, dtype=torch.float32)
     band_r0 = 0
     total, done = len(ys) * len(xs), 0
-    for iy, (y0, y1) in enumerate(ys):
+    for iy, ((y0, y1), row_end) in enumerate(zip(ys, row_ends)):
         oy = round(y0 * scale)
-        row_end = out_h if y1 >= h else min(out_h, _scaled(y1, scale))
         for x0, x1 in xs:
             yt = call(x[:, :, y0:y1, x0:x1], cut_noise(y0, x0, y1 - y0, x1 - x0))
             if band is None:
-                band = torch.zeros(1, yt.shape[1], 0, out_w, dtype=torch.float32)
-            grow = row_end - band_r0 - band.shape[2]
-            if grow > 0:  # the band reaches down to this row of tiles' last output row
-                band = torch.cat([band, band.new_zeros(1, band.shape[1], grow, out_w)], dim=2)
-                weight = torch.cat([weight, weight.new_zeros(1, 1, grow, out_w)], dim=2)
+                band = torch.zeros(1, yt.shape[1], band_rows, out_w, dtype=torch.float32)
             ox = round(x0 * scale)
             th, tw = min(yt.shape[2], row_end - oy), min(yt.shape[3], out_w - ox)
             wy = blend_window(th, ramp, at_start=y0 == 0, at_end=y1 >= h)
@@ -268,13 +266,20 @@ def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, y
             r = oy - band_r0
             band[:, :, r: r + th, ox: ox + tw] += yt[:, :, :th, :tw] * wt
             weight[:, :, r: r + th, ox: ox + tw] += wt
+            del yt
             done += 1
             if on_tile is not None:
                 on_tile(done, total)
         assert band is not None
         final = (out_h if iy == len(ys) - 1 else round(ys[iy + 1][0] * scale)) - band_r0
-        sink(band[:, :, :final] / weight[:, :, :final].clamp_min(1e-12), band_r0)
-        band, weight, band_r0 = band[:, :, final:].clone(), weight[:, :, final:].clone(), band_r0 + final
+        used = row_end - band_r0
+        sink(band[:, :, :final].div_(weight[:, :, :final].clamp_min(1e-12)), band_r0)
+        rest = used - final  # rows the next row of tiles blends into: to the top, the remainder cleared
+        band[:, :, :rest] = band[:, :, final:used].clone()
+        weight[:, :, :rest] = weight[:, :, final:used].clone()
+        band[:, :, rest:].zero_()
+        weight[:, :, rest:].zero_()
+        band_r0 += final
     return total
 
 

@@ -129,8 +129,10 @@ class _Output:
         n = rows.shape[2]
         if self.depth is None:
             self.image[:, :, row0: row0 + n] = rows.clamp(0, 1)
-        else:
-            self.image[row0: row0 + n] = quantize(rows[0].permute(1, 2, 0).numpy(), self.depth)
+            return
+        for r in range(0, n, 64):  # a few rows at a time: no float copy of a whole band
+            part = rows[0, :, r: r + 64].permute(1, 2, 0).numpy()
+            self.image[row0 + r: row0 + r + part.shape[0]] = quantize(part, self.depth)
 
 
 def _cropped(sink: Callable[[Tensor, int], None], height: int, width: int) -> Callable[[Tensor, int], None]:

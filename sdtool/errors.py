@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 class SdtoolError(Exception):
     """Base class: every error the library raises on purpose."""
@@ -29,8 +31,17 @@ class NonFiniteOutputError(SdtoolError):
 
 class OptionError(UsageError):
     """An option has a value that cannot work. `option` is the parameter name (``tile_overlap``), so the library
-    names no command-line flag; the CLI shows it as ``--tile-overlap``."""
+    names no command-line flag; the CLI shows it as ``--tile-overlap``. The problem may name other options as
+    ``{name}`` when they are listed in `others` (each shown the same way); an empty `option` starts the message
+    with the problem itself."""
 
-    def __init__(self, option: str, problem: str):
-        self.option, self.problem = option, problem
-        super().__init__(f"{option} {problem}")
+    def __init__(self, option: str, problem: str, others: tuple[str, ...] = ()):
+        self.option, self.problem, self.others = option, problem, tuple(others)
+        super().__init__(self.render(lambda name: f"`{name}`" if self.others else name))
+
+    def render(self, show: Callable[[str], str]) -> str:
+        """The message with every option written as show(parameter name)."""
+        text = self.problem
+        for name in self.others:
+            text = text.replace("{" + name + "}", show(name))
+        return f"{show(self.option)} {text}" if self.option else text

@@ -30,7 +30,7 @@ from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
 from sdtool.infer.batch import ProcessResult, ProgressCallback
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
-from sdtool.errors import OptionError, UsageError
+from sdtool.errors import OptionError
 from sdtool.infer.jobs import file_seed, plan_jobs
 
 
@@ -90,7 +90,7 @@ class _Sampler:
         elif self.kind == "pdm":
             self.transfer = transfer.fit_pdm_latents(self.model, real_lr, y_example)
         else:
-            raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
+            raise OptionError("like", "needs {model} sdflow or pdm (the classic model has nothing to fit)", ("model",))
 
     def sample(self, y: Any, gen: Any, step: Callable[[float], None]) -> DegradationSample:
         import torch
@@ -149,7 +149,7 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
         from sdtool.degrade.classic import ClassicDegradation
 
         if weights is not None:
-            raise UsageError("--weights does not apply to --model classic")
+            raise OptionError("weights", "does not apply to {model} classic", ("model",))
         return _Sampler(kind, ClassicDegradation(opts.classic), opts)
     if kind == "pdm":
         from sdtool.model.pdm import load_pdm
@@ -160,8 +160,8 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
         if weights is None:
             weights = DEFAULT_PDM_WEIGHTS
             if not weights.is_file():
-                raise CheckpointError(f"{weights}: the shipped PDM weights are missing (pass --weights; train "
-                                      "one with `sdtool train --model pdm`)")
+                raise CheckpointError(f"{weights}: the shipped PDM weights are missing; give a PDM weights file "
+                                      "(training makes one) or reinstall sdtool")
         return _Sampler(kind, load_pdm(weights, device), opts)
     from sdtool.api import load_model
 
@@ -276,7 +276,7 @@ def _check_options(o: DegradeOptions) -> None:
         raise OptionError("samples", "must be at least 1")
     check_temperature(o.temperature)
     if o.like is not None and o.model == "classic":
-        raise UsageError("--like needs --model sdflow or pdm (the classic model has nothing to fit)")
+        raise OptionError("like", "needs {model} sdflow or pdm (the classic model has nothing to fit)", ("model",))
     if o.like is not None and not Path(o.like).is_file():
         raise OptionError("like", f"{o.like}: no such file")
 

@@ -75,7 +75,7 @@ def test_kill_and_resume_is_exact(tmp_path):
     # without --resume the run folder is protected
     from sdtool.errors import UsageError
 
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="resume"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "killed"))
     train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "killed", resume=True))
     a = _weights(tmp_path / "straight" / "model.safetensors")
@@ -229,7 +229,7 @@ def test_ds_target_blur_auto_is_estimated_and_stored(tmp_path):
     with safe_open(str(tmp_path / "run" / "model.safetensors"), "pt") as f:
         weights = json.loads(f.metadata()["loss_weights"])
     assert 0.0 < weights["ds_target_blur"] <= 2.0  # the LR folder is area-downscaled and blurrier than bicubic
-    with pytest.raises(UsageError, match="--ds-target-blur 'soft'"):
+    with pytest.raises(UsageError, match="ds_target_blur 'soft'"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", ds_target_blur="soft"))
 
 
@@ -251,5 +251,5 @@ def test_chroma_blur_and_mode_l1_are_stored_and_act(tmp_path):
         runs[mode] = [r for r in _log(out) if r.get("type") == "train"][0]["image"]
     # Same weights and draws at iteration 1: the difference is 5 × the mode's L1 distance, > 0.
     assert runs[5.0] > runs[0.0] + 1e-4
-    with pytest.raises(UsageError, match="--ds-chroma-blur 'soft'"):
+    with pytest.raises(UsageError, match="ds_chroma_blur 'soft'"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", ds_chroma_blur="soft"))

@@ -125,4 +125,4 @@ def test_options_that_do_not_apply_to_pdm_are_refused(data, extra):
     args = ["train", "--lr-dir", str(data / "lr"), "--hr-dir", str(data / "hr"), "--out", str(data / "run"),
             "--model", "pdm", "--batch", "2", "--patch", "32", "--iters", "2", "--device", "cpu", *extra]
     res = runner.invoke(app, args)
-    assert res.exit_code == 2 and "do(es) not apply to --model pdm" in res.output, res.output
+    assert res.exit_code == 2 and "not used by --model pdm" in res.output, res.output

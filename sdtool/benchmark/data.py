@@ -220,7 +220,7 @@ def load_dataset(
         if data_root is not None:
             raise OptionError("data_root", "applies to the known datasets (drealsr, realsr); give the folder directly")
         if not root.exists():
-            raise DatasetError(f"{root}: no such folder (use --dataset drealsr, realsr or a folder of x4 pairs)")
+            raise DatasetError(f"{root}: no such folder (the dataset is drealsr, realsr or a folder of x4 pairs)")
         pairs, layout = find_pairs(root)
         name = root.name or str(root)
     names = {p.name: p for p in pairs}

@@ -76,7 +76,7 @@ def unique_names(existing: Sequence[Method], more: Sequence[Method]) -> list[Met
     names = {m.name for m in existing}
     for m in more:
         if m.name in names:
-            raise UsageError(f"method name '{m.name}' is used twice; give each --sr-dir its own NAME")
+            raise OptionError("sr_dir", f"method name '{m.name}' is used twice; give each folder its own NAME")
         names.add(m.name)
     return list(more)
 
@@ -175,7 +175,8 @@ def resolve_methods(
     if not paths and default_model:
         paths = [None]
     if not out and not paths:
-        raise UsageError("nothing to benchmark: give --weights, --method bicubic, or leave out --no-model")
+        raise OptionError("", "nothing to benchmark: give {weights}, {method} bicubic, or leave out {no_model}",
+                          ("weights", "method", "no_model"))
     from sdtool.api import default_weights, load_model
 
     used: set[str] = {m.name for m in out}

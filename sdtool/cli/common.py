@@ -27,7 +27,8 @@ Temperature = Annotated[
 Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples to draw per input image.")]
 Tile = Annotated[
     Optional[int],
-    typer.Option("--tile", min=0, help="Tile size in input pixels; 0 turns tiling off. Default: automatic."),
+    typer.Option("--tile", min=0, help="Tile size in input pixels (each tile's share; tiles reach half the overlap further "
+                 "on each side); 0 turns tiling off. Default: automatic."),
 ]
 SkipExisting = Annotated[
     bool, typer.Option("--skip-existing", hidden=True, help="Kept for old scripts: skipping existing outputs is the default.")
@@ -58,7 +59,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except OptionError as exc:  # the library names the parameter; the user typed a flag
-        error_line(f"--{exc.option.replace('_', '-')} {exc.problem}")
+        error_line(exc.render(lambda name: "--" + name.replace("_", "-")))
         raise typer.Exit(EXIT_USAGE) from None
     except (UsageError, CheckpointError) as exc:  # bad options or bad --weights: nothing was done
         error_line(str(exc))

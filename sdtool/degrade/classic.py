@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from sdtool.degrade import DegradationSample
-from sdtool.errors import UsageError
+from sdtool.errors import OptionError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Generator, Tensor
@@ -50,10 +50,10 @@ class ClassicConfig:
         }
         for name, ((lo, hi), low, high) in checks.items():
             if not (low <= lo <= hi <= high):
-                raise UsageError(f"--{name} range {lo}..{hi} is invalid (need {low} <= min <= max <= {high})")
+                raise OptionError(name.replace("-", "_"), f"range {lo}..{hi} is invalid (need {low} <= min <= max <= {high})")
         for name, p in (("aniso", self.aniso_prob), ("poisson", self.poisson_prob), ("jpeg", self.jpeg_prob)):
             if not 0.0 <= p <= 1.0:
-                raise UsageError(f"{name} probability must be in [0, 1], got {p}")
+                raise OptionError(f"{name}_prob", f"must be in [0, 1], got {p}")
 
 
 def _uniform(lo: float, hi: float, n: int, gen: "Generator") -> "Tensor":

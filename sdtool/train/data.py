@@ -96,7 +96,7 @@ class CropSampler:
         if self.paired:
             common = sorted(set(self.lr.names) & set(self.hr.names))
             if not common:
-                raise DatasetError("--paired: no file name appears in both the LR and the HR folder")
+                raise DatasetError("paired training: no file name appears in both the LR and the HR folder")
             self._pairs = [(self.lr.names.index(n), self.hr.names.index(n)) for n in common]
 
     def __call__(self, it: int) -> tuple[Tensor, Tensor]:
@@ -110,7 +110,7 @@ class CropSampler:
                 hr_img = self.hr.images[j]
                 hr_crop = hr_img[top * 4:(top + p) * 4, left * 4:(left + p) * 4]
                 if hr_crop.shape[:2] != (4 * p, 4 * p):
-                    raise DatasetError(f"--paired: {self.hr.names[j]} is not 4× its LR image")
+                    raise DatasetError(f"paired training: {self.hr.names[j]} is not 4× its LR image")
                 code = int(torch.randint(8, (1,), generator=g))
                 lrs.append(_augment(lr_crop, code))
                 hrs.append(_augment(hr_crop, code))

@@ -101,7 +101,7 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, me
         except ImportError:
             raise OptionError("model", "pdm is not available in this version") from None
         return make_pdm_task(o, device, settings)
-    raise UsageError(f"unknown --model '{o.model}': choose sdflow or pdm")
+    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow or pdm")
 
 
 def _number_or_auto(flag: str, value: str) -> Optional[float]:
@@ -110,7 +110,7 @@ def _number_or_auto(flag: str, value: str) -> Optional[float]:
     try:
         return float(value)
     except ValueError:
-        raise UsageError(f"{flag} '{value}': give a σ in LR pixels or 'auto'") from None
+        raise OptionError(flag, f"'{value}': give a σ in LR pixels or 'auto'") from None
 
 
 def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
@@ -125,10 +125,10 @@ def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
         hr = bank_crops(sampler.hr.images, 4 * lr_patch, per_image=4, seed=2)
     out = {}
     if o.ds_target_blur is not None:
-        sigma = _number_or_auto("--ds-target-blur", o.ds_target_blur)
+        sigma = _number_or_auto("ds_target_blur", o.ds_target_blur)
         out["ds_target_blur"] = estimate_domain_blur(lr, hr) if sigma is None else sigma
     if o.ds_chroma_blur is not None:
-        chroma = _number_or_auto("--ds-chroma-blur", o.ds_chroma_blur)
+        chroma = _number_or_auto("ds_chroma_blur", o.ds_chroma_blur)
         if chroma is None:
             base = out.get("ds_target_blur", parse_loss_overrides(o.loss).get("ds_target_blur", 0.0))
             chroma = estimate_chroma_blur(lr, hr, base)
@@ -143,24 +143,25 @@ def _check_options(o: TrainOptions) -> None:
 
     if not (math.isfinite(o.lr) and o.lr > 0):
         raise OptionError("lr", f"must be a finite number > 0, got {o.lr}")
-    for flag, rx in (("--name-filter", o.name_filter), ("--val-filter", o.val_filter)):
+    for option, rx in (("name_filter", o.name_filter), ("val_filter", o.val_filter)):
         if rx:
             try:
                 re.compile(rx)
             except re.error as exc:
-                raise UsageError(f"{flag} {rx!r} is not a valid regular expression: {exc}") from None
+                raise OptionError(option, f"{rx!r} is not a valid regular expression: {exc}") from None
     out = Path(o.out_dir)
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{out}: is a file; give a folder for the run")
     if o.model == "pdm":
-        ignored = {"--loss": o.loss, "--freeze": o.freeze, "--init": o.init, "--paired": o.paired,
-                   "--val-lr/--val-hr": o.val_lr or o.val_hr, "--ds-target-blur": o.ds_target_blur,
-                   "--ds-chroma-blur": o.ds_chroma_blur, "--image-loss-start": o.image_loss_start is not None}
+        ignored = {"loss": o.loss, "freeze": o.freeze, "init": o.init, "paired": o.paired,
+                   "val_lr": o.val_lr, "val_hr": o.val_hr, "ds_target_blur": o.ds_target_blur,
+                   "ds_chroma_blur": o.ds_chroma_blur, "image_loss_start": o.image_loss_start is not None}
         given = [flag for flag, value in ignored.items() if value]
         if given:
-            raise UsageError(f"{', '.join(given)} do(es) not apply to --model pdm")
+            names = " ".join("{" + g + "}" for g in given)
+            raise OptionError("", f"{names}: not used by {{model}} pdm", (*given, "model"))
     if o.resume and not (out / "state.pt").is_file():
-        raise UsageError(f"{out}: no run to resume (no state.pt); leave out --resume to start one")
+        raise OptionError("resume", f"{out}: no run to resume (no state.pt); leave it out to start one")
     for d in (o.lr_dir, o.hr_dir):
         if not Path(d).is_dir():
             raise UsageError(f"{d}: no such folder")
@@ -176,7 +177,7 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     if o.patch % 8 or o.patch < 16:
         raise OptionError("patch", f"{o.patch}: the HR crop must be a multiple of 8 and at least 16")
     if o.paired and o.disjoint:
-        raise UsageError("--paired and --disjoint contradict each other")
+        raise OptionError("paired", "and {disjoint} contradict each other", ("disjoint",))
     device = resolve_device(o.device)
     rank, world_size = init_from_env(device)
     settings = RunSettings(out_dir=Path(o.out_dir), iters=o.iters, batch=o.batch, patch=o.patch, lr=o.lr,
@@ -196,7 +197,7 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     task = _build_task(o, device, settings, _measure_domain(o, sampler, lr_patch))
     validator = None
     if (o.val_lr is None) != (o.val_hr is None):
-        raise UsageError("--val-lr and --val-hr go together")
+        raise OptionError("val_lr", "and {val_hr} go together", ("val_hr",))
     if o.val_lr is not None and rank == 0:
         from sdtool.train.validate import load_pairs, make_validator
 

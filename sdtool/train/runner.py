@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from sdtool.errors import UsageError
+from sdtool.errors import OptionError, UsageError
 from sdtool.train.config import RunSettings, lr_at
 from sdtool.train.dist import barrier, broadcast_module, world
 from sdtool.train.task import NonFiniteLoss, TrainingDiverged, TrainTask
@@ -161,9 +161,10 @@ class Runner:
         KeyboardInterrupt; MAX_SKIPS_IN_A_ROW non-finite steps raise TrainingDiverged (checkpoint untouched)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if (self.out / STATE_FILE).exists() and not resume:
-            raise UsageError(f"{self.out}: holds a training run already; pass --resume or choose another --out")
+            raise OptionError("", f"{self.out}: holds a training run already; resume it ({{resume}}) or give another "
+                              "{out}", ("resume", "out"))
         if resume and not self.resume():
-            raise UsageError(f"{self.out}: no run to resume (no {STATE_FILE}); leave out --resume to start one")
+            raise OptionError("resume", f"{self.out}: no run to resume (no {STATE_FILE}); leave it out to start one")
         if self.rank == 0 and not (self.out / "settings.json").exists():
             (self.out / "settings.json").write_text(self.s.to_json())
         with _deferred_interrupts() as stop:

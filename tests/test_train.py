@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdtool.train.run import TrainOptions, train
+from sdtool.train.launch import TrainOptions, train
 
 
 def _make_folders(root: Path, n: int = 3, lr_size: int = 16) -> tuple[Path, Path]:
@@ -34,7 +34,7 @@ def _opts(tmp_path, lr_dir, hr_dir, **kw):
     base = dict(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=tmp_path / "run", config="tiny", iters=6, batch=2, patch=32,
                 lr=1e-3, device="cpu", ckpt_every=3, log_every=1, image_loss_start=3)
     base.update(kw)
-    return TrainOptions(**base)
+    return TrainOptions.flat(**base)
 
 
 def _weights(path: Path) -> dict:
@@ -156,10 +156,11 @@ def test_cli_train_and_use_weights(tmp_path):
 
 def test_loss_overrides_parse_and_refuse():
     from sdtool.errors import UsageError
-    from sdtool.train.run import parse_loss_overrides
+    from sdtool.train.launch import parse_loss_overrides
 
-    assert parse_loss_overrides(["cycle_l1=0.25", "image-loss-start=5"]) == {"cycle_l1": 0.25, "image_loss_start": 5}
-    assert isinstance(parse_loss_overrides(["image_loss_start=5"])["image_loss_start"], int)
+    assert parse_loss_overrides(["cycle_l1=0.25", "ds-mode-l1=8"]) == {"cycle_l1": 0.25, "ds_mode_l1": 8.0}
+    with pytest.raises(UsageError, match="image_loss_start"):
+        parse_loss_overrides(["image-loss-start=5"])
     with pytest.raises(UsageError, match="nope=1"):
         parse_loss_overrides(["nope=1"])
     with pytest.raises(UsageError, match="not a number"):
@@ -253,3 +254,19 @@ def test_chroma_blur_and_mode_l1_are_stored_and_act(tmp_path):
     assert runs[5.0] > runs[0.0] + 1e-4
     with pytest.raises(UsageError, match="ds_chroma_blur 'soft'"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", ds_chroma_blur="soft"))
+
+
+def test_image_loss_start_is_set_one_way_and_options_split_once(tmp_path):
+    """image_loss_start has its own option (refused inside `loss`); schedule fields live in RunSettings only."""
+    from sdtool.errors import OptionError
+    from sdtool.train.launch import loss_weights
+
+    o = TrainOptions.flat(lr_dir=tmp_path, hr_dir=tmp_path, out_dir=tmp_path / "r", iters=7, lr=2e-4,
+                          image_loss_start=5, loss=("cycle_l1=0.25",))
+    assert o.run.iters == 7 and o.run.lr == 2e-4 and not hasattr(o, "iters")
+    w = loss_weights(o, {"ds_target_blur": 0.5})
+    assert (w.image_loss_start, w.cycle_l1, w.ds_target_blur) == (5, 0.25, 0.5)
+    bad = TrainOptions.flat(lr_dir=tmp_path, hr_dir=tmp_path, out_dir=tmp_path / "r", loss=("image_loss_start=3",))
+    with pytest.raises(OptionError) as exc:
+        loss_weights(bad)
+    assert exc.value.render(lambda n: "--" + n.replace("_", "-")) == "--loss 'image_loss_start=3': set it with --image-loss-start"

@@ -41,9 +41,9 @@ def train(
     loss: Annotated[Optional[list[str]], typer.Option("--loss", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
 ) -> None:
     """Train SDFlow (or PDM) on unpaired LR and HR images; resumable, multi-GPU with torchrun."""
-    from sdtool.train.run import TrainOptions
+    from sdtool.train.launch import TrainOptions
 
-    opts = TrainOptions(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out, model=model, config=config, iters=iters,
+    opts = TrainOptions.flat(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out, model=model, config=config, iters=iters,
                         batch=batch, patch=patch, lr=lr, seed=seed, device=device, resume=resume, paired=paired,
                         disjoint=disjoint, name_filter=name_filter, val_lr=val_lr, val_hr=val_hr,
                         val_filter=val_filter, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
@@ -58,7 +58,7 @@ def train(
 
 
 def _run_with_progress(opts, iters: int):
-    from sdtool.train.run import train as run_train
+    from sdtool.train.launch import train as run_train
 
     if not sys.stderr.isatty():
         def notices(rec: dict) -> None:

@@ -209,24 +209,24 @@ def learned_kernel_sigma(model: PDM, n: int = 64, seed: int = 0) -> tuple[float,
 
 
 
-def make_pdm_task(options: Any, device: torch.device, settings: Any) -> PDMTask:
+def make_pdm_task(config: str, device: torch.device, settings: Any) -> PDMTask:
     """Build the PDMTask for the generic runner (`sdtool train --model pdm`).
 
-    options.config names a PDM preset (default, variant, tiny; an SDFlow size name falls back to default);
-    options.lr is the PDM learning rate, the discriminator gets 4× (TTUR); betas / grad_clip from settings.
+    config names a PDM preset (default, variant, tiny; an SDFlow size name falls back to default); settings.lr
+    is the PDM learning rate, the discriminator gets 4× (TTUR); betas / grad_clip / seed from settings.
     """
     from sdtool.errors import UsageError
     from sdtool.model.pdm import PDM_PRESETS
 
-    name = getattr(options, "config", "default")
+    name = config or "default"
     if name not in PDM_PRESETS:
         if name in ("paper", "lite"):
             name = "default"
         else:
             raise UsageError(f"unknown PDM size {name!r}; choose one of {sorted(PDM_PRESETS)}")
-    lr = float(getattr(options, "lr", 1e-4))
+    lr = float(getattr(settings, "lr", 1e-4))
     tc = PDMTrainConfig(lr_g=lr, lr_d=4 * lr, betas=tuple(getattr(settings, "betas", (0.5, 0.999))),  # type: ignore[arg-type]
                         grad_clip=float(getattr(settings, "grad_clip", 10.0)))
-    torch.manual_seed(int(getattr(options, "seed", 0)))
-    gen = torch.Generator().manual_seed(int(getattr(options, "seed", 0)))
+    torch.manual_seed(int(getattr(settings, "seed", 0)))
+    gen = torch.Generator().manual_seed(int(getattr(settings, "seed", 0)))
     return PDMTask(PDM_PRESETS[name], tc, device, generator=gen)

@@ -1,9 +1,10 @@
-"""`train(...)`: everything `sdtool train` does, callable from Python."""
+"""`train(...)`: everything `sdtool train` does, callable from Python: options are checked, the data, the task
+(SDFlow or PDM) and the generic `runner.Runner` are set up, and the run is launched."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,16 +17,16 @@ from sdtool.train.runner import RunResult, Runner
 
 @dataclass
 class TrainOptions:
+    """What a training run is asked to do. `run` is the schedule and bookkeeping the generic Runner needs
+    (out_dir, iters, batch, patch, lr, seed, checkpoint / log / validation cadence), defined once in
+    `RunSettings`; the rest says what to train on and how. `TrainOptions.flat(...)` takes all of them as one
+    set of keywords."""
+
     lr_dir: Path
     hr_dir: Path
-    out_dir: Path
+    run: RunSettings
     model: str = "sdflow"  # or "pdm"
     config: str = "lite"
-    iters: int = 1000
-    batch: int = 8
-    patch: int = 96
-    lr: float = 1e-4
-    seed: int = 0
     device: str = "auto"
     resume: bool = False
     paired: bool = False
@@ -34,16 +35,20 @@ class TrainOptions:
     val_lr: Optional[Path] = None
     val_hr: Optional[Path] = None
     val_filter: Optional[str] = None
-    val_every: int = 0
-    ckpt_every: int = 250
-    log_every: int = 10
-    image_loss_start: Optional[int] = None
+    image_loss_start: Optional[int] = None  # the one way to set it (refused in `loss`)
     init: Optional[Path] = None  # start from these SDFlow weights
     loss: tuple[str, ...] = ()  # "name=value" overrides of LossWeights fields
     ds_target_blur: Optional[str] = None  # "auto" (estimated from the unpaired folders) or σ in LR pixels
     ds_chroma_blur: Optional[str] = None  # the same for the extra blur of the target's chroma
     freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
-    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def flat(cls, **kw) -> "TrainOptions":
+        """TrainOptions from one set of keywords: those of RunSettings go to `run`."""
+        run_fields = {f.name for f in dataclasses.fields(RunSettings)}
+        run = {k: kw.pop(k) for k in list(kw) if k in run_fields}
+        run["out_dir"] = Path(run["out_dir"])
+        return cls(run=RunSettings(**run), **kw)
 
 
 def parse_loss_overrides(items) -> dict:
@@ -53,6 +58,8 @@ def parse_loss_overrides(items) -> dict:
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
+        if name == "image_loss_start":  # one way to set it
+            raise OptionError("loss", f"'{item}': set it with {{image_loss_start}}", ("image_loss_start",))
         if not sep or name not in fields:
             raise OptionError("loss", f"'{item}': expected NAME=VALUE with NAME one of {', '.join(fields)}")
         try:
@@ -71,8 +78,16 @@ def freeze_parts(model: torch.nn.Module, names) -> None:
         parts[name].requires_grad_(False)
 
 
-def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, measured: Optional[dict] = None):
-    """measured: loss weights found from the data (e.g. "auto" ds_target_blur), applied after --loss."""
+def loss_weights(o: TrainOptions, measured: Optional[dict] = None) -> LossWeights:
+    """The run's loss weights, made in one place: defaults, then `loss` overrides, then `image_loss_start`,
+    then what was measured from the data (e.g. an "auto" ds_target_blur)."""
+    weights = dataclasses.replace(LossWeights(), **parse_loss_overrides(o.loss))
+    if o.image_loss_start is not None:
+        weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)
+    return dataclasses.replace(weights, **(measured or {}))
+
+
+def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, weights: LossWeights):
     if o.model == "sdflow":
         from sdtool.config import get_config
         from sdtool.model.sdflow import SDFlow
@@ -87,20 +102,17 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, me
                 cfg = get_config(o.config)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-            torch.manual_seed(o.seed)
+            torch.manual_seed(settings.seed)
             model = SDFlow(cfg).to(device)
         freeze_parts(model, o.freeze)
-        weights = dataclasses.replace(LossWeights(), **{**parse_loss_overrides(o.loss), **(measured or {})})
-        if o.image_loss_start is not None:
-            weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)
-        return SDFlowTask(model, weights, lr=o.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=o.seed,
+        return SDFlowTask(model, weights, lr=settings.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=settings.seed,
                           paired=o.paired, amp=settings.amp, perceptual=load_perceptual(device))
     if o.model == "pdm":
         try:
             from sdtool.train.pdm_task import make_pdm_task
         except ImportError:
             raise OptionError("model", "pdm is not available in this version") from None
-        return make_pdm_task(o, device, settings)
+        return make_pdm_task(o.config, device, settings)
     raise OptionError("model", f"'{o.model}' is unknown: choose sdflow or pdm")
 
 
@@ -113,7 +125,7 @@ def _number_or_auto(flag: str, value: str) -> Optional[float]:
         raise OptionError(flag, f"'{value}': give a σ in LR pixels or 'auto'") from None
 
 
-def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
+def _measure_domain(o: TrainOptions, weights: LossWeights, sampler, lr_patch: int) -> dict:
     """--ds-target-blur / --ds-chroma-blur: numbers, or "auto" = estimated from the training crops without
     using pairs (train/domain_blur.py). Returns the LossWeights fields to set."""
     from sdtool.train.domain_blur import bank_crops, estimate_chroma_blur, estimate_domain_blur
@@ -130,7 +142,7 @@ def _measure_domain(o: TrainOptions, sampler, lr_patch: int) -> dict:
     if o.ds_chroma_blur is not None:
         chroma = _number_or_auto("ds_chroma_blur", o.ds_chroma_blur)
         if chroma is None:
-            base = out.get("ds_target_blur", parse_loss_overrides(o.loss).get("ds_target_blur", 0.0))
+            base = out.get("ds_target_blur", weights.ds_target_blur)
             chroma = estimate_chroma_blur(lr, hr, base)
         out["ds_target_chroma_blur"] = chroma
     return out
@@ -141,15 +153,21 @@ def _check_options(o: TrainOptions) -> None:
     import math
     import re
 
-    if not (math.isfinite(o.lr) and o.lr > 0):
-        raise OptionError("lr", f"must be a finite number > 0, got {o.lr}")
+    if not (math.isfinite(o.run.lr) and o.run.lr > 0):
+        raise OptionError("lr", f"must be a finite number > 0, got {o.run.lr}")
+    if o.run.patch % 8 or o.run.patch < 16:
+        raise OptionError("patch", f"{o.run.patch}: the HR crop must be a multiple of 8 and at least 16")
+    if o.paired and o.disjoint:
+        raise OptionError("paired", "and {disjoint} contradict each other", ("disjoint",))
+    if (o.val_lr is None) != (o.val_hr is None):
+        raise OptionError("val_lr", "and {val_hr} go together", ("val_hr",))
     for option, rx in (("name_filter", o.name_filter), ("val_filter", o.val_filter)):
         if rx:
             try:
                 re.compile(rx)
             except re.error as exc:
                 raise OptionError(option, f"{rx!r} is not a valid regular expression: {exc}") from None
-    out = Path(o.out_dir)
+    out = Path(o.run.out_dir)
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{out}: is a file; give a folder for the run")
     if o.model == "pdm":
@@ -174,30 +192,26 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     from sdtool.train.dist import init_from_env
 
     _check_options(o)
-    if o.patch % 8 or o.patch < 16:
-        raise OptionError("patch", f"{o.patch}: the HR crop must be a multiple of 8 and at least 16")
-    if o.paired and o.disjoint:
-        raise OptionError("paired", "and {disjoint} contradict each other", ("disjoint",))
+    weights = loss_weights(o) if o.model == "sdflow" else None  # bad `loss` items fail before any work
     device = resolve_device(o.device)
     rank, world_size = init_from_env(device)
-    settings = RunSettings(out_dir=Path(o.out_dir), iters=o.iters, batch=o.batch, patch=o.patch, lr=o.lr,
-                           seed=o.seed, ckpt_every=o.ckpt_every, log_every=o.log_every, val_every=o.val_every,
-                           warmup=min(100, max(1, o.iters // 10)),
-                           extra={**o.extra, "world_size": world_size, "config": o.config, "model": o.model})
+    s = o.run
+    settings = dataclasses.replace(s, out_dir=Path(s.out_dir), warmup=min(s.warmup, max(1, s.iters // 10)),
+                                   extra={**s.extra, "world_size": world_size, "config": o.config, "model": o.model})
     lr_files, hr_files = list_images(o.lr_dir, o.name_filter), list_images(o.hr_dir, o.name_filter)
     if o.disjoint:
         lr_files, hr_files = disjoint_split(lr_files, hr_files)
-    lr_patch = o.patch // 4
-    banks = ImageBank(lr_files, lr_patch), ImageBank(hr_files, o.patch)
+    lr_patch = s.patch // 4
+    banks = ImageBank(lr_files, lr_patch), ImageBank(hr_files, s.patch)
     for bank in banks:
         for warning in bank.unreadable:
             if on_log is not None:
                 on_log({"type": "notice", "message": f"skipped unreadable training image: {warning}"})
-    sampler = CropSampler(*banks, o.batch, lr_patch, seed=o.seed, rank=rank, paired=o.paired)
-    task = _build_task(o, device, settings, _measure_domain(o, sampler, lr_patch))
+    sampler = CropSampler(*banks, s.batch, lr_patch, seed=s.seed, rank=rank, paired=o.paired)
+    if weights is not None:
+        weights = loss_weights(o, _measure_domain(o, weights, sampler, lr_patch))
+    task = _build_task(o, device, settings, weights)
     validator = None
-    if (o.val_lr is None) != (o.val_hr is None):
-        raise OptionError("val_lr", "and {val_hr} go together", ("val_hr",))
     if o.val_lr is not None and rank == 0:
         from sdtool.train.validate import load_pairs, make_validator
 

@@ -1,9 +1,8 @@
 """Read and write images for `sdtool upscale` / `sdtool downscale` without losing what the file was.
 
-Decoding and encoding go through OpenCV (16-bit PNG/TIFF, alpha, every format we accept). Pillow, which
-ships as a dependency of `imageio`, is used only to peek at the header: the EXIF orientation tag and
-whether the file is grayscale (OpenCV expands gray+alpha to BGRA), and to write 8-bit gray+alpha,
-which OpenCV cannot encode.
+Decoding and encoding go through OpenCV (16-bit PNG/TIFF, alpha, every format we accept). Pillow (a
+dependency of `imageio`) only peeks at the header (EXIF orientation; grayscale, which OpenCV expands to
+BGRA with alpha) and writes 8-bit gray+alpha, which OpenCV cannot encode.
 
 Contract:
     read_image(path) -> LoadedImage(rgb, alpha, info)
@@ -238,10 +237,8 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, depth: int) -> np.ndarray:
-    """[0, 1] float → rounded integers of `depth` bits (or clipped float32 for 32). In-place on one
-    temporary: output images are the largest arrays of a run, so no extra full-size copies.
-    An array already in that depth's type (uint8 for 8, uint16 for 16) is returned as it is; uint8/uint16
-    of the other depth is rescaled."""
+    """[0, 1] float → rounded integers of `depth` bits (or clipped float32 for 32), in place on one temporary (no
+    extra full-size copies). uint8/uint16 input: returned as it is in its own depth, rescaled to the other."""
     if x.dtype in (np.uint8, np.uint16):
         want = np.uint8 if depth == 8 else np.uint16 if depth == 16 else None
         if x.dtype == want:
@@ -274,14 +271,14 @@ def output_info(info: ImageInfo, fmt: str, height: int, width: int) -> ImageInfo
 
 
 def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> bytes | memoryview:
-    """Encode RGB (H×W×3 float in [0, 1], or uint8/uint16 already quantised) and alpha (H×W or None) as `info`
-    says (use `output_info` first). Returns the encoded file (bytes-like)."""
+    """Encode RGB (H×W×3 float in [0, 1], or uint8/uint16) and alpha (H×W or None) as `info` says (use
+    `output_info` first). Returns the encoded file (bytes-like)."""
     import cv2
 
     fmt = info.format
     if info.mode == "gray":
-        if rgb.dtype in (np.uint8, np.uint16):  # an image kept in its output depth: luma needs [0, 1] floats
-            rgb = rgb.astype(np.float32) / (255.0 if rgb.dtype == np.uint8 else 65535.0)
+        if rgb.dtype in (np.uint8, np.uint16):  # luma needs [0, 1] floats
+            rgb = rgb.astype(np.float32) / np.iinfo(rgb.dtype).max
         color = quantize(luminance(rgb), info.bit_depth)[:, :, None]
     else:
         color = quantize(rgb, info.bit_depth)[:, :, ::-1]  # RGB -> BGR
@@ -308,7 +305,7 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) 
         raise ImageError(f"cannot encode {fmt.upper()}: {exc}") from None
     if not ok:
         raise ImageError(f"cannot encode {fmt.upper()}")
-    return memoryview(buf)  # bytes-like without a copy: encoded photos of 100+ MP are hundreds of MB
+    return memoryview(buf)  # no copy: an encoded 100+ MP photo is hundreds of MB
 
 
 def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:

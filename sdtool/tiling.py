@@ -104,7 +104,7 @@ def _scaled(n: int, scale: float) -> int:
 def run_tiled(
     fn: TileFn,
     x: Tensor,
-    noise: Optional[Tensor],
+    noise: Any,
     *,
     scale: float,
     noise_stride: int = 1,
@@ -129,11 +129,9 @@ def run_tiled(
     at once), rounded down to a multiple of `align`; tiles reach about overlap / 2 further on each side (see
     `tile_spans`); overlap: in input pixels. align: tile origins are multiples of it (must be a multiple of
     noise_stride, and make `align * scale` an integer). On a device out-of-memory error the tile is halved
-    (not below `min_tile`) and the image restarted; `on_oom(new_tile)` is told.
-    on_tile(done, total) is called after each tile. sink: receives the finished rows instead of the returned
-    image (see RowSink).
-    Returns TiledOutput with the 1×C'×ceil(h·scale)×ceil(w·scale) float32 CPU image (None with a sink).
-    """
+    (not below `min_tile`) and the image restarted; `on_oom(new_tile)` is told. on_tile(done, total) is called
+    after each tile. sink: gets the finished rows (RowSink); else TiledOutput holds the 1×C'×ceil(h·scale)×
+    ceil(w·scale) float32 CPU image."""
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"run_tiled expects a 1×C×h×w tensor, got {tuple(x.shape)}")
     if align % noise_stride != 0:

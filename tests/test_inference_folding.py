@@ -8,7 +8,7 @@ import torch
 
 from sdtool.config import PRESETS
 from sdtool.flows import ActNorm, InvConv1x1, Sequential, Squeeze
-from sdtool.flows.base import folding
+from sdtool.nets.folding import folding
 from sdtool.model.sdflow import SDFlow
 
 

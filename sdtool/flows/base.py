@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sdtool.nets.folding import folds, inference_cached
 
 Affine = tuple[Tensor, Tensor, Tensor]
 """(A C×C, b (C,), log|det| per pixel): the map z = A x + b at every pixel."""
@@ -35,37 +36,6 @@ class Transform(nn.Module):
 
 def zero_logdet(x: Tensor) -> Tensor:
     return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-
-
-def inference_cached(module: nn.Module, name: str, build: Callable[[], Any]) -> Any:
-    """build(), computed once per weight state: reused while no parameter or buffer of `module` has been
-    changed in place (optimiser step, load_state_dict), moved or recast. For inference only (no autograd)."""
-    key = tuple((id(t), t._version, t.device, t.dtype) for t in (*module.parameters(), *module.buffers()))
-    cached = module.__dict__.get(name)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    value = build()
-    module.__dict__[name] = (key, value)
-    return value
-
-
-_FOLD = [True]
-
-
-@contextmanager
-def folding(enabled: bool) -> Iterator[None]:
-    """Turn the inference folding of affine runs (see Sequential) on or off inside the block (for checks and
-    timings of the plain path)."""
-    before, _FOLD[0] = _FOLD[0], enabled
-    try:
-        yield
-    finally:
-        _FOLD[0] = before
-
-
-def folds(module: nn.Module) -> bool:
-    """Whether `module` runs its folded inference form now: folding on, eval mode, no autograd."""
-    return _FOLD[0] and not module.training and not torch.is_grad_enabled()
 
 
 def _compose(first: Affine, then: Affine) -> Affine:

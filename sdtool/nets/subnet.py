@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdtool.flows.base import folds, inference_cached
+from sdtool.nets.folding import folds, inference_cached
 
 
 class ZeroConv(nn.Module):

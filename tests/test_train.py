@@ -150,6 +150,9 @@ def test_cli_train_and_use_weights(tmp_path):
     assert "validation: val_psnr_rgb=" in res.output
     m = load_model(out / "model.safetensors", device="cpu")
     assert m.upscale(torch.rand(1, 3, 8, 8), 0.8).shape == (1, 3, 32, 32)
+    # The validated state is kept beside the run and equals the final weights (validation ran at the end).
+    snap = load_model(out / "validated" / "it_000002.safetensors", device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(snap.state_dict().values(), m.state_dict().values()))
     res = CliRunner().invoke(app, ["train", "--lr-dir", str(tmp_path / "nope"), "--hr-dir", str(hr_dir), "--out", str(out / "x")])
     assert res.exit_code == 2 and "nope: no such folder" in res.output
 

@@ -22,6 +22,7 @@ from sdtool.train.task import NonFiniteLoss, TrainingDiverged, TrainTask
 MODEL_FILE = "model.safetensors"  # EMA weights: what upscale/downscale load
 STATE_FILE = "state.pt"  # everything else needed to resume exactly
 LOG_FILE = "log.jsonl"
+SNAPSHOT_DIR = "validated"  # EMA weights at each validation: validated/it_NNNNNN.safetensors
 
 MAX_SKIPS_IN_A_ROW = 20  # non-finite steps in a row that end a run as diverged
 
@@ -70,7 +71,8 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 class Runner:
-    """Drives a TrainTask. Rank 0 writes `model.safetensors` (EMA), `state.pt` and `log.jsonl` in out_dir."""
+    """Drives a TrainTask. Rank 0 writes `model.safetensors` (EMA), `state.pt`, `log.jsonl` and, at each
+    validation, `validated/it_NNNNNN.safetensors` (the EMA weights it scored) in out_dir."""
 
     def __init__(self, task: TrainTask, sampler: Sampler, settings: RunSettings,
                  validator: Optional[Validator] = None, on_log: Optional[Callable[[dict], None]] = None):
@@ -109,14 +111,18 @@ class Runner:
     def save(self) -> None:
         if self.rank != 0:
             return
+        self._export(self.out / MODEL_FILE)
+        _atomic_torch_save(self.state_dict(), self.out / STATE_FILE)
+
+    def _export(self, path: Path) -> None:
+        """The EMA weights as a loadable checkpoint (config and provenance in the metadata)."""
         from sdtool.checkpoint import FORMAT, FORMAT_VERSION, atomic_save_tensors
 
         meta = {"format": FORMAT if self.task.kind == "sdflow" else f"sdtool-{self.task.kind}",
                 "format_version": FORMAT_VERSION,
                 "provenance": json.dumps({"iterations": self.it, "run": self.s.extra}, sort_keys=True),
                 **self.task.export_metadata()}
-        atomic_save_tensors(dict(self.ema.model.state_dict()), self.out / MODEL_FILE, meta)
-        _atomic_torch_save(self.state_dict(), self.out / STATE_FILE)
+        atomic_save_tensors(dict(self.ema.model.state_dict()), path, meta)
 
     def resume(self) -> bool:
         path = self.out / STATE_FILE
@@ -153,6 +159,9 @@ class Runner:
         if self.validator is None or self.rank != 0:
             return {}
         metrics = self.validator(self.ema.model)
+        # Every validated state is kept, so a run can be cut at its best point by any metric afterwards
+        # (validation curves of this model rise and fall; the last weights are not always the best).
+        self._export(self.out / SNAPSHOT_DIR / f"it_{self.it:06d}.safetensors")
         self._log({"type": "val", "it": self.it, **metrics})
         return metrics
 

@@ -6,7 +6,20 @@ from typing import Callable
 
 
 class SdtoolError(Exception):
-    """Base class: every error the library raises on purpose."""
+    """Base class: every error the library raises on purpose. The message may name options (parameters) as
+    ``{name}`` for the names listed in `options`: the library shows them as `name`, the CLI as ``--name``
+    (`render`), so no library message names a command-line flag."""
+
+    def __init__(self, message: str = "", options: tuple[str, ...] = ()):
+        self.message, self.options = message, tuple(options)
+        super().__init__(self.render(lambda name: f"`{name}`") if self.options else message)
+
+    def render(self, show: Callable[[str], str]) -> str:
+        """The message with every listed option written as show(parameter name)."""
+        text = self.message
+        for name in self.options:
+            text = text.replace("{" + name + "}", show(name))
+        return text
 
 
 class CheckpointError(SdtoolError):
@@ -30,18 +43,14 @@ class NonFiniteOutputError(SdtoolError):
 
 
 class OptionError(UsageError):
-    """An option has a value that cannot work. `option` is the parameter name (``tile_overlap``), so the library
-    names no command-line flag; the CLI shows it as ``--tile-overlap``. The problem may name other options as
-    ``{name}`` when they are listed in `others` (each shown the same way); an empty `option` starts the message
-    with the problem itself."""
+    """An option has a value that cannot work. `option` is the parameter name (``tile_overlap``), shown first;
+    the CLI shows it as ``--tile-overlap``. The problem may name other options as ``{name}`` when they are
+    listed in `others`; an empty `option` starts the message with the problem itself."""
 
     def __init__(self, option: str, problem: str, others: tuple[str, ...] = ()):
-        self.option, self.problem, self.others = option, problem, tuple(others)
-        super().__init__(self.render(lambda name: f"`{name}`" if self.others else name))
+        self.option, self.problem = option, problem
+        message = f"{{{option}}} {problem}" if option else problem
+        super().__init__(message, ((option,) if option else ()) + tuple(others))
 
-    def render(self, show: Callable[[str], str]) -> str:
-        """The message with every option written as show(parameter name)."""
-        text = self.problem
-        for name in self.others:
-            text = text.replace("{" + name + "}", show(name))
-        return f"{show(self.option)} {text}" if self.option else text
+    def __str__(self) -> str:  # a lone option reads as a plain word: "lr must be …"
+        return self.render(lambda name: f"`{name}`" if len(self.options) > 1 else name)

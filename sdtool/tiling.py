@@ -154,7 +154,7 @@ def run_tiled(
             new_tile = max(align, ((current // 2) // align) * align)
             if current <= min_tile or new_tile >= current:
                 raise TileOOMError(
-                    f"out of device memory even with {current}-pixel tiles; try --device cpu"
+                    f"out of device memory even with {current}-pixel tiles; try {{device}} cpu", ("device",)
                 ) from None
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -98,8 +98,9 @@ def test_mismatched_sizes_are_refused_with_the_name(tmp_path):
 def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SDTOOL_DATA", raising=False)
-    with pytest.raises(DatasetError, match=r"data/drealsr.*test_HR/ and test_LR/.*--data-root.*SDTOOL_DATA"):
+    with pytest.raises(DatasetError, match=r"data/drealsr.*test_HR/ and test_LR/.*`data_root`.*SDTOOL_DATA") as exc:
         bm.load_dataset("drealsr")
+    assert "--data-root" in exc.value.render(lambda n: "--" + n.replace("_", "-"))  # what the CLI shows
     with pytest.raises(DatasetError, match="no x4 pairs"):
         (tmp_path / "empty").mkdir()
         bm.load_dataset(str(tmp_path / "empty"))

@@ -211,7 +211,7 @@ def load_dataset(
             extra = f" ({errors[0]})" if errors else ""
             raise DatasetError(
                 f"no {key} data found in {where}{extra}. Put {DATA_HINTS[key]} in {tried[0]}, "
-                f"or pass --data-root DIR, or set SDTOOL_DATA to a folder that holds {key}/"
+                f"or give the folder as {{data_root}}, or set SDTOOL_DATA to a folder that holds {key}/", ("data_root",)
             )
         root, pairs, layout = found
         name = key

@@ -7,7 +7,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
-from sdtool.errors import CheckpointError, OptionError, SdtoolError, UsageError
+from sdtool.errors import CheckpointError, SdtoolError, UsageError
 
 T = TypeVar("T")
 
@@ -54,18 +54,25 @@ def error_line(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def failure_text(outcome) -> str:
+    """Why a file failed, with any options the library named shown as flags."""
+    exc = getattr(outcome, "exception", None)
+    return exc.render(_flag) if exc is not None else str(outcome.error)
+
+
 def run_guarded(fn: Callable[[], T]) -> T:
     """Call `fn`; turn library errors into one line and a non-zero exit code."""
     try:
         return fn()
-    except OptionError as exc:  # the library names the parameter; the user typed a flag
-        error_line(exc.render(lambda name: "--" + name.replace("_", "-")))
-        raise typer.Exit(EXIT_USAGE) from None
     except (UsageError, CheckpointError) as exc:  # bad options or bad --weights: nothing was done
-        error_line(str(exc))
+        error_line(exc.render(_flag))  # the library names parameters; the user typed flags
         raise typer.Exit(EXIT_USAGE) from None
     except SdtoolError as exc:
-        error_line(str(exc))
+        error_line(exc.render(_flag))
         raise typer.Exit(EXIT_SOME_FAILED) from None
     except KeyboardInterrupt:
         error_line("interrupted")

@@ -15,7 +15,7 @@ from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 
 from sdtool.cli.common import (
     EXIT_OK, EXIT_SOME_FAILED, Device, MaxPixels, OutputArg, Overwrite, Samples, Seed, SkipExisting, Temperature, Tile,
-    run_guarded,
+    failure_text, run_guarded,
 )
 
 
@@ -81,7 +81,7 @@ def sample_degradation(
 
     result = run_guarded(go)
     for f in result.failed:
-        typer.echo(f"error: {f.error}", err=True)
+        typer.echo(f"error: {failure_text(f)}", err=True)
     for f in result.skipped:
         for note in f.notes:
             typer.echo(f"notice: {f.source}: {note}", err=True)

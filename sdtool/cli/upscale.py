@@ -16,6 +16,7 @@ import typer
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 
 from sdtool.cli.common import (
+    failure_text,
     EXIT_OK,
     EXIT_SOME_FAILED,
     Component,
@@ -93,7 +94,7 @@ class _Reporter:
         elif event.kind == "file_end":
             outcome = event.outcome
             if outcome is not None and outcome.status == "failed":
-                self.line(f"error: {outcome.error}")
+                self.line(f"error: {failure_text(outcome)}")
             if outcome is not None:
                 for note in outcome.notes:
                     self.line(f"notice: {outcome.source}: {note}")

@@ -29,6 +29,7 @@ class FileOutcome:
     error: Optional[str] = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    exception: Optional[SdtoolError] = None  # the typed error behind `error`, for callers that render options
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path],
         except (UsageError, CheckpointError, KeyboardInterrupt, SystemExit):
             raise
         except SdtoolError as exc:
-            return FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0)
+            return FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0, exception=exc)
         except MemoryError:
             return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: out of memory",
                                time.perf_counter() - t0)

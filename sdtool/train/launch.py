@@ -176,7 +176,7 @@ def _check_options(o: TrainOptions) -> None:
                    "ds_chroma_blur": o.ds_chroma_blur, "image_loss_start": o.image_loss_start is not None}
         given = [flag for flag, value in ignored.items() if value]
         if given:
-            names = " ".join("{" + g + "}" for g in given)
+            names = ", ".join("{" + g + "}" for g in given)
             raise OptionError("", f"{names}: not used by {{model}} pdm", (*given, "model"))
     if o.resume and not (out / "state.pt").is_file():
         raise OptionError("resume", f"{out}: no run to resume (no state.pt); leave it out to start one")

@@ -199,8 +199,8 @@ class Runner:
                 self._log({"type": "skip", "it": it, "reason": str(exc).splitlines()[0]})
                 if in_a_row >= MAX_SKIPS_IN_A_ROW:
                     raise TrainingDiverged(
-                        f"training diverged: {in_a_row} non-finite steps in a row up to iteration {it} (lower --lr); "
-                        f"the last checkpoint in {self.out} is kept as it was") from None
+                        f"training diverged: {in_a_row} non-finite steps in a row up to iteration {it} (lower {{lr}}); "
+                        f"the last checkpoint in {self.out} is kept as it was", ("lr",)) from None
             self.it = it
             if it % self.s.log_every == 0 or it == self.s.iters:
                 self._log({"type": "train", "it": it, "lr": lr_at(it, self.s), "sec_per_it": time.time() - t_step,

@@ -3,7 +3,7 @@
     python scripts/sweep_sr.py WEIGHTS --dataset realsr --data-root data/realsr-crops --split val \\
         -t 0 -t 0.4 -t 0.6 -t 0.8 -t 1.0 --fix none --fix wavelet --fix adain
 
-Prints, per (τ, guard): PSNR-RGB, LPIPS, colour error (crop border 4) and, per τ, diversity (mean per-pixel
+A guard "wavelet:N" uses N wavelet levels. Prints, per (τ, guard): PSNR-RGB, LPIPS, colour error (crop border 4) and, per τ, diversity (mean per-pixel
 std of two samples, 0–255), with the benchmark's seeds and metric code.
 """
 
@@ -16,11 +16,20 @@ import numpy as np
 import torch
 
 
+def _guard(sr, lr, fix: str):
+    """`apply_color_fix`, with "wavelet:N" for N wavelet levels (the default has WAVELET_LEVELS)."""
+    from sdtool.colorfix import apply_color_fix, bicubic_reference, wavelet_color_fix
+
+    if fix.startswith("wavelet:"):
+        ref = bicubic_reference(lr, sr.shape[2], sr.shape[3])
+        return wavelet_color_fix(sr, ref, int(fix.split(":")[1]))
+    return apply_color_fix(sr, lr, fix)
+
+
 def main() -> None:
     from sdtool.api import load_model
     from sdtool.benchmark import load_dataset, read_pair, to_grid, to_tensor
     from sdtool.benchmark.methods import model_upscale, sample_seed
-    from sdtool.colorfix import apply_color_fix
     from sdtool.metrics import color_error, diversity, psnr
     from sdtool.metrics.lpips import lpips_distance
 
@@ -45,7 +54,7 @@ def main() -> None:
             raw = [model_upscale(model, lr, t, sample_seed(a.seed, pair.name, k, "sr")) for k in range(2)]
             divs.append(diversity(np.stack(raw)))
             for fix in fixes:
-                sr = to_grid(apply_color_fix(to_tensor(raw[0]), to_tensor(lr), fix))
+                sr = to_grid(_guard(to_tensor(raw[0]), to_tensor(lr), fix))
                 r = rows.setdefault((t, fix), [])
                 r.append((psnr(sr, hr, crop_border=4), float(lpips_distance(to_tensor(sr), to_tensor(hr))[0]),
                           color_error(sr, hr, crop_border=4)))

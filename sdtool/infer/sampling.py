@@ -72,7 +72,7 @@ def pad_input(x: Tensor, op: Op) -> Tensor:
 
 
 def noise_shape(model: Any, op: Op, height: int, width: int) -> tuple[int, ...]:
-    """Shape of the whole-image noise of one sample of a height × width input (unpadded size)."""
+    """Shape of the noise field of one sample of a height × width input (unpadded size)."""
     mult, minimum = _PAD[op]
     ph, pw = (max(minimum, math.ceil(n / mult) * mult) for n in (height, width))  # what pad_input gives
     shape_fn = model.upscale_noise_shape if op == "upscale" else model.downscale_noise_shape

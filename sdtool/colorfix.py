@@ -140,8 +140,5 @@ class RowGuard:
 
     def _reference_rows(self, a: int, b: int) -> Tensor:
         """Rows [a, b) of the bicubic x4 reference, from the LR rows they depend on (±2 LR rows, 3 kept)."""
-        from sdtool.resize import imresize
-
         la, lb = max(0, a // 4 - 3), min(self.lr.shape[2], -(-b // 4) + 3)
-        up = imresize(self.lr[:, :, la:lb].float(), 4.0)
-        return up[:, :, a - 4 * la: b - 4 * la, : self.width].clamp(0, 1)
+        return bicubic_reference(self.lr[:, :, la:lb], b - 4 * la, self.width)[:, :, a - 4 * la:]

@@ -243,7 +243,7 @@ def quantize(x: np.ndarray, depth: int) -> np.ndarray:
         want = np.uint8 if depth == 8 else np.uint16 if depth == 16 else None
         if x.dtype == want:
             return x
-        x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 65535.0)
+        x = x.astype(np.float32) / np.iinfo(x.dtype).max
     if depth == 32:
         tmp = np.array(x, dtype=np.float32, copy=True)
         np.nan_to_num(tmp, copy=False)

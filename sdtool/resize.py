@@ -78,10 +78,15 @@ def _weight_matrix_cached(in_len: int, out_len: int, scale: float, antialias: bo
 
 def weight_matrix(in_len: int, out_len: int, scale: Optional[float] = None, antialias: bool = True) -> np.ndarray:
     """Dense resampling matrix M (out_len × in_len, float64) such that `out = M @ in` along one dimension."""
+    return _weight_matrix_cached(*_key(in_len, out_len, scale, antialias))
+
+
+def _key(in_len: int, out_len: int, scale: Optional[float], antialias: bool) -> tuple[int, int, float, bool]:
+    """The cache key of a 1-D resampling: sizes checked, the scale defaulting to out_len / in_len."""
     if in_len < 1 or out_len < 1:
         raise ValueError(f"sizes must be positive, got in={in_len}, out={out_len}")
     s = float(scale) if scale is not None else out_len / in_len
-    return _weight_matrix_cached(int(in_len), int(out_len), s, bool(antialias))
+    return int(in_len), int(out_len), s, bool(antialias)
 
 
 def _plan(
@@ -158,8 +163,7 @@ def _resample_taps(x: "torch.Tensor", dim: int, in_len: int, out_len: int, scale
     """Resample x along `dim` as `weight_matrix` would, tap by tap (index_select + weighted sum)."""
     import torch
 
-    s = float(scale) if scale is not None else out_len / in_len
-    src, w = _taps_cached(int(in_len), int(out_len), s, bool(antialias))
+    src, w = _taps_cached(*_key(in_len, out_len, scale, antialias))
     idx = torch.from_numpy(np.array(src)).to(x.device)
     wt = torch.from_numpy(np.array(w)).to(device=x.device, dtype=x.dtype)
     shape = [1] * x.dim()

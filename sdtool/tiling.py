@@ -194,14 +194,13 @@ def _run_once(
     def cut_noise(y0: int, x0: int, th: int, tw: int) -> Optional[Tensor]:
         if noise is None:
             return None
-        if not isinstance(noise, Tensor):  # a field that makes its own cut
-            nh, nw = noise_size(th, tw) if noise_size is not None else (-(-th // noise_stride), -(-tw // noise_stride))
-            return noise.cut(y0 // noise_stride, x0 // noise_stride, nh, nw)
         if noise_size is not None:
             nh, nw = noise_size(th, tw)
         else:
             nh, nw = math.ceil(th / noise_stride), math.ceil(tw / noise_stride)
         ny, nx = y0 // noise_stride, x0 // noise_stride
+        if not isinstance(noise, Tensor):  # a field that makes its own cut
+            return noise.cut(ny, nx, nh, nw)
         cut = noise[:, :, ny: ny + nh, nx: nx + nw]
         if cut.shape[2] != nh or cut.shape[3] != nw:
             raise ValueError(f"global noise {tuple(noise.shape)} too small for tile at ({y0}, {x0}) size {th}×{tw}")
@@ -244,7 +243,7 @@ def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, y
     h, w = x.shape[2:]
     out_h, out_w = _scaled(h, scale), _scaled(w, scale)
     ramp = max(1, round(overlap * scale))
-    row_ends = [out_h if y1 >= h else min(out_h, _scaled(y1, scale)) for _, y1 in ys]
+    row_ends = [_scaled(y1, scale) for _, y1 in ys]  # the last span ends at h, hence at out_h
     band_rows = max(end - round(y0 * scale) for (y0, _), end in zip(ys, row_ends))
     band: Optional[Tensor] = None  # output rows [band_r0, band_r0 + band_rows)
     weight = torch.zeros(1, 1, band_rows, out_w, dtype=torch.float32)
@@ -291,13 +290,18 @@ DOWNSCALE_ALIGN = 8  # HR pixels per downscale-noise pixel: tile origins must si
 MIN_TILE: dict[str, int] = {"upscale": 16, "downscale": 64}
 
 
+def padded_size(n: int, mult: int, minimum: int) -> int:
+    """A side of n pixels padded to a multiple of `mult` and at least `minimum` (what pad_reflect gives)."""
+    return max(minimum, math.ceil(n / mult) * mult)
+
+
 def pad_reflect(x: Any, mult: int, minimum: int) -> Any:
     """Pad 1×C×h×w bottom/right to multiples of `mult` and at least `minimum` (reflection; numpy's
     repeated reflection when the pad is larger than the image, so a 1-pixel image works too)."""
     import torch
 
     h, w = x.shape[2:]
-    th, tw = max(minimum, math.ceil(h / mult) * mult), max(minimum, math.ceil(w / mult) * mult)
+    th, tw = padded_size(h, mult, minimum), padded_size(w, mult, minimum)
     if (th, tw) == (h, w):
         return x
     arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h, w) == 1 else "reflect")

@@ -261,13 +261,15 @@ def test_chroma_blur_and_mode_l1_are_stored_and_act(tmp_path):
 
 def test_image_loss_start_is_set_one_way_and_options_split_once(tmp_path):
     """image_loss_start has its own option (refused inside `loss`); schedule fields live in RunSettings only."""
+    import dataclasses
+
     from sdtool.errors import OptionError
     from sdtool.train.launch import loss_weights
 
     o = TrainOptions.flat(lr_dir=tmp_path, hr_dir=tmp_path, out_dir=tmp_path / "r", iters=7, lr=2e-4,
                           image_loss_start=5, loss=("cycle_l1=0.25",))
     assert o.run.iters == 7 and o.run.lr == 2e-4 and not hasattr(o, "iters")
-    w = loss_weights(o, {"ds_target_blur": 0.5})
+    w = dataclasses.replace(loss_weights(o), ds_target_blur=0.5)  # as train applies what it measured
     assert (w.image_loss_start, w.cycle_l1, w.ds_target_blur) == (5, 0.25, 0.5)
     bad = TrainOptions.flat(lr_dir=tmp_path, hr_dir=tmp_path, out_dir=tmp_path / "r", loss=("image_loss_start=3",))
     with pytest.raises(OptionError) as exc:

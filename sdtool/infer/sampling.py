@@ -26,7 +26,7 @@ from torch import Tensor
 from sdtool.infer.noise import NoiseField, draw_seed
 from sdtool.tiling import (
     AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
-    run_tiled,
+    padded_size, run_tiled,
 )
 
 Op = Literal["upscale", "downscale"]
@@ -73,8 +73,7 @@ def pad_input(x: Tensor, op: Op) -> Tensor:
 
 def noise_shape(model: Any, op: Op, height: int, width: int) -> tuple[int, ...]:
     """Shape of the noise field of one sample of a height × width input (unpadded size)."""
-    mult, minimum = _PAD[op]
-    ph, pw = (max(minimum, math.ceil(n / mult) * mult) for n in (height, width))  # what pad_input gives
+    ph, pw = (padded_size(n, *_PAD[op]) for n in (height, width))  # what pad_input gives
     shape_fn = model.upscale_noise_shape if op == "upscale" else model.downscale_noise_shape
     return tuple(shape_fn(1, ph, pw))
 
@@ -170,9 +169,7 @@ def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, com
         fn.noise_size = lambda th, tw: tuple(model.downscale_noise_shape(1, th, tw)[2:])  # type: ignore[attr-defined]
     oh, ow = (4 * h, 4 * w) if op == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
     out = _Output(oh, ow, depth)
-    sink: Callable[[Tensor, int], None] = out
-    if op == "upscale" and color_fix != "none":
-        sink = RowGuard(x, oh, ow, color_fix, out)
+    sink: Callable[[Tensor, int], None] = RowGuard(x, oh, ow, color_fix, out) if op == "upscale" else out
     _, tile = run(fn, xp, latent if latent is not None else noise, op, tiling, model.device, on_oom, on_tile, (h, w),
                   sink=_cropped(sink, oh, ow))
     return out.image, tile

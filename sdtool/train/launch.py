@@ -78,13 +78,14 @@ def freeze_parts(model: torch.nn.Module, names) -> None:
         parts[name].requires_grad_(False)
 
 
-def loss_weights(o: TrainOptions, measured: Optional[dict] = None) -> LossWeights:
-    """The run's loss weights, made in one place: defaults, then `loss` overrides, then `image_loss_start`,
-    then what was measured from the data (e.g. an "auto" ds_target_blur)."""
+def loss_weights(o: TrainOptions) -> LossWeights:
+    """The run's loss weights as the options give them, made in one place: defaults, then `loss` overrides,
+    then `image_loss_start`. What `train` measures from the data (an "auto" ds_target_blur) replaces fields
+    of these afterwards."""
     weights = dataclasses.replace(LossWeights(), **parse_loss_overrides(o.loss))
     if o.image_loss_start is not None:
         weights = dataclasses.replace(weights, image_loss_start=o.image_loss_start)
-    return dataclasses.replace(weights, **(measured or {}))
+    return weights
 
 
 def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, weights: LossWeights):
@@ -209,7 +210,7 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
                 on_log({"type": "notice", "message": f"skipped unreadable training image: {warning}"})
     sampler = CropSampler(*banks, s.batch, lr_patch, seed=s.seed, rank=rank, paired=o.paired)
     if weights is not None:
-        weights = loss_weights(o, _measure_domain(o, weights, sampler, lr_patch))
+        weights = dataclasses.replace(weights, **_measure_domain(o, weights, sampler, lr_patch))
     task = _build_task(o, device, settings, weights)
     validator = None
     if o.val_lr is not None and rank == 0:

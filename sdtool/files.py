@@ -156,13 +156,16 @@ def release_claim(claim: Optional[Path]) -> None:
 
 @contextmanager
 def claimed(outputs: list[Path]) -> Iterator[list[bool]]:
-    """Claim each output; yields one flag per output (True = ours to write). Released on exit, also on
-    KeyboardInterrupt/SystemExit."""
+    """Claim the outputs in order; yields one flag per output (True = ours to write). Claiming stops at the
+    first output another process holds: two processes claiming the same list never split one file's outputs
+    between them (each would count it done). Released on exit, also on KeyboardInterrupt/SystemExit."""
     claims: list[Optional[Path]] = []
     try:  # claims taken before an interrupt are released too
         for p in outputs:
             claims.append(try_claim(p))
-        yield [c is not None for c in claims]
+            if claims[-1] is None:
+                break
+        yield [c is not None for c in claims] + [False] * (len(outputs) - len(claims))
     finally:
         for c in claims:
             release_claim(c)

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.files import _host, claim_path, clean_stale_temporaries, try_claim, write_bytes_atomic
+from sdtool.files import _host, claim_path, claimed, clean_stale_temporaries, try_claim, write_bytes_atomic
 from tests.helpers import sha256_of, write_image_file
 
 runner = CliRunner()
@@ -57,6 +58,20 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     assert first is not None and try_claim(out) is None  # held by a live process (us)
     first.write_text(f"{_dead_pid()} {_host()} 0\n")  # its process died
     assert try_claim(out) is not None
+
+
+def test_claims_stop_at_the_first_output_another_process_holds(tmp_path):
+    outs = [tmp_path / f"o{k}.png" for k in range(3)]
+    claim_path(outs[0]).write_text(f"{os.getpid()} {_host()} {time.time()}\n")  # a live holder of o0
+    with claimed(outs) as ours:
+        assert ours == [False, False, False]  # the holder of o0 takes the whole file, we take none of it
+        assert not claim_path(outs[1]).exists() and not claim_path(outs[2]).exists()
+    claim_path(outs[0]).unlink()
+    claim_path(outs[2]).write_text(f"{os.getpid()} {_host()} {time.time()}\n")
+    with claimed(outs) as ours:
+        assert ours == [True, True, False]
+        assert claim_path(outs[0]).exists()
+    assert not claim_path(outs[0]).exists() and not claim_path(outs[1]).exists()  # released on exit
 
 
 def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):

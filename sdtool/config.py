@@ -61,6 +61,8 @@ class SDFlowConfig(JsonConfig):
 # diversity of τ 0.8); the authors' code uses 0.8 for both.
 DEFAULT_SR_TEMPERATURE = 0.4
 DEFAULT_DOWN_TEMPERATURE = 0.8
+# Detail gain of upscale's wavelet colour guard (sdtool.colorfix), chosen on RealSR validation (README "Numbers").
+DEFAULT_DETAIL = 0.9
 
 PRESETS: dict[str, SDFlowConfig] = {
     "paper": SDFlowConfig(),

@@ -82,6 +82,7 @@ class _Settings:
     component: Optional[int]
     tiling: Tiling
     color_fix: str = "none"
+    detail: float = 1.0
     max_pixels: Optional[int] = None
 
 
@@ -121,7 +122,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         depth = output_info(info, format_of(out_path), out_h, out_w).bit_depth
         y, tile = sample(
             model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
-            color_fix=s.color_fix, on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
+            color_fix=s.color_fix, detail=s.detail, on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
             on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
         )
         tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
@@ -151,6 +152,7 @@ def process_images(
     max_pixels: Optional[int] = None,
     mixed_precision: Optional[bool] = None,
     color_fix: Optional[str] = None,
+    detail: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> ProcessResult:
     """Upscale x4 (task="upscale") or downscale /4 (task="downscale") a file or a folder tree.
@@ -162,7 +164,8 @@ def process_images(
     half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
     header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
-    (`sdtool.colorfix`). mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT
+    (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
+    mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT
     ending in "/" names a folder.
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
@@ -171,7 +174,8 @@ def process_images(
     t_start = time.perf_counter()
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
-    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels)
+    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
+                               detail)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
@@ -195,9 +199,9 @@ def process_images(
 
 def _check_options(task: str, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
                    tile: Optional[int], tile_overlap: Optional[int], color_fix: Optional[str],
-                   max_pixels: Optional[int]) -> _Settings:
+                   max_pixels: Optional[int], detail: Optional[float] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
-    from sdtool.colorfix import resolve_color_fix
+    from sdtool.colorfix import resolve_color_fix, resolve_detail
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
@@ -210,9 +214,11 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
         raise OptionError("component", "must be >= 0")
     if tile is not None and tile < 0:
         raise OptionError("tile", "must be >= 0")
-    if color_fix is not None and task != "upscale":
-        raise OptionError("color_fix", "applies to upscale only")
+    for name, value in (("color_fix", color_fix), ("detail", detail)):
+        if value is not None and task != "upscale":
+            raise OptionError(name, "applies to upscale only")
     color_fix = resolve_color_fix(color_fix)
+    gain = resolve_detail(detail, color_fix)
     if tile_overlap is not None and tile_overlap < 0:
         raise OptionError("tile_overlap", "must be >= 0")
     if tile and tile < MIN_TILE[task]:
@@ -220,7 +226,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
     if max_pixels is not None and max_pixels < 1:
         raise OptionError("max_pixels", "must be at least 1")
     seed = secrets.randbits(31) if seed is None else int(seed)
-    return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix,  # type: ignore[arg-type]
+    return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix, gain,  # type: ignore[arg-type]
                      max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
 
 

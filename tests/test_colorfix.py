@@ -126,23 +126,74 @@ def test_non_finite_weights_are_an_error(tiny_model):
         tiny_model.upscale(torch.rand(1, 3, 8, 8), 0.5, color_fix="none")
 
 
-@pytest.mark.parametrize("method", ["wavelet", "adain"])
-def test_guard_on_row_bands_equals_guard_on_the_whole_image(method):
+@pytest.mark.parametrize("method,detail", [("wavelet", 1.0), ("wavelet", 0.7), ("adain", 1.0)])
+def test_guard_on_row_bands_equals_guard_on_the_whole_image(method, detail):
     """Tiled runs hand the guard one band of rows at a time; the result is the whole-image guard's."""
     from sdtool.colorfix import RowGuard
 
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, 37, 23, generator=g)
     sr = torch.rand(1, 3, 148, 92, generator=g)
-    want = apply_color_fix(sr, lr, method)
+    want = apply_color_fix(sr, lr, method, detail)
     got = torch.full_like(sr, -1.0)
 
     def sink(rows, r0):
         got[:, :, r0: r0 + rows.shape[2]] = rows
 
-    guard = RowGuard(lr, 148, 92, method, sink)
+    guard = RowGuard(lr, 148, 92, method, sink, detail=detail)
     r = 0
     for n in (10, 3, 40, 1, 50, 44):
         guard(sr[:, :, r: r + n], r)
         r += n
     assert (got - want).abs().max().item() < 1e-6
+
+
+def test_detail_gain_scales_the_detail_and_keeps_the_colours():
+    ref = _scene(64, 64)
+    fine = 0.1 * torch.sign(torch.randn(ref.shape, generator=torch.Generator().manual_seed(4)))
+    sr = (ref + 0.15 + fine).clamp(0, 1)  # a cast plus fine detail
+
+    def energy(x):
+        return (x - low_band(x)).pow(2).mean().item()
+
+    full, half = wavelet_color_fix(sr, ref), wavelet_color_fix(sr, ref, detail=0.5)
+    assert torch.equal(full, wavelet_color_fix(sr, ref, detail=1.0))
+    assert 0.2 < energy(half) / energy(full) < 0.3  # amplitude × 0.5: energy × 0.25
+    for out in (full, half):  # the colour guard still holds
+        assert (out.mean(dim=(2, 3)) - ref.mean(dim=(2, 3))).abs().max().item() * 255 < 0.5
+    assert torch.allclose(wavelet_color_fix(sr, ref, detail=0.0), low_band(ref).clamp(0, 1), atol=1e-6)
+
+
+def test_detail_default_and_checks(tmp_path, tiny_model):
+    from sdtool.colorfix import resolve_detail
+    from sdtool.config import DEFAULT_DETAIL
+    from sdtool.errors import UsageError
+
+    assert resolve_detail(None, "wavelet") == DEFAULT_DETAIL and resolve_detail(None, "none") == 1.0
+    with pytest.raises(UsageError, match="between 0 and 2"):
+        resolve_detail(2.5, "wavelet")
+    with pytest.raises(UsageError, match="applies only with"):
+        resolve_detail(0.5, "adain")
+    img = (_scene(24, 20)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    src = write_image_file(tmp_path / "in.png", img)
+    outs = {}
+    for name, kw in (("default", {}), ("same", {"detail": DEFAULT_DETAIL}), ("one", {"detail": 1.0})):
+        r = process_images(src, tmp_path / f"{name}.png", model=tiny_model, seed=2, temperature=0.8, **kw)
+        assert r.ok, r.failed
+        outs[name] = (tmp_path / f"{name}.png").read_bytes()
+    assert outs["default"] == outs["same"] != outs["one"]
+    with pytest.raises(UsageError, match="upscale only"):
+        process_images(src, tmp_path / "d.png", task="downscale", model=tiny_model, detail=0.5)
+
+
+def test_cli_refuses_detail_without_the_wavelet_guard(tmp_path):
+    from typer.testing import CliRunner
+
+    from sdtool.cli.app import app
+
+    src = write_image_file(tmp_path / "in.png", np.full((8, 8, 3), 90, np.uint8))
+    res = CliRunner().invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--color-fix", "none",
+                                   "--detail", "0.5"])
+    assert res.exit_code == 2, res.output
+    assert "--detail applies only with --color-fix wavelet" in res.output
+    assert not (tmp_path / "o.png").exists()

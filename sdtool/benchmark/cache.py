@@ -28,10 +28,10 @@ def _file_stamp(path: Optional[str]) -> str:
 
 def method_key(method: Method, options: Any) -> str:
     """Digest of what decides a method's numbers: its kind, weights file (path, size, mtime), temperature,
-    colour guard, output folder, and the run's samples, seed, downscaling and NIQE input."""
+    colour guard and detail gain, output folder, and the run's samples, seed, downscaling and NIQE input."""
     parts = {
         "kind": method.kind, "weights": _file_stamp(method.weights), "t": method.temperature,
-        "fix": method.color_fix, "folder": str(method.folder or ""), "samples": options.samples,
+        "fix": method.color_fix, "detail": method.detail, "folder": str(method.folder or ""), "samples": options.samples,
         "seed": options.seed, "down": options.downscale, "niqe": options.niqe_input, "version": 1,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

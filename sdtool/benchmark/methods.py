@@ -26,7 +26,7 @@ from sdtool.resize import imresize_np, quantize
 class Method:
     """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
     SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
-    colour guard `color_fix`; kind "folder" scores the x4 outputs another tool wrote to `folder`; kind
+    colour guard `color_fix` and its detail gain `detail`; kind "folder" scores the x4 outputs another tool wrote to `folder`; kind
     "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture spandrel reads)."""
 
     name: str
@@ -35,6 +35,7 @@ class Method:
     temperature: float = 0.0
     weights: Optional[str] = None
     color_fix: str = "none"
+    detail: float = 1.0
     architecture: str = ""  # kind "baseline": what spandrel recognised
     folder: Optional[Path] = None
     files: dict[str, Path] = field(default_factory=dict)  # pair name → output file, for kind "folder"
@@ -122,7 +123,7 @@ def to_grid(t: Any) -> np.ndarray:
 
 
 def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none",
-                  tiling: Optional[Tiling] = None) -> np.ndarray:
+                  tiling: Optional[Tiling] = None, detail: float = 1.0) -> np.ndarray:
     """SR of one uint8-grid LR image with a seeded noise draw, run as `upscale` runs it (sdtool.infer)."""
     import torch
 
@@ -130,7 +131,7 @@ def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, col
     _, noise = draw(model, "upscale", *lr.shape[:2], torch.Generator().manual_seed(seed))
     with torch.no_grad():
         y, _ = sample(model, "upscale", x, noise, temperature=temperature, tiling=tiling or Tiling(),
-                      color_fix=color_fix)
+                      color_fix=color_fix, detail=detail)
     return to_grid(y)
 
 
@@ -154,6 +155,7 @@ def resolve_methods(
     device: str = "auto",
     default_model: bool = True,
     color_fix: Optional[str] = None,
+    detail: Optional[float] = None,
 ) -> list[Method]:
     """Build the method list: baselines named in `methods`, then each checkpoint × temperature.
 
@@ -165,9 +167,10 @@ def resolve_methods(
             raise UsageError(f"unknown method '{m}': available baselines: bicubic")
         if not any(x.name == "bicubic" for x in out):
             out.append(Method("bicubic", "bicubic"))
-    from sdtool.colorfix import resolve_color_fix
+    from sdtool.colorfix import resolve_color_fix, resolve_detail
 
     fix = resolve_color_fix(color_fix)
+    gain = resolve_detail(detail, fix)
     temps = list(temperatures) or [DEFAULT_SR_TEMPERATURE]
     for t in temps:
         check_temperature(t)
@@ -187,7 +190,7 @@ def resolve_methods(
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"
             out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
-                              color_fix=fix))
+                              color_fix=fix, detail=gain))
     return out
 
 

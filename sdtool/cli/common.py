@@ -7,6 +7,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
+from sdtool.config import DEFAULT_DETAIL
 from sdtool.errors import CheckpointError, SdtoolError, UsageError
 
 T = TypeVar("T")
@@ -23,6 +24,11 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same samples.")]
 Temperature = Annotated[
     float, typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0); 0 gives the mean sample.")
+]
+Detail = Annotated[
+    Optional[float],
+    typer.Option("--detail", help="Strength of the model's detail above the wavelet guard's low band (0-2): below 1 "
+                 f"trades texture for fidelity (PSNR), above 1 the reverse. Default: {DEFAULT_DETAIL:g} with --color-fix wavelet."),
 ]
 Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples to draw per input image.")]
 Tile = Annotated[

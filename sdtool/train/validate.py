@@ -37,7 +37,7 @@ def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optiona
 def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
     """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
     images against the real LR images (with the bicubic LR for comparison)."""
-    from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix
+    from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, resolve_detail
     from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lpips import lpips_distance
     from sdtool.resize import imresize
@@ -66,7 +66,8 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
             sr = model.upscale(to_t(lr), temperature=t_sr, generator=g, color_fix="none").cpu()
             psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
             colour.append(color_error(to_u8(sr), hr * 255, crop_border=4))
-            fixed = apply_color_fix(sr, to_t(lr), DEFAULT_COLOR_FIX)  # what upscale writes by default
+            # what upscale writes by default
+            fixed = apply_color_fix(sr, to_t(lr), DEFAULT_COLOR_FIX, resolve_detail(None, DEFAULT_COLOR_FIX))
             psnr_fix.append(psnr(to_u8(fixed), hr * 255, crop_border=4))
             lp_fix.append(lpips_distance(fixed, to_t(hr)).item())
             lp_sr.append(lpips_distance(sr, to_t(hr)).item())

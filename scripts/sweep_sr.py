@@ -3,7 +3,7 @@
     python scripts/sweep_sr.py WEIGHTS --dataset realsr --data-root data/realsr-crops --split val \\
         -t 0 -t 0.4 -t 0.6 -t 0.8 -t 1.0 --fix none --fix wavelet --fix adain
 
-A guard "wavelet:N" uses N wavelet levels. Prints, per (τ, guard): PSNR-RGB, LPIPS, colour error (crop border 4) and, per τ, diversity (mean per-pixel
+A guard "wavelet:N:G" uses N wavelet levels and detail gain G ("wavelet" = upscale's default). Prints, per (τ, guard): PSNR-RGB, LPIPS, colour error (crop border 4) and, per τ, diversity (mean per-pixel
 std of two samples, 0–255), with the benchmark's seeds and metric code.
 """
 
@@ -17,12 +17,17 @@ import torch
 
 
 def _guard(sr, lr, fix: str):
-    """`apply_color_fix`, with "wavelet:N" for N wavelet levels (the default has WAVELET_LEVELS)."""
-    from sdtool.colorfix import apply_color_fix, bicubic_reference, wavelet_color_fix
+    """`apply_color_fix`; "wavelet[:LEVELS[:DETAIL]]" sets the wavelet guard's levels and detail gain (plain
+    "wavelet" is upscale's default: WAVELET_LEVELS levels, detail DEFAULT_DETAIL)."""
+    from sdtool.colorfix import WAVELET_LEVELS, apply_color_fix, bicubic_reference, wavelet_color_fix
+    from sdtool.config import DEFAULT_DETAIL
 
-    if fix.startswith("wavelet:"):
+    if fix.startswith("wavelet"):
+        parts = fix.split(":")[1:]
+        levels = int(parts[0]) if parts else WAVELET_LEVELS
+        detail = float(parts[1]) if len(parts) > 1 else DEFAULT_DETAIL
         ref = bicubic_reference(lr, sr.shape[2], sr.shape[3])
-        return wavelet_color_fix(sr, ref, int(fix.split(":")[1]))
+        return wavelet_color_fix(sr, ref, levels, detail)
     return apply_color_fix(sr, lr, fix)
 
 

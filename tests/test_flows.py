@@ -122,3 +122,13 @@ def test_mixture_sample_uses_one_component_per_image():
     assert torch.allclose(s[1], mix.means[3].expand(3, 2, 2))
     s2 = mix.sample(noise, 0.5, comp)
     assert torch.allclose(s2[1], mix.means[3] + mix.log_stds[3].exp() * 0.5 * noise[1])
+
+
+def test_conditional_inverse_repeated_equals_inverse_with_a_repeated_condition():
+    t, x, cond = _build("conditional_flow")
+    z = torch.randn(6, C, H, W, dtype=torch.float64)  # three batches of two that share `cond`
+    got, ld = t.inverse_repeated(z, cond)
+    want, ld_want = t.inverse(z, cond.repeat(3, 1, 1, 1))
+    assert torch.allclose(got, want, atol=1e-12) and torch.allclose(ld, ld_want, atol=1e-12)
+    with pytest.raises(ValueError, match="does not stack"):
+        t.inverse_repeated(z[:5], cond)

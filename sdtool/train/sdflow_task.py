@@ -141,9 +141,8 @@ class SDFlowTask:
         m = self.model
         names, latents = ["hr", "lr"], [zc_hr, zc_lr]
         if degradations:
-            feats = m.deg_flow.cond_net(zc_hr)
             k = len(degradations)
-            z_d, _ = m.deg_flow.flow.inverse(torch.cat(list(degradations.values())), torch.cat([feats] * k))
+            z_d, _ = m.deg_flow.inverse_repeated(torch.cat(list(degradations.values())), zc_hr)
             names += list(degradations)
             latents += list((zc_hr.repeat(k, 1, 1, 1) + z_d).split(zc_hr.shape[0]))
         images, _ = m.lr_flow.inverse(torch.cat(latents))

@@ -3,7 +3,8 @@
     python scripts/sweep_sr.py WEIGHTS --dataset realsr --data-root data/realsr-crops --split val \\
         -t 0 -t 0.4 -t 0.6 -t 0.8 -t 1.0 --fix none --fix wavelet --fix adain
 
-A guard "wavelet:N:G" uses N wavelet levels and detail gain G ("wavelet" = upscale's default). Prints, per (τ, guard): PSNR-RGB, LPIPS, colour error (crop border 4) and, per τ, diversity (mean per-pixel
+A guard "wavelet:N:G" uses N wavelet levels and detail gain G ("wavelet" = upscale's default).
+Prints, per (τ, guard): PSNR-RGB, LPIPS, colour error (crop border 4) and, per τ, diversity (mean per-pixel
 std of two samples, 0–255), with the benchmark's seeds and metric code.
 """
 

@@ -122,7 +122,8 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         depth = output_info(info, format_of(out_path), out_h, out_w).bit_depth
         y, tile = sample(
             model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
-            color_fix=s.color_fix, detail=s.detail, on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
+            color_fix=s.color_fix, detail=s.detail,
+            on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
             on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
         )
         tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
@@ -165,8 +166,7 @@ def process_images(
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
     header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
     (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
-    mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT
-    ending in "/" names a folder.
+    mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT ending in "/" names a folder.
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
     result's `failed` list and the other files go on.

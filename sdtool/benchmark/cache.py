@@ -31,7 +31,8 @@ def method_key(method: Method, options: Any) -> str:
     colour guard and detail gain, output folder, and the run's samples, seed, downscaling and NIQE input."""
     parts = {
         "kind": method.kind, "weights": _file_stamp(method.weights), "t": method.temperature,
-        "fix": method.color_fix, "detail": method.detail, "folder": str(method.folder or ""), "samples": options.samples,
+        "fix": method.color_fix, "detail": method.detail, "folder": str(method.folder or ""),
+        "samples": options.samples,
         "seed": options.seed, "down": options.downscale, "niqe": options.niqe_input, "version": 1,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -26,8 +26,8 @@ from sdtool.resize import imresize_np, quantize
 class Method:
     """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
     SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
-    colour guard `color_fix` and its detail gain `detail`; kind "folder" scores the x4 outputs another tool wrote to `folder`; kind
-    "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture spandrel reads)."""
+    colour guard `color_fix` and its detail gain `detail`; kind "folder" scores the x4 outputs another tool
+    wrote to `folder`; kind "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture spandrel reads)."""
 
     name: str
     kind: str

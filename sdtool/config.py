@@ -62,7 +62,7 @@ class SDFlowConfig(JsonConfig):
 DEFAULT_SR_TEMPERATURE = 0.4
 DEFAULT_DOWN_TEMPERATURE = 0.8
 # Detail gain of upscale's wavelet colour guard (sdtool.colorfix), chosen on RealSR validation (README "Numbers").
-DEFAULT_DETAIL = 0.8
+DEFAULT_DETAIL = 0.75
 
 PRESETS: dict[str, SDFlowConfig] = {
     "paper": SDFlowConfig(),

@@ -20,15 +20,14 @@ import torch
 def _guard(sr, lr, fix: str):
     """`apply_color_fix`; "wavelet[:LEVELS[:DETAIL]]" sets the wavelet guard's levels and detail gain (plain
     "wavelet" is upscale's default: WAVELET_LEVELS levels, detail DEFAULT_DETAIL)."""
-    from sdtool.colorfix import WAVELET_LEVELS, apply_color_fix, bicubic_reference, wavelet_color_fix
+    from sdtool.colorfix import WAVELET_LEVELS, apply_color_fix
     from sdtool.config import DEFAULT_DETAIL
 
     if fix.startswith("wavelet"):
         parts = fix.split(":")[1:]
         levels = int(parts[0]) if parts else WAVELET_LEVELS
         detail = float(parts[1]) if len(parts) > 1 else DEFAULT_DETAIL
-        ref = bicubic_reference(lr, sr.shape[2], sr.shape[3])
-        return wavelet_color_fix(sr, ref, levels, detail)
+        return apply_color_fix(sr, lr, "wavelet", detail, levels)
     return apply_color_fix(sr, lr, fix)
 
 

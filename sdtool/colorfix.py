@@ -101,14 +101,14 @@ def bicubic_reference(lr: Tensor, height: int, width: int) -> Tensor:
     return imresize(lr.float(), 4.0)[:, :, :height, :width].clamp(0, 1)
 
 
-def apply_color_fix(sr: Tensor, lr: Tensor, method: str, detail: float = 1.0) -> Tensor:
+def apply_color_fix(sr: Tensor, lr: Tensor, method: str, detail: float = 1.0, levels: int = WAVELET_LEVELS) -> Tensor:
     """Colour guard of x4 SR images sr (N×3×H×W, [0, 1]) against their LR inputs lr (N×3×h×w, H ≤ 4h);
-    `detail`: the wavelet guard's detail gain."""
+    `detail`, `levels`: the wavelet guard's detail gain and wavelet levels."""
     method = check_color_fix(method)
     if method == "none":
         return sr
     ref = bicubic_reference(lr.to(sr.device), sr.shape[2], sr.shape[3]).to(sr.dtype)
-    return wavelet_color_fix(sr, ref, detail=detail) if method == "wavelet" else adain_color_fix(sr, ref)
+    return wavelet_color_fix(sr, ref, levels, detail) if method == "wavelet" else adain_color_fix(sr, ref)
 
 
 class RowGuard:

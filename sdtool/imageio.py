@@ -348,3 +348,18 @@ def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], in
     except OSError as exc:
         raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
     return out_info
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """(height, width) of an image file as `read_image` returns it (EXIF orientation applied), from its header;
+    ImageError when the header cannot be read."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    _, orientation, size = _peek_header(data)
+    if size is None:
+        raise ImageError(f"{path}: not a readable image header")
+    w, h = size
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)  # 5-8 turn the image by a quarter

@@ -50,6 +50,7 @@ class DegradeOptions:
     overwrite: bool = False
     max_pixels: Optional[int] = None
     classic: ClassicConfig = field(default_factory=ClassicConfig)
+    mix: Optional[str] = None  # model "mix": KIND[+EXTRA]=WEIGHT,… (sdtool.degrade.mix)
 
 
 def _side(path: Path, tag: str, suffix: str) -> Path:
@@ -70,7 +71,7 @@ def side_outputs(out: Path, opts: DegradeOptions) -> list[Path]:
 
 
 class _Sampler:
-    """Uniform interface over the three models: sample(y 1×3×H×W [0,1], generator) → DegradationSample."""
+    """Uniform interface over the models: sample(y 1×3×H×W [0,1], generator) → DegradationSample."""
 
     def __init__(self, kind: str, model: Any, opts: DegradeOptions) -> None:
         self.kind, self.model, self.opts = kind, model, opts
@@ -80,7 +81,7 @@ class _Sampler:
     def device(self) -> Any:
         import torch
 
-        return self.model.device if self.kind != "classic" else torch.device("cpu")
+        return self.model.device if self.kind not in ("classic", "bicubic") else torch.device("cpu")
 
     def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
         from sdtool.degrade import transfer
@@ -98,6 +99,10 @@ class _Sampler:
         o = self.opts
         if self.kind == "classic":
             return self.model.sample(y, generator=gen)
+        if self.kind == "bicubic":
+            from sdtool.resize import imresize
+
+            return DegradationSample(lr=imresize(y, 0.25).clamp(0, 1), params=[{}])
         if self.kind == "pdm":
             return self._pdm(y, gen)
         # SDFlow: the draws and the tiled run of `downscale` (sdtool.infer.sampling); a transfer gives the latent
@@ -142,9 +147,47 @@ class _Sampler:
                                  component=s.component, params=s.params)
 
 
-def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> _Sampler:
-    """Build the sampler: classic (no weights), pdm (default: the shipped PDM weights), sdflow (default: the
-    shipped SDFlow weights)."""
+class MixSampler:
+    """Degradations in given proportions (`sdtool.degrade.mix`): per sample, a part is drawn from the generator,
+    its degrader runs, then the part's extras (JPEG, noise). params of the sample name the part."""
+
+    kind = "mix"
+
+    def __init__(self, mix: Any, samplers: dict[str, _Sampler], opts: DegradeOptions) -> None:
+        self.mix, self.samplers, self.opts = mix, samplers, opts
+        self.transfer = None
+
+    @property
+    def device(self) -> Any:
+        learned = [s for k, s in self.samplers.items() if k in ("sdflow", "pdm")]
+        return (learned or list(self.samplers.values()))[0].device
+
+    def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
+        raise OptionError("like", "needs {model} sdflow or pdm", ("model",))
+
+    def sample(self, y: Any, gen: Any, step: Callable[[float], None]) -> DegradationSample:
+        from sdtool.degrade.mix import apply_extras
+
+        part = self.mix.parts[self.mix.choose(1, gen)[0]]
+        smp = self.samplers[part.kind]
+        smp.opts = self.opts
+        s = smp.sample(y.to(smp.device), gen, step)
+        lr = apply_extras(s.lr, part.extras, self.opts.classic, gen) if part.extras else s.lr
+        params = [{**(s.params[0] if s.params else {}), "degradation": part.label}]
+        return DegradationSample(lr=lr, kernel=s.kernel, noise=s.noise if not part.extras else None,
+                                 latent=s.latent, component=s.component, params=params)
+
+
+def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> "_Sampler | MixSampler":
+    """Build the sampler: classic and bicubic (no weights), pdm (default: the shipped PDM weights), sdflow
+    (default: the shipped SDFlow weights), mix (each of its degraders; `weights` goes to the learned one whose
+    kind it is)."""
+    if kind == "mix":
+        return _load_mix(weights, device, opts)
+    if kind in ("classic", "bicubic") and weights is not None:
+        raise OptionError("weights", f"does not apply to {{model}} {kind}", ("model",))
+    if kind == "bicubic":
+        return _Sampler(kind, None, opts)
     if kind == "classic":
         from sdtool.degrade.classic import ClassicDegradation
 
@@ -168,6 +211,20 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     model = load_model(weights, device=device)
     model.eval()
     return _Sampler(kind, model, opts)
+
+
+def _load_mix(weights: Optional[Path], device: str, opts: DegradeOptions) -> MixSampler:
+    from sdtool.api import checkpoint_kind
+    from sdtool.degrade.mix import parse_mix
+
+    if not opts.mix:
+        raise OptionError("mix", "is needed with {model} mix, e.g. sdflow=0.7,sdflow+jpeg=0.3", ("model",))
+    mix = parse_mix(opts.mix)
+    target = checkpoint_kind(weights) if weights is not None else None
+    if target is not None and target not in mix.kinds:
+        raise OptionError("weights", f"{weights}: a {target} checkpoint, but the mix has no {target} part")
+    samplers = {k: load_sampler(k, weights if k == target else None, device, opts) for k in mix.kinds}
+    return MixSampler(mix, samplers, opts)  # type: ignore[arg-type]
 
 
 def _to_tensor(rgb: np.ndarray) -> Any:
@@ -275,8 +332,14 @@ def _check_options(o: DegradeOptions) -> None:
     if o.samples < 1:
         raise OptionError("samples", "must be at least 1")
     check_temperature(o.temperature)
-    if o.like is not None and o.model == "classic":
-        raise OptionError("like", "needs {model} sdflow or pdm (the classic model has nothing to fit)", ("model",))
+    if o.like is not None and o.model not in ("sdflow", "pdm"):
+        raise OptionError("like", "needs {model} sdflow or pdm (the others have nothing to fit)", ("model",))
+    if o.mix is not None:
+        from sdtool.degrade.mix import parse_mix
+
+        if o.model != "mix":
+            raise OptionError("mix", "applies to {model} mix", ("model",))
+        parse_mix(o.mix)
     if o.like is not None and not Path(o.like).is_file():
         raise OptionError("like", f"{o.like}: no such file")
 

@@ -34,7 +34,11 @@ def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tupl
 def sample_degradation(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
     output: OutputArg = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights) or classic (parametric).")] = "classic",
+    model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights), classic (parametric), bicubic, or mix (see --mix).")] = "classic",
+    mix: Annotated[Optional[str], typer.Option("--mix", help="With --model mix: KIND[+jpeg][+noise]=WEIGHT,... e.g. sdflow=0.6,sdflow+jpeg=0.3,classic=0.1 (JPEG / noise ranges: the classic options).")] = None,
+    pairs: Annotated[bool, typer.Option("--pairs", help="Write training pairs: OUT/HR/NAME.png and OUT/LR/NAME.png (IN a folder; BasicSR-style paired layout).")] = False,
+    sub_image: Annotated[Optional[int], typer.Option("--sub-image", help="With --pairs: cut HR images into pieces of this side (a multiple of 4).")] = None,
+    sub_step: Annotated[Optional[int], typer.Option("--sub-step", help="With --pairs: distance between pieces (default: --sub-image).")] = None,
     samples: Samples = 1,
     temperature: Temperature = DEFAULT_DOWN_TEMPERATURE,
     seed: Seed = None,
@@ -56,10 +60,11 @@ def sample_degradation(
     poisson_prob: Annotated[float, typer.Option("--poisson-prob", help="classic: chance of Poisson noise.")] = 0.5,
     jpeg_prob: Annotated[float, typer.Option("--jpeg-prob", help="classic: chance of JPEG compression.")] = 0.7,
 ) -> None:
-    """Sample degraded x0.25 LR images of HR images with SDFlow, a trained PDM or parametric degradations.
+    """Sample degraded x0.25 LR images of HR images with SDFlow, a trained PDM, parametric degradations or a mix.
 
     Sample k of a/b.png is OUT/a/b.png (one sample) or OUT/a/b_s00.png, ... ; side outputs are named
-    b_kernel.png/.npy, b_noise.png/.npy, b_latent.npy and b.json next to it.
+    b_kernel.png/.npy, b_noise.png/.npy, b_latent.npy and b.json next to it. With --pairs: OUT/HR/a/b.png and
+    OUT/LR/a/b.png (pieces b_p000.png, ... with --sub-image), PNG, LR exactly a quarter of HR.
     """
     from sdtool.degrade.classic import ClassicConfig
     from sdtool.sample_degradation import DegradeOptions, sample_degradation as run
@@ -75,9 +80,23 @@ def sample_degradation(
         classic.validate()
         opts = DegradeOptions(model=model, samples=samples, temperature=temperature, save_kernels=save_kernels,
                               save_noise=save_noise, sheet=sheet, like=like, tile=tile, overwrite=overwrite,
-                              max_pixels=max_pixels,
-                              classic=classic)
+                              max_pixels=max_pixels, classic=classic, mix=mix)
+        if pairs or sub_image is not None or sub_step is not None:
+            return _pairs(opts)
         return run(input_path, output, options=opts, weights=weights, device=device, seed=seed)
+
+    def _pairs(opts):  # type: ignore[no-untyped-def]
+        from sdtool.errors import OptionError
+        from sdtool.pairs import PairOptions, make_pairs
+
+        if not pairs:
+            raise OptionError("sub_image", "needs {pairs}", ("pairs",))
+        if output is None:
+            raise OptionError("pairs", "needs OUT, the folder that gets HR/ and LR/")
+        if save_kernels or save_noise:
+            raise OptionError("pairs", "writes no side outputs ({save_kernels}, {save_noise})", ("save_kernels", "save_noise"))
+        return make_pairs(input_path, output, options=PairOptions(opts, sub_image, sub_step), weights=weights,
+                          device=device, seed=seed)
 
     result = run_guarded(go)
     for f in result.failed:
@@ -85,6 +104,7 @@ def sample_degradation(
     for f in result.skipped:
         for note in f.notes:
             typer.echo(f"notice: {f.source}: {note}", err=True)
-    typer.echo(f"sample-degradation ({model}): {len(result.done)} done, {len(result.skipped)} skipped, "
+    what = f"{model}, pairs" if pairs else model
+    typer.echo(f"sample-degradation ({what}): {len(result.done)} done, {len(result.skipped)} skipped, "
                f"{len(result.failed)} failed in {result.seconds:.1f} s (seed {result.seed})")
     raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-MODELS = ("sdflow", "pdm", "classic")
+MODELS = ("sdflow", "pdm", "classic", "bicubic", "mix")
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor

@@ -7,16 +7,17 @@ from torch import Tensor, nn
 
 
 class PatchDiscriminator(nn.Module):
-    """B×C×H×W → B×1×H'×W' logits; `n_down` stride-2 convs (spectral-normalised for stable training)."""
+    """B×C×H×W → B×1×H'×W' logits; `n_down` stride-2 convs (spectral-normalised for stable training), each
+    doubling the channels up to `max_width`."""
 
-    def __init__(self, in_channels: int = 3, width: int = 64, n_down: int = 2):
+    def __init__(self, in_channels: int = 3, width: int = 64, n_down: int = 2, max_width: int = 256):
         super().__init__()
         sn = nn.utils.spectral_norm
         layers: list[nn.Module] = [sn(nn.Conv2d(in_channels, width, 3, padding=1))]
         ch = width
         for _ in range(n_down):
-            layers.append(sn(nn.Conv2d(ch, min(2 * ch, 256), 4, stride=2, padding=1)))
-            ch = min(2 * ch, 256)
+            layers.append(sn(nn.Conv2d(ch, min(2 * ch, max_width), 4, stride=2, padding=1)))
+            ch = min(2 * ch, max_width)
         self.body = nn.ModuleList(layers)
         self.head = sn(nn.Conv2d(ch, 1, 3, padding=1))
 

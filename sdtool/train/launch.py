@@ -1,5 +1,6 @@
 """`train(...)`: everything `sdtool train` does, callable from Python: options are checked, the data, the task
-(SDFlow or PDM) and the generic `runner.Runner` are set up, and the run is launched."""
+(SDFlow, PDM or a feed-forward SR network, `sr_launch`) and the generic `runner.Runner` are set up, and the run
+is launched."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ class TrainOptions:
     `RunSettings`; the rest says what to train on and how. `TrainOptions.flat(...)` takes all of them as one
     set of keywords."""
 
-    lr_dir: Path
-    hr_dir: Path
+    lr_dir: Optional[Path]  # real LR images (sdflow, pdm)
+    hr_dir: Optional[Path]  # HR images (sdflow, pdm; sr: degraded on the fly)
     run: RunSettings
-    model: str = "sdflow"  # or "pdm"
+    model: str = "sdflow"  # or "pdm", "sr"
     config: str = "lite"
     device: str = "auto"
     resume: bool = False
@@ -41,6 +42,13 @@ class TrainOptions:
     ds_target_blur: Optional[str] = None  # "auto" (estimated from the unpaired folders) or σ in LR pixels
     ds_chroma_blur: Optional[str] = None  # the same for the extra blur of the target's chroma
     freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
+    # model "sr" (sdtool.train.sr_launch)
+    arch: str = "compact"  # or "rrdb"
+    degradation: str = "sdflow"  # sdflow, pdm, classic, bicubic or mix
+    mix: Optional[str] = None  # with degradation "mix": KIND[+EXTRA]=WEIGHT,… (sdtool.degrade.mix)
+    degradation_weights: Optional[Path] = None  # SDFlow / PDM weights of the degrader (default: the shipped ones)
+    degradation_temperature: Optional[float] = None  # sampling temperature of a learned degrader
+    pairs: Optional[Path] = None  # train on pairs made beforehand (OUT of sample-degradation --pairs)
 
     @classmethod
     def flat(cls, **kw) -> "TrainOptions":
@@ -51,14 +59,14 @@ class TrainOptions:
         return cls(run=RunSettings(**run), **kw)
 
 
-def parse_loss_overrides(items) -> dict:
+def parse_loss_overrides(items, weights_class: type = LossWeights) -> dict:
     """["cycle_l1=0.5", ...] → {"cycle_l1": 0.5}; UsageError naming a bad item."""
-    fields = {f.name: f.type for f in dataclasses.fields(LossWeights)}
+    fields = {f.name: f.type for f in dataclasses.fields(weights_class)}
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
-        if name == "image_loss_start":  # one way to set it
+        if name in ("image_loss_start", "gan_start"):  # one way to set it
             raise OptionError("loss", f"'{item}': set it with {{image_loss_start}}", ("image_loss_start",))
         if not sep or name not in fields:
             raise OptionError("loss", f"'{item}': expected NAME=VALUE with NAME one of {', '.join(fields)}")
@@ -114,7 +122,7 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, we
         except ImportError:
             raise OptionError("model", "pdm is not available in this version") from None
         return make_pdm_task(o.config, device, settings)
-    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow or pdm")
+    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow, pdm or sr")
 
 
 def _number_or_auto(flag: str, value: str) -> Optional[float]:
@@ -168,22 +176,38 @@ def _check_options(o: TrainOptions) -> None:
                 re.compile(rx)
             except re.error as exc:
                 raise OptionError(option, f"{rx!r} is not a valid regular expression: {exc}") from None
+    _check_model_options(o)
     out = Path(o.run.out_dir)
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{out}: is a file; give a folder for the run")
-    if o.model == "pdm":
-        ignored = {"loss": o.loss, "freeze": o.freeze, "init": o.init, "paired": o.paired,
-                   "val_lr": o.val_lr, "val_hr": o.val_hr, "ds_target_blur": o.ds_target_blur,
-                   "ds_chroma_blur": o.ds_chroma_blur, "image_loss_start": o.image_loss_start is not None}
-        given = [flag for flag, value in ignored.items() if value]
-        if given:
-            names = ", ".join("{" + g + "}" for g in given)
-            raise OptionError("", f"{names}: not used by {{model}} pdm", (*given, "model"))
     if o.resume and not (out / "state.pt").is_file():
         raise OptionError("resume", f"{out}: no run to resume (no state.pt); leave it out to start one")
-    for d in (o.lr_dir, o.hr_dir):
-        if not Path(d).is_dir():
+    for d in (o.lr_dir, o.hr_dir, o.pairs):
+        if d is not None and not Path(d).is_dir():
             raise UsageError(f"{d}: no such folder")
+
+
+def _check_model_options(o: TrainOptions) -> None:
+    """Options that the chosen model does not use are refused, and the folders it needs are asked for."""
+    sr_only = {"arch": o.arch != "compact", "degradation": o.degradation != "sdflow", "mix": o.mix,
+               "degradation_weights": o.degradation_weights, "degradation_temperature": o.degradation_temperature is not None,
+               "pairs": o.pairs}
+    ignored = {"pdm": {"loss": o.loss, "freeze": o.freeze, "init": o.init, "paired": o.paired, "val_lr": o.val_lr,
+                       "val_hr": o.val_hr, "ds_target_blur": o.ds_target_blur, "ds_chroma_blur": o.ds_chroma_blur,
+                       "image_loss_start": o.image_loss_start is not None, **sr_only},
+               "sdflow": sr_only,
+               "sr": {"lr_dir": o.lr_dir, "paired": o.paired, "disjoint": o.disjoint, "freeze": o.freeze,
+                      "ds_target_blur": o.ds_target_blur, "ds_chroma_blur": o.ds_chroma_blur}}.get(o.model, {})
+    given = [flag for flag, value in ignored.items() if value]
+    if given:
+        names = ", ".join("{" + g + "}" for g in given)
+        raise OptionError("", f"{names}: not used by {{model}} {o.model}", (*given, "model"))
+    if o.model == "sr":
+        if (o.hr_dir is None) == (o.pairs is None):
+            raise OptionError("hr_dir", "or {pairs}: {model} sr trains on HR images degraded on the fly ({hr_dir}) "
+                              "or on pairs made beforehand ({pairs}); give one", ("pairs", "model"))
+    elif o.lr_dir is None or o.hr_dir is None:
+        raise OptionError("lr_dir", f"and {{hr_dir}} are both needed by {{model}} {o.model}", ("hr_dir", "model"))
 
 
 def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
@@ -193,6 +217,10 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
     from sdtool.train.dist import init_from_env
 
     _check_options(o)
+    if o.model == "sr":
+        from sdtool.train.sr_launch import train_sr
+
+        return train_sr(o, on_log)
     weights = loss_weights(o) if o.model == "sdflow" else None  # bad `loss` items fail before any work
     device = resolve_device(o.device)
     rank, world_size = init_from_env(device)

@@ -79,3 +79,25 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
                 "val_ds_lpips": float(np.mean(lp_ds)), "val_bicubic_ds_lpips": bicubic_lpips}
 
     return validate
+
+
+def make_sr_validator(pairs) -> Callable[[nn.Module], dict[str, float]]:
+    """Validator for a deterministic x4 SR network: mean PSNR-RGB (border 4), LPIPS and colour error of its
+    outputs on the validation pairs (the network as `upscale` runs it, no colour guard)."""
+    from sdtool.metrics import color_error, psnr
+    from sdtool.metrics.lpips import lpips_distance
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        psnrs, lp, colour = [], [], []
+        for _, lr, hr in pairs:
+            x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
+            y = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None].float()
+            sr = model.upscale(x).cpu()
+            sr8 = (sr[0].permute(1, 2, 0).numpy() * 255).round()
+            psnrs.append(psnr(sr8, hr * 255, crop_border=4))
+            colour.append(color_error(sr8, hr * 255, crop_border=4))
+            lp.append(lpips_distance(sr, y).item())
+        return {"val_psnr_rgb": float(np.mean(psnrs)), "val_lpips": float(np.mean(lp)),
+                "val_color_err": float(np.mean(colour))}
+
+    return validate

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""The downstream test of learned degradations (SDFlow paper, Sec. 5.3; PDM-SR): the same compact SR network,
+trained on the same HR crops for the same iterations, once per degrader; each run scored with `sdtool benchmark`.
+
+Stages (each resumes: existing pairs are skipped, training runs continue with --resume, benchmark reports are
+cached beside them):
+  pairs  `sdtool sample-degradation HR OUT/pairs-KIND --pairs -n SAMPLES` for every degrader (HR: the RealSR
+         TRAIN split's HR crops, Canon/Nikon 001-040, linked into OUT/train-hr);
+  train  `sdtool train --model sr --pairs OUT/pairs-KIND` (L1 phase, then L1 + LPIPS + GAN), validated on the
+         RealSR validation split (041-050);
+  bench  `sdtool benchmark` on RealSR validation and the DRealSR dev crops, and outputs for realsrset/;
+  table  the README table (markdown) from the reports.
+
+    python scripts/downstream_sr.py --data ../shared/data --out runs/downstream            # everything
+    python scripts/downstream_sr.py --data ../shared/data --out runs/downstream --stages table
+Pairs are made beforehand (8 samples per HR crop, the same count for every degrader) because sampling SDFlow
+on the fly costs 0.4 s a batch on one CPU thread, twice the network's own step; `sdtool train --model sr
+--hr-dir HR --degradation KIND` samples them on the fly instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DEGRADERS = {  # name: sample-degradation options
+    "bicubic": ["-m", "bicubic"],
+    "classic": ["-m", "classic"],
+    "pdm": ["-m", "pdm"],
+    "sdflow": ["-m", "sdflow"],
+    "mix": ["-m", "mix", "--mix", "sdflow=0.6,sdflow+jpeg=0.4", "--jpeg-quality", "30,95"],
+}
+VAL_FILTER = "_0(4[1-9]|50)_"  # RealSR validation: scenes 041-050
+TRAIN_FILTER = "_0(0[1-9]|[1-3][0-9]|40)_"  # RealSR train: scenes 001-040
+
+
+def sdtool(*args: str, log: Path | None = None) -> None:
+    cmd = [sys.executable, "-m", "sdtool", *args]
+    print("+ sdtool " + " ".join(args), flush=True)
+    with open(log, "a") if log else open(os.devnull, "w") as fh:
+        subprocess.run(cmd, check=True, stdout=fh if log else None, stderr=subprocess.STDOUT if log else None)
+
+
+def train_hr(data: Path, out: Path) -> Path:
+    """OUT/train-hr: links to the RealSR TRAIN split's HR crops (never the validation scenes)."""
+    import re
+
+    folder = out / "train-hr"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in sorted((data / "realsr-crops" / "test_HR").iterdir()):
+        if re.search(TRAIN_FILTER, f.name) and not (folder / f.name).exists():
+            (folder / f.name).symlink_to(f.resolve())
+    return folder
+
+
+def stage_pairs(a: argparse.Namespace, kinds: list[str]) -> None:
+    hr = train_hr(a.data, a.out)
+    for kind in kinds:
+        sdtool("sample-degradation", str(hr), str(a.out / f"pairs-{kind}"), "--pairs", *DEGRADERS[kind],
+               "-n", str(a.samples), "--seed", "0", "--device", "cpu")
+
+
+def stage_train(a: argparse.Namespace, kinds: list[str]) -> None:
+    lr_val, hr_val = a.data / "realsr-crops" / "test_LR", a.data / "realsr-crops" / "test_HR"
+    for kind in kinds:
+        run = a.out / f"sr-{kind}"
+        args = ["train", "--model", "sr", "--arch", "compact", "--pairs", str(a.out / f"pairs-{kind}"), "--out", str(run),
+                "--iters", str(a.iters), "--image-loss-start", str(a.gan_start), "--batch", "16", "--patch", "128",
+                "--lr", "4e-4", "--ema-decay", "0.995", "--seed", "0", "--device", "cpu", "--val-lr", str(lr_val),
+                "--val-hr", str(hr_val), "--val-filter", VAL_FILTER, "--val-every", str(a.val_every),
+                "--ckpt-every", "200", "--log-every", "20"]
+        if (run / "model.safetensors").exists() and _iterations(run) >= a.iters:
+            continue
+        sdtool(*args, *(["--resume"] if (run / "state.pt").exists() else []), log=a.out / f"sr-{kind}.log")
+
+
+def _iterations(run: Path) -> int:
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    return max((r.get("it", 0) for r in recs), default=0)
+
+
+def stage_bench(a: argparse.Namespace, kinds: list[str]) -> None:
+    weights = [str(a.out / f"sr-{k}" / "model.safetensors") for k in kinds]
+    named = [x for k, w in zip(kinds, weights) for x in ("-w", _named(a.out, k, w))]
+    sdtool("benchmark", "--dataset", "realsr", "--data-root", str(a.data / "realsr-crops"), "--split", "val",
+           "--method", "bicubic", *named, "--no-downscale", "--out", str(a.out / "bench-realsr-val.json"), "--device", "cpu")
+    sdtool("benchmark", "--dataset", "drealsr", "--data-root", str(a.data / "drealsr-crops-dev"), "--method", "bicubic",
+           *named, "--no-downscale", "--out", str(a.out / "bench-drealsr-dev.json"), "--device", "cpu")
+    for kind, w in zip(kinds, weights):
+        sdtool("upscale", str(a.data / "realsrset"), str(a.out / f"realsrset-{kind}") + "/", "-w", w, "--device", "cpu")
+
+
+def _named(out: Path, kind: str, weights: str) -> str:
+    """A link sr-KIND.safetensors → the run's weights, so that the report names the method by its degrader."""
+    link = out / "weights" / f"sr-{kind}.safetensors"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(Path(weights).resolve())
+    return str(link)
+
+
+def stage_table(a: argparse.Namespace, kinds: list[str]) -> None:
+    print("| set | method | PSNR | SSIM | LPIPS | NIQE | colour err |")
+    print("|---|---|---|---|---|---|---|")
+    for title, report in (("RealSR val (20)", "bench-realsr-val.json"), ("DRealSR dev (14)", "bench-drealsr-dev.json")):
+        path = a.out / report
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())["summary"]
+        for i, (name, m) in enumerate(summary.items()):
+            print(f"| {title if i == 0 else ''} | {name} | {m['psnr_rgb']:.2f} | {m['ssim_rgb']:.4f} | {m['lpips']:.4f} | "
+                  f"{m['niqe']:.2f} | {m['color_err']:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="the shared data folder (realsr-crops/, drealsr-crops-dev/, realsrset/)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--kinds", nargs="+", default=list(DEGRADERS), choices=list(DEGRADERS))
+    ap.add_argument("--stages", nargs="+", default=["pairs", "train", "bench", "table"], choices=["pairs", "train", "bench", "table"])
+    ap.add_argument("--samples", type=int, default=8, help="LR samples per HR crop")
+    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--gan-start", type=int, default=1600, help="last iteration of the L1-only phase")
+    ap.add_argument("--val-every", type=int, default=400)
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    for stage in a.stages:
+        {"pairs": stage_pairs, "train": stage_train, "bench": stage_bench, "table": stage_table}[stage](a, a.kinds)
+
+
+if __name__ == "__main__":
+    main()

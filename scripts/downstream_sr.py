@@ -69,7 +69,7 @@ def stage_train(a: argparse.Namespace, kinds: list[str]) -> None:
     for kind in kinds:
         run = a.out / f"sr-{kind}"
         args = ["train", "--model", "sr", "--arch", "compact", "--pairs", str(a.out / f"pairs-{kind}"), "--out", str(run),
-                "--iters", str(a.iters), "--image-loss-start", str(a.gan_start), "--batch", "16", "--patch", "128",
+                "--iters", str(a.iters), "--image-loss-start", str(a.gan_start), "--batch", str(a.batch), "--patch", "128",
                 "--lr", "4e-4", "--ema-decay", "0.995", "--seed", "0", "--device", "cpu", "--val-lr", str(lr_val),
                 "--val-hr", str(hr_val), "--val-filter", VAL_FILTER, "--val-every", str(a.val_every),
                 "--ckpt-every", "200", "--log-every", "20"]
@@ -123,8 +123,9 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=list(DEGRADERS), choices=list(DEGRADERS))
     ap.add_argument("--stages", nargs="+", default=["pairs", "train", "bench", "table"], choices=["pairs", "train", "bench", "table"])
     ap.add_argument("--samples", type=int, default=8, help="LR samples per HR crop")
-    ap.add_argument("--iters", type=int, default=2000)
-    ap.add_argument("--gan-start", type=int, default=1600, help="last iteration of the L1-only phase")
+    ap.add_argument("--iters", type=int, default=1800)
+    ap.add_argument("--gan-start", type=int, default=1400, help="last iteration of the L1-only phase")
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--val-every", type=int, default=400)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)

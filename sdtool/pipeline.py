@@ -160,7 +160,10 @@ def process_images(
 
     model: an SDFlow-like object (upscale/downscale/…_noise_shape/n_components/device); when None the
     checkpoint `weights` (default: the shipped weights) is loaded on `device`, and only if some file
-    needs processing. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
+    needs processing. For upscaling, `weights` may also be an SR network (`sdtool train --model sr`) or any x4
+    model spandrel reads: such deterministic models (`deterministic = True`) have one output per input, so
+    samples > 1 and a temperature are refused (OptionError), their default colour guard is "none" and
+    outputs written beside the input are named NAME_x4.EXT. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
     tile_overlap: input pixels (default 16 upscale / 32 downscale; rounded up to 8 for downscale; at most
     half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
@@ -172,6 +175,10 @@ def process_images(
     result's `failed` list and the other files go on.
     """
     t_start = time.perf_counter()
+    deterministic = task == "upscale" and _is_deterministic(model, weights)
+    if deterministic:
+        check_deterministic(samples, temperature)
+        color_fix = "none" if color_fix is None else color_fix
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
@@ -179,15 +186,15 @@ def process_images(
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
-                              samples=samples, temperature=temperature, component=component, overwrite=overwrite,
-                              out_is_dir=out_is_dir)
+                              samples=samples, temperature=None if deterministic else temperature,
+                              component=component, overwrite=overwrite, out_is_dir=out_is_dir)
     jobs = jobs[rank::world]
     result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
     holder: dict[str, Any] = {"model": model, "checked": False}
 
     def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
         if not holder["checked"]:  # loaded only when some file needs it
-            holder.update(model=_prepare_model(model, weights, device, mixed_precision, component), checked=True)
+            holder.update(model=_prepare_model(model, weights, device, mixed_precision, component, task), checked=True)
         return _process_one(holder["model"], job, todo, settings, step)
 
     run_jobs(jobs, work, result, overwrite=overwrite, progress=progress)
@@ -195,6 +202,28 @@ def process_images(
         result.device = str(holder["model"].device)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _is_deterministic(model: Any, weights: Optional[PathLike]) -> bool:
+    """Whether the upscaler has one output per input: from the model object, or from the weights file's header
+    (before any work, so that a refused option costs nothing)."""
+    if model is not None:
+        return bool(getattr(model, "deterministic", False))
+    if weights is None or not Path(weights).is_file():
+        return False
+    from sdtool.api import checkpoint_kind
+
+    return checkpoint_kind(weights) in ("sr", "foreign")
+
+
+def check_deterministic(samples: int, temperature: Optional[float]) -> None:
+    """OptionError for what a deterministic model cannot do: several samples, a temperature."""
+    if samples > 1:
+        raise OptionError("samples", f"{samples}: this model is deterministic (one output per input); leave the "
+                          "option out, or use an SDFlow model to draw several samples")
+    if temperature is not None:
+        raise OptionError("temperature", "does not apply: this model is deterministic (it draws no samples); "
+                          "leave it out")
 
 
 def _check_options(task: str, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
@@ -231,8 +260,8 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
 
 
 def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],
-                   component: Optional[int]) -> Any:
-    model = model if model is not None else _load(weights, device)
+                   component: Optional[int], task: str = "upscale") -> Any:
+    model = model if model is not None else _load(weights, device, task)
     if mixed_precision is None:
         mixed_precision = model.device.type == "cuda"
     if mixed_precision and hasattr(model, "set_compute_dtype"):
@@ -250,10 +279,10 @@ def _low_precision_dtype(device: Any) -> Any:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def _load(weights: Optional[PathLike], device: str) -> Any:
-    from sdtool.api import load_model
+def _load(weights: Optional[PathLike], device: str, task: str = "upscale") -> Any:
+    from sdtool.api import load_model, load_upscaler
 
-    model = load_model(weights, device=device)
+    model = (load_upscaler if task == "upscale" else load_model)(weights, device=device)
     model.eval()
     return model
 

@@ -180,13 +180,18 @@ def resolve_methods(
     if not out and not paths:
         raise OptionError("", "nothing to benchmark: give {weights}, {method} bicubic, or leave out {no_model}",
                           ("weights", "method", "no_model"))
-    from sdtool.api import default_weights, load_model
+    from sdtool.api import default_weights, load_upscaler
 
     used: set[str] = {m.name for m in out}
     for p in paths:
-        model = load_model(p, device=device)
+        model = load_upscaler(p, device=device)
         base = _free_name((p if p is not None else default_weights()).stem, used)
         used.add(base)
+        if getattr(model, "deterministic", False):  # one output per input: no temperatures; guard only if asked
+            m_fix = resolve_color_fix(color_fix) if color_fix is not None else "none"
+            out.append(Method(base, "model", model=model, temperature=0.0, weights=str(p), color_fix=m_fix,
+                              detail=resolve_detail(detail, m_fix)))
+            continue
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"
             out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
@@ -202,30 +207,15 @@ def _free_name(stem: str, used: "Sequence[str] | set[str]") -> str:
     return name
 
 
-SPANDREL_HINT = "install the optional extra: pip install 'sdtool[baselines]' (or pip install spandrel)"
-
-
 def baseline_method(path: Union[str, Path], device: str = "auto", used: Sequence[str] = ()) -> Method:
     """A checkpoint of another SR architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, …) loaded with spandrel;
     UsageError when spandrel is missing, the file is missing or not x4 single-image SR."""
     from sdtool.api import resolve_device
+    from sdtool.model.sr import load_spandrel
 
-    path = Path(path)
-    if not path.is_file():
-        raise OptionError("baseline", f"{path}: no such file")
-    try:
-        from spandrel import ImageModelDescriptor, ModelLoader
-    except ImportError:
-        raise OptionError("baseline", f"needs spandrel: {SPANDREL_HINT}") from None
-    dev = resolve_device(device)
-    try:
-        desc = ModelLoader(dev).load_from_file(path)
-    except Exception as exc:  # noqa: BLE001 - spandrel raises many types for foreign files
-        raise OptionError("baseline", f"{path}: not a model spandrel can load ({type(exc).__name__}: {exc})") from None
-    if not isinstance(desc, ImageModelDescriptor) or desc.scale != SCALE:
-        raise OptionError("baseline", f"{path}: a x{getattr(desc, 'scale', '?')} model; the benchmark is x{SCALE}")
-    desc.eval()
-    return Method(_free_name(path.stem, used), "baseline", model=desc, weights=str(path), architecture=str(desc.architecture.name))
+    desc = load_spandrel(path, resolve_device(device), option="baseline")
+    return Method(_free_name(Path(path).stem, used), "baseline", model=desc, weights=str(path),
+                  architecture=str(desc.architecture.name))
 
 
 def baseline_upscale(desc: Any, lr: np.ndarray, tiling: Optional[Tiling] = None) -> np.ndarray:

@@ -132,7 +132,8 @@ def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any]
     """One method on one pair: the per-image row, notes, and the first SR sample (uint8 grid)."""
     hr, lr, notes = read_pair(pair)
     dev = _device_of(method, o.metric_device)
-    n_draw = o.samples if method.kind == "model" else 1
+    deterministic = method.kind != "model" or getattr(method.model, "deterministic", False)
+    n_draw = 1 if deterministic else o.samples
     row: dict[str, Any] = {"image": pair.name}
     srs, per = [], []
     for k in range(n_draw):
@@ -148,7 +149,7 @@ def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any]
 
         row["lpips_best"] = min(m["lpips"] for m in per)
         row["diversity"] = diversity(np.stack(srs))
-    if o.downscale and method.kind in ("bicubic", "model"):
+    if o.downscale and (method.kind == "bicubic" or hasattr(method.model, "downscale")):
         row.update(_down_metrics(method, hr, lr, pair.name, n_draw, o, dev))
     return row, [f"{pair.name}: {n}" for n in notes], srs[0]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sdtool.cli import benchmark, convert, degrade, train, upscale
+from sdtool.cli import benchmark, convert, degrade, export, train, upscale
 
 app = typer.Typer(
     name="sdtool",
@@ -20,6 +20,7 @@ app.command("sample-degradation")(degrade.sample_degradation)
 app.command("train")(train.train)
 app.command("benchmark")(benchmark.benchmark)
 app.command("convert-official")(convert.convert_official)
+app.command("export-sr")(export.export_sr)
 
 
 def _terminate(signum: int, frame: object) -> None:

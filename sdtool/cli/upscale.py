@@ -40,6 +40,21 @@ if TYPE_CHECKING:  # pragma: no cover
 InputArg = Annotated[
     Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).", show_default=False, metavar="IN")
 ]
+UpscaleWeights = Annotated[
+    Optional[Path],
+    typer.Option("--weights", "-w", help="SDFlow checkpoint, an SR network from `sdtool train --model sr`, or any x4 model "
+                 "spandrel reads (.pth / .safetensors: ESRGAN, Real-ESRGAN, SwinIR, ...). Default: --model's weights."),
+]
+ModelName = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="A shipped upscaler by name: sdflow (default; samples, temperature) or sr-compact "
+                 "(a fast deterministic network trained on SDFlow's degradations)."),
+]
+UpscaleTemperature = Annotated[
+    Optional[float],
+    typer.Option("--temperature", "-t", help=f"Sampling temperature (a finite number >= 0; default {DEFAULT_SR_TEMPERATURE:g}); "
+                 "0 gives the mean sample. Refused for deterministic models."),
+]
 Fp32 = Annotated[bool, typer.Option("--fp32", help="On CUDA, run the whole model in float32 (no bf16/fp16 autocast).")]
 
 _NAMING = (
@@ -123,13 +138,26 @@ def _run(task: str, input_path: Path, output: Optional[str], **kwargs: Any) -> N
     raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)
 
 
+def _named_weights(model: Optional[str], weights: Optional[Path]) -> Optional[Path]:
+    """The weights file of --model NAME, or --weights (not both)."""
+    from sdtool.api import shipped_upscaler
+    from sdtool.errors import OptionError
+
+    if model is None:
+        return weights
+    if weights is not None:
+        raise OptionError("model", "and {weights} both name the weights; give one", ("weights",))
+    return shipped_upscaler(model)
+
+
 def upscale(
     input_path: InputArg,
     output: OutputArg = None,
     samples: Samples = 1,
-    temperature: Temperature = DEFAULT_SR_TEMPERATURE,
+    temperature: UpscaleTemperature = None,
     seed: Seed = None,
-    weights: Weights = None,
+    model: ModelName = None,
+    weights: UpscaleWeights = None,
     device: Device = "auto",
     tile: Tile = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")] = 16,
@@ -137,9 +165,10 @@ def upscale(
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
     color_fix: Annotated[
-        str, typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), adain "
-                          "(match channel mean/std) or none (the raw sample).")
-    ] = "wavelet",
+        Optional[str], typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), adain "
+                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow, none for "
+                          "deterministic models.")
+    ] = None,
     detail: Detail = None,
     fp32: Fp32 = False,
 ) -> None:
@@ -148,8 +177,10 @@ def upscale(
     Large inputs (over 512x512 px on CPU, 1024x1024 on CUDA) are processed in overlapping tiles
     (default 192 px); --tile sets the tile size in input pixels, --tile 0 turns tiling off.
     Existing outputs are skipped (a rerun resumes; --overwrite replaces them); several processes
-    can share one output folder.
+    can share one output folder. --model sr-compact, an SR network or a spandrel model (--weights) gives one
+    output per input: --samples > 1 and --temperature are refused.
     """
+    weights = run_guarded(lambda: _named_weights(model, weights))
     _run(
         "upscale", input_path, output, samples=samples, temperature=temperature, seed=seed, weights=weights,
         device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite, max_pixels=max_pixels,

@@ -38,8 +38,11 @@ def _with_suffix_tag(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
-def default_tag(task: Task, temperature: float, component: Optional[int]) -> str:
-    """What was done, for names written beside the input: "_x4_t0.8" / "_x0.25_t0.8[_cK]"."""
+def default_tag(task: Task, temperature: Optional[float], component: Optional[int]) -> str:
+    """What was done, for names written beside the input: "_x4_t0.8" / "_x0.25_t0.8[_cK]"; "_x4" for a
+    deterministic model (temperature None)."""
+    if temperature is None:
+        return "_x4" if task == "upscale" else "_x0.25"
     tag = f"_x4_t{temperature:g}" if task == "upscale" else f"_x0.25_t{temperature:g}"
     if component is not None:
         tag += f"_c{component}"
@@ -67,7 +70,7 @@ def plan_jobs(
     *,
     task: Task,
     samples: int,
-    temperature: float,
+    temperature: Optional[float],
     component: Optional[int],
     overwrite: bool = False,
     out_is_dir: bool = False,
@@ -109,7 +112,7 @@ def _plan_folder(input_path: Path, output: Path, suffixes: list[str]) -> tuple[l
     return jobs, notices
 
 
-def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
+def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: Optional[float],
                component: Optional[int], overwrite: bool, out_is_dir: bool) -> Job:
     """One input file: OUT a file, a folder, or nothing (then a new name beside the input)."""
     from sdtool.imageio import format_of, is_image_path

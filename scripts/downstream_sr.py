@@ -15,7 +15,10 @@ cached beside them):
     python scripts/downstream_sr.py --data ../shared/data --out runs/downstream --stages table
 Pairs are made beforehand (8 samples per HR crop, the same count for every degrader) because sampling SDFlow
 on the fly costs 0.4 s a batch on one CPU thread, twice the network's own step; `sdtool train --model sr
---hr-dir HR --degradation KIND` samples them on the fly instead.
+--hr-dir HR --degradation KIND` samples them on the fly instead. The mix's pairs are the SDFlow pairs with 40 % of
+the LR images JPEG-compressed at a quality drawn from 30-95 (`sdtool.degrade.mix.apply_extras`, per file from a
+seed): what `--model mix --mix sdflow=0.6,sdflow+jpeg=0.4 --jpeg-quality 30,95` makes, reusing the SDFlow draws
+instead of sampling SDFlow again.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ DEGRADERS = {  # name: sample-degradation options
     "classic": ["-m", "classic"],
     "pdm": ["-m", "pdm"],
     "sdflow": ["-m", "sdflow"],
-    "mix": ["-m", "mix", "--mix", "sdflow=0.6,sdflow+jpeg=0.4", "--jpeg-quality", "30,95"],
+    "mix": [],  # made from the sdflow pairs: see mix_pairs
 }
+MIX_JPEG, MIX_QUALITY = 0.4, (30, 95)
 VAL_FILTER = "_0(4[1-9]|50)_"  # RealSR validation: scenes 041-050
 TRAIN_FILTER = "_0(0[1-9]|[1-3][0-9]|40)_"  # RealSR train: scenes 001-040
 
@@ -57,9 +61,39 @@ def train_hr(data: Path, out: Path) -> Path:
     return folder
 
 
+def mix_pairs(sdflow: Path, out: Path) -> None:
+    """OUT/HR: links to the SDFlow pairs' HR files; OUT/LR: their LR files, MIX_JPEG of them JPEG-compressed."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from sdtool.degrade.classic import ClassicConfig
+    from sdtool.degrade.mix import apply_extras
+    from sdtool.imageio import read_image, write_rgb8_png
+
+    classic = ClassicConfig(jpeg_quality=MIX_QUALITY)
+    for lr_path in sorted((sdflow / "LR").glob("*.png")):
+        target = out / "LR" / lr_path.name
+        (out / "HR").mkdir(parents=True, exist_ok=True)
+        hr_link = out / "HR" / lr_path.name
+        if not hr_link.exists():
+            hr_link.symlink_to((sdflow / "HR" / lr_path.name).resolve())
+        if target.exists():
+            continue
+        g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(lr_path.name.encode()).digest()[:7], "little"))
+        lr = torch.from_numpy(read_image(lr_path).rgb).permute(2, 0, 1)[None]
+        if float(torch.rand(1, generator=g)) < MIX_JPEG:
+            lr = apply_extras(lr, ("jpeg",), classic, g)
+        write_rgb8_png(target, (lr[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+
+
 def stage_pairs(a: argparse.Namespace, kinds: list[str]) -> None:
     hr = train_hr(a.data, a.out)
     for kind in kinds:
+        if kind == "mix":
+            mix_pairs(a.out / "pairs-sdflow", a.out / "pairs-mix")
+            continue
         sdtool("sample-degradation", str(hr), str(a.out / f"pairs-{kind}"), "--pairs", *DEGRADERS[kind],
                "-n", str(a.samples), "--seed", "0", "--device", "cpu")
 
@@ -123,10 +157,10 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=list(DEGRADERS), choices=list(DEGRADERS))
     ap.add_argument("--stages", nargs="+", default=["pairs", "train", "bench", "table"], choices=["pairs", "train", "bench", "table"])
     ap.add_argument("--samples", type=int, default=8, help="LR samples per HR crop")
-    ap.add_argument("--iters", type=int, default=1800)
-    ap.add_argument("--gan-start", type=int, default=1400, help="last iteration of the L1-only phase")
+    ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--gan-start", type=int, default=800, help="last iteration of the L1-only phase")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--val-every", type=int, default=400)
+    ap.add_argument("--val-every", type=int, default=200)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     for stage in a.stages:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from sdtool.cli.app import app
 
-COMMANDS = ["upscale", "downscale", "sample-degradation", "train", "benchmark", "convert-official"]
+COMMANDS = ["upscale", "downscale", "sample-degradation", "train", "benchmark", "convert-official", "export-sr"]
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -115,12 +115,12 @@ def make_pairs(
     """Write HR/LR pairs of every image under the folder `input_path` to `out` (see the module docstring).
     result.done / skipped / failed are per source file; UsageError / CheckpointError stop the run."""
     from sdtool.infer.batch import run_jobs
-    from sdtool.sample_degradation import _check_options, load_sampler
+    from sdtool.sample_degradation import check_options, load_sampler
 
     o = options or PairOptions()
     t0 = time.perf_counter()
     _check(o)
-    _check_options(o.degrade)
+    check_options(o.degrade)
     if o.degrade.like is not None or o.degrade.sheet is not None:
         raise OptionError("pairs", "cannot be combined with {like} or {sheet}", ("like", "sheet"))
     out = Path(out)

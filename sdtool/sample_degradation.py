@@ -288,7 +288,7 @@ def sample_degradation(
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
-    _check_options(o)
+    check_options(o)
     max_pixels = o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
     seed = secrets.randbits(31) if seed is None else int(seed)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
@@ -324,7 +324,8 @@ def sample_degradation(
     return result
 
 
-def _check_options(o: DegradeOptions) -> None:
+def check_options(o: DegradeOptions) -> None:
+    """OptionError for options that cannot work together, before any file is read."""
     from sdtool.infer.sampling import check_temperature
 
     if o.model not in MODELS:

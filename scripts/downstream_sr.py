@@ -61,8 +61,9 @@ def train_hr(data: Path, out: Path) -> Path:
     return folder
 
 
-def mix_pairs(sdflow: Path, out: Path) -> None:
-    """OUT/HR: links to the SDFlow pairs' HR files; OUT/LR: their LR files, MIX_JPEG of them JPEG-compressed."""
+def mix_pairs(sdflow: Path, out: Path, prob: float = MIX_JPEG, quality: tuple[int, int] = MIX_QUALITY) -> None:
+    """OUT/HR: links to the SDFlow pairs' HR files; OUT/LR: their LR files, a share `prob` of them JPEG-compressed
+    at a quality drawn from `quality`."""
     import hashlib
 
     import numpy as np
@@ -72,7 +73,7 @@ def mix_pairs(sdflow: Path, out: Path) -> None:
     from sdtool.degrade.mix import apply_extras
     from sdtool.imageio import read_image, write_rgb8_png
 
-    classic = ClassicConfig(jpeg_quality=MIX_QUALITY)
+    classic = ClassicConfig(jpeg_quality=quality)
     for lr_path in sorted((sdflow / "LR").glob("*.png")):
         target = out / "LR" / lr_path.name
         (out / "HR").mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,7 @@ def mix_pairs(sdflow: Path, out: Path) -> None:
             continue
         g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(lr_path.name.encode()).digest()[:7], "little"))
         lr = torch.from_numpy(read_image(lr_path).rgb).permute(2, 0, 1)[None]
-        if float(torch.rand(1, generator=g)) < MIX_JPEG:
+        if float(torch.rand(1, generator=g)) < prob:
             lr = apply_extras(lr, ("jpeg",), classic, g)
         write_rgb8_png(target, (lr[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
 
@@ -117,15 +118,23 @@ def _iterations(run: Path) -> int:
     return max((r.get("it", 0) for r in recs), default=0)
 
 
+GUARDS = {"raw": ["--color-fix", "none"], "guard": ["--color-fix", "wavelet", "--detail", "1"]}
+
+
 def stage_bench(a: argparse.Namespace, kinds: list[str]) -> None:
-    weights = [str(a.out / f"sr-{k}" / "model.safetensors") for k in kinds]
-    named = [x for k, w in zip(kinds, weights) for x in ("-w", _named(a.out, k, w))]
-    sdtool("benchmark", "--dataset", "realsr", "--data-root", str(a.data / "realsr-crops"), "--split", "val",
-           "--method", "bicubic", *named, "--no-downscale", "--out", str(a.out / "bench-realsr-val.json"), "--device", "cpu")
-    sdtool("benchmark", "--dataset", "drealsr", "--data-root", str(a.data / "drealsr-crops-dev"), "--method", "bicubic",
-           *named, "--no-downscale", "--out", str(a.out / "bench-drealsr-dev.json"), "--device", "cpu")
-    for kind, w in zip(kinds, weights):
-        sdtool("upscale", str(a.data / "realsrset"), str(a.out / f"realsrset-{kind}") + "/", "-w", w, "--device", "cpu")
+    """Each network raw and with the wavelet colour guard at detail 1 (its low band replaced by bicubic's)."""
+    named = [x for k in kinds for x in ("-w", _named(a.out, k, str(a.out / f"sr-{k}" / "model.safetensors")))]
+    sets = {"realsr-val": ["--dataset", "realsr", "--data-root", str(a.data / "realsr-crops"), "--split", "val"],
+            "drealsr-dev": ["--dataset", "drealsr", "--data-root", str(a.data / "drealsr-crops-dev")]}
+    for guard, fix in GUARDS.items():
+        for name, data in sets.items():
+            sdtool("benchmark", *data, "--method", "bicubic", *named, *fix, "--no-downscale", "--device", "cpu",
+                   "--out", str(a.out / f"bench-{name}-{guard}.json"))
+    for kind in kinds:
+        w = str(a.out / "weights" / f"sr-{kind}.safetensors")
+        for guard, fix in GUARDS.items():
+            sdtool("upscale", str(a.data / "realsrset"), str(a.out / f"realsrset-{kind}-{guard}") + "/", "-w", w, *fix,
+                   "--device", "cpu")
 
 
 def _named(out: Path, kind: str, weights: str) -> str:
@@ -138,16 +147,17 @@ def _named(out: Path, kind: str, weights: str) -> str:
 
 
 def stage_table(a: argparse.Namespace, kinds: list[str]) -> None:
-    print("| set | method | PSNR | SSIM | LPIPS | NIQE | colour err |")
-    print("|---|---|---|---|---|---|---|")
-    for title, report in (("RealSR val (20)", "bench-realsr-val.json"), ("DRealSR dev (14)", "bench-drealsr-dev.json")):
-        path = a.out / report
-        if not path.exists():
+    print("| set | SR network trained on | PSNR | SSIM | LPIPS | NIQE | colour err | guarded: PSNR | LPIPS |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, title in (("realsr-val", "RealSR val (20)"), ("drealsr-dev", "DRealSR dev (14)")):
+        paths = [a.out / f"bench-{name}-{g}.json" for g in GUARDS]
+        if not all(p.exists() for p in paths):
             continue
-        summary = json.loads(path.read_text())["summary"]
-        for i, (name, m) in enumerate(summary.items()):
-            print(f"| {title if i == 0 else ''} | {name} | {m['psnr_rgb']:.2f} | {m['ssim_rgb']:.4f} | {m['lpips']:.4f} | "
-                  f"{m['niqe']:.2f} | {m['color_err']:.2f} |")
+        raw, guard = (json.loads(p.read_text())["summary"] for p in paths)
+        for i, (method, m) in enumerate(raw.items()):
+            g = guard[method]
+            print(f"| {title if i == 0 else ''} | {method} | {m['psnr_rgb']:.2f} | {m['ssim_rgb']:.4f} | {m['lpips']:.4f} | "
+                  f"{m['niqe']:.2f} | {m['color_err']:.2f} | {g['psnr_rgb']:.2f} | {g['lpips']:.4f} |")
 
 
 def main() -> None:

@@ -162,8 +162,8 @@ def process_images(
     checkpoint `weights` (default: the shipped weights) is loaded on `device`, and only if some file
     needs processing. For upscaling, `weights` may also be an SR network (`sdtool train --model sr`) or any x4
     model spandrel reads: such deterministic models (`deterministic = True`) have one output per input, so
-    samples > 1 and a temperature are refused (OptionError), their default colour guard is "none" and
-    outputs written beside the input are named NAME_x4.EXT. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
+    samples > 1 and a temperature are refused (OptionError), their default colour guard is the wavelet guard at
+    detail 1 (SR networks) or none (spandrel models), and outputs written beside the input are named NAME_x4.EXT. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
     tile_overlap: input pixels (default 16 upscale / 32 downscale; rounded up to 8 for downscale; at most
     half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
@@ -175,10 +175,13 @@ def process_images(
     result's `failed` list and the other files go on.
     """
     t_start = time.perf_counter()
-    deterministic = task == "upscale" and _is_deterministic(model, weights)
-    if deterministic:
+    guard = _deterministic_guard(model, weights) if task == "upscale" else None
+    deterministic = guard is not None
+    if guard is not None:
+        from sdtool.model.sr import default_guard
+
         check_deterministic(samples, temperature)
-        color_fix = "none" if color_fix is None else color_fix
+        color_fix, detail = default_guard(guard, color_fix, detail)
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
@@ -204,16 +207,16 @@ def process_images(
     return result
 
 
-def _is_deterministic(model: Any, weights: Optional[PathLike]) -> bool:
-    """Whether the upscaler has one output per input: from the model object, or from the weights file's header
-    (before any work, so that a refused option costs nothing)."""
+def _deterministic_guard(model: Any, weights: Optional[PathLike]) -> Optional[str]:
+    """None for a model that samples (SDFlow); for a deterministic one, its default colour guard. From the model
+    object, or from the weights file's header (before any work, so that a refused option costs nothing)."""
     if model is not None:
-        return bool(getattr(model, "deterministic", False))
+        return getattr(model, "default_color_fix", "none") if getattr(model, "deterministic", False) else None
     if weights is None or not Path(weights).is_file():
-        return False
+        return None
     from sdtool.api import checkpoint_kind
 
-    return checkpoint_kind(weights) in ("sr", "foreign")
+    return {"sr": "wavelet", "foreign": "none"}.get(checkpoint_kind(weights))
 
 
 def check_deterministic(samples: int, temperature: Optional[float]) -> None:

@@ -107,8 +107,9 @@ def test_upscale_with_sr_weights_equals_the_network_tiled_or_not(tmp_path, sr_we
         res = runner.invoke(app, ["upscale", str(src.parent), str(tmp_path / f"t{tile}"), "-w", str(sr_weights),
                                   "--tile", tile, "--tile-overlap", "12"])
         assert res.exit_code == 0, res.output
-    with torch.no_grad():
-        direct = load_sr(sr_weights).upscale(torch.from_numpy(img[..., ::-1] / 255.0).permute(2, 0, 1)[None].float())
+    with torch.no_grad():  # an SR network's default colour guard: wavelet at detail 1
+        x = torch.from_numpy(img[..., ::-1] / 255.0).permute(2, 0, 1)[None].float()
+        direct = load_sr(sr_weights).upscale(x, color_fix="wavelet", detail=1.0)
     direct = (direct[0].permute(1, 2, 0).numpy() * 255).round()
     whole = iio.imread(tmp_path / "t0" / "a.png").astype(float)
     assert np.abs(whole - direct).max() <= 1  # write_image_file stores BGR with OpenCV: img[..., ::-1] is RGB
@@ -121,10 +122,14 @@ def test_upscale_runs_any_spandrel_model_like_our_checkpoint(tmp_path, sr_weight
     pytest.importorskip("spandrel")
     src = write_image_file(tmp_path / "a.png", _img(10, 12))
     pth = export_state_dict(load_sr(sr_weights), tmp_path / "other.pth")
-    for w, out in ((sr_weights, "ours.png"), (pth, "spandrel.png")):
-        res = runner.invoke(app, ["upscale", str(src), str(tmp_path / out), "-w", str(w)])
+    runs = {"ours": (sr_weights, "--color-fix", "none"), "spandrel": (pth,),  # spandrel models: no guard by default
+            "ours-default": (sr_weights,), "ours-guard": (sr_weights, "--color-fix", "wavelet", "--detail", "1")}
+    for out, (w, *extra) in runs.items():
+        res = runner.invoke(app, ["upscale", str(src), str(tmp_path / f"{out}.png"), "-w", str(w), *extra])
         assert res.exit_code == 0, res.output
     assert (tmp_path / "ours.png").read_bytes() == (tmp_path / "spandrel.png").read_bytes()
+    assert (tmp_path / "ours-default.png").read_bytes() == (tmp_path / "ours-guard.png").read_bytes()
+    assert (tmp_path / "ours-default.png").read_bytes() != (tmp_path / "ours.png").read_bytes()
 
 
 def test_upscale_model_name_and_weights_conflict(tmp_path, sr_weights):

@@ -187,10 +187,13 @@ def resolve_methods(
         model = load_upscaler(p, device=device)
         base = _free_name((p if p is not None else default_weights()).stem, used)
         used.add(base)
-        if getattr(model, "deterministic", False):  # one output per input: no temperatures; guard only if asked
-            m_fix = resolve_color_fix(color_fix) if color_fix is not None else "none"
+        if getattr(model, "deterministic", False):  # one output per input: no temperatures; its default guard
+            from sdtool.model.sr import default_guard
+
+            m_fix, m_detail = default_guard(model.default_color_fix, color_fix, detail)
+            m_fix = resolve_color_fix(m_fix)
             out.append(Method(base, "model", model=model, temperature=0.0, weights=str(p), color_fix=m_fix,
-                              detail=resolve_detail(detail, m_fix)))
+                              detail=resolve_detail(m_detail, m_fix)))
             continue
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"

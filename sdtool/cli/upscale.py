@@ -166,8 +166,8 @@ def upscale(
     max_pixels: MaxPixels = None,
     color_fix: Annotated[
         Optional[str], typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), adain "
-                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow, none for "
-                          "deterministic models.")
+                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow and SR networks "
+                          "(--detail 1 for these), none for spandrel models.")
     ] = None,
     detail: Detail = None,
     fp32: Fp32 = False,

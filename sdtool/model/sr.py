@@ -66,11 +66,13 @@ def _finite(t: Tensor) -> Tensor:
 
 class DeterministicUpscaler:
     """What `sdtool.infer.sampling.sample` needs from an x4 model that has no randomness: `upscale` (noise and
-    temperature accepted and ignored), a one-channel dummy noise shape, `device`, `deterministic = True`.
+    temperature accepted and ignored), a one-channel dummy noise shape, `device`, `deterministic = True`, and the
+    colour guard the commands apply by default (`default_color_fix`).
     Subclasses define `_forward(x)`: N×3×h×w in [0, 1] on the model's device → N×3×4h×4w."""
 
     deterministic = True
     n_components = 1
+    default_color_fix = "none"  # what `upscale` and `benchmark` apply unless told: other tools' models as they are
 
     @staticmethod
     def upscale_noise_shape(n: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -89,6 +91,7 @@ class DeterministicUpscaler:
 
 class SRNetMixin(DeterministicUpscaler):
     config: SRConfig
+    default_color_fix = "wavelet"  # at detail SR_NET_DETAIL (sdtool.config)
 
     @property
     def device(self) -> torch.device:
@@ -227,3 +230,12 @@ def load_spandrel(path: PathLike, device: torch.device, option: str = "weights")
         raise OptionError(option, f"{path}: a x{getattr(desc, 'scale', '?')} model; x4 is needed")
     desc.eval()
     return desc
+
+
+def default_guard(default_color_fix: str, color_fix: Optional[str], detail: Optional[float]) -> tuple[str, Optional[float]]:
+    """The colour guard and detail gain a command runs on a deterministic model: the model's default guard unless
+    one is given, and the wavelet guard at SR_NET_DETAIL unless a gain is given."""
+    from sdtool.config import SR_NET_DETAIL
+
+    fix = default_color_fix if color_fix is None else color_fix
+    return fix, (SR_NET_DETAIL if detail is None and fix == "wavelet" else detail)

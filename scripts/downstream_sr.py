@@ -130,11 +130,24 @@ def stage_bench(a: argparse.Namespace, kinds: list[str]) -> None:
         for name, data in sets.items():
             sdtool("benchmark", *data, "--method", "bicubic", *named, *fix, "--no-downscale", "--device", "cpu",
                    "--out", str(a.out / f"bench-{name}-{guard}.json"))
+    niqe: dict[str, float] = {}
     for kind in kinds:
         w = str(a.out / "weights" / f"sr-{kind}.safetensors")
         for guard, fix in GUARDS.items():
-            sdtool("upscale", str(a.data / "realsrset"), str(a.out / f"realsrset-{kind}-{guard}") + "/", "-w", w, *fix,
-                   "--device", "cpu")
+            folder = a.out / f"realsrset-{kind}-{guard}"
+            sdtool("upscale", str(a.data / "realsrset"), str(folder) + "/", "-w", w, *fix, "--device", "cpu")
+            niqe[f"sr-{kind}/{guard}"] = mean_niqe(folder)
+    (a.out / "realsrset-niqe.json").write_text(json.dumps(niqe, indent=1))
+
+
+def mean_niqe(folder: Path) -> float:
+    """Mean NIQE (MATLAB parameters, on rgb2gray) of the images in a folder: realsrset has no ground truth."""
+    import numpy as np
+
+    from sdtool.imageio import read_image
+    from sdtool.metrics import niqe
+
+    return float(np.mean([niqe(read_image(p).rgb * 255.0) for p in sorted(folder.glob("*.png"))]))
 
 
 def _named(out: Path, kind: str, weights: str) -> str:
@@ -158,6 +171,10 @@ def stage_table(a: argparse.Namespace, kinds: list[str]) -> None:
             g = guard[method]
             print(f"| {title if i == 0 else ''} | {method} | {m['psnr_rgb']:.2f} | {m['ssim_rgb']:.4f} | {m['lpips']:.4f} | "
                   f"{m['niqe']:.2f} | {m['color_err']:.2f} | {g['psnr_rgb']:.2f} | {g['lpips']:.4f} |")
+    niqe = a.out / "realsrset-niqe.json"
+    if niqe.exists():
+        print("\nrealsrset (25 images, no ground truth), mean NIQE raw / guarded: " + ", ".join(
+            f"{k}: {v:.2f}" for k, v in json.loads(niqe.read_text()).items()))
 
 
 def main() -> None:

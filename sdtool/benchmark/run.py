@@ -22,7 +22,7 @@ from sdtool.benchmark.methods import (
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.sampling import Tiling
 
-SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err")
+SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err", "lattice")
 
 
 SAMPLE_KEYS = ("lpips_best", "diversity")
@@ -78,7 +78,22 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cp
         "niqe": _niqe_or_nan(lambda im: niqe(im, input=niqe_input), sr),
         "lr_psnr": psnr(bicubic_downscale(sr), lr),
         "color_err": color_error(sr, hr, crop_border=SCALE),
+        "lattice": _lattice_or_nan(sr),
     }
+
+
+def _lattice_or_nan(img: np.ndarray) -> float:
+    from sdtool.metrics.lattice import lattice_score
+
+    try:
+        return lattice_score(img)
+    except ValueError:  # smaller than 16×16 px
+        return math.nan
+
+
+def hr_reference(data: Dataset) -> dict[str, float]:
+    """The HR images' own value of the metrics that need no reference (the row to read a method's against)."""
+    return {"lattice": finite_mean([_lattice_or_nan(read_pair(p)[0]) for p in data.pairs])}
 
 
 def _niqe_or_nan(fn: Callable[[np.ndarray], float], img: np.ndarray) -> float:
@@ -258,6 +273,7 @@ def run_benchmark(
         report["methods"][m.name] = _method_info(m, res, samples)
         if m.kind == "model":
             devices.add(str(m.model.device))
+    report["reference"] = {"HR": hr_reference(data)}
     report["settings"] = _settings(data, o)
     report["versions"] = _versions()
     report["device"] = _describe_devices(devices)
@@ -293,6 +309,8 @@ def _settings(data: Dataset, o: RunOptions) -> dict[str, Any]:
         "ssim": "11x11 Gaussian sigma 1.5, valid, K1 0.01, K2 0.03", "lpips": "alex v0.1 (inputs [0,1])",
         "niqe": niqe, "lr_psnr": "PSNR(MATLAB bicubic /4 of SR, LR input), RGB, no crop",
         "color_err": "mean over RGB of |mean(SR channel) - mean(HR channel)|, 0..255, crop border 4",
+        "lattice": "mean over the 15 non-zero multiples of (H/4, W/4) of the Hann-windowed power spectrum of "
+                   "grey minus Gaussian(sigma 2), each over the median of its 7x7 neighbourhood; reference row: HR",
         "diversity": "mean per-pixel std across samples, 0..255 scale",
         "bicubic": "MATLAB imresize bicubic a=-0.5 (antialiased when downscaling), rounded to uint8",
     }

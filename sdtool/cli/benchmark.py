@@ -90,7 +90,8 @@ NoDown = Annotated[bool, typer.Option("--no-downscale", help="Skip the downscali
 
 _COLUMNS = [
     ("psnr_rgb", "PSNR", 2), ("psnr_y", "PSNR-Y", 2), ("ssim_rgb", "SSIM", 4), ("ssim_y", "SSIM-Y", 4),
-    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("color_err", "colour err", 2), ("lpips_best", "LPIPS best", 4),
+    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("color_err", "colour err", 2),
+    ("lattice", "lattice", 1), ("lpips_best", "LPIPS best", 4),
     ("diversity", "Div.", 2), ("down_psnr_real", "↓PSNR real", 2), ("down_lpips_real", "↓LPIPS real", 4),
     ("down_psnr_bicubic", "↓PSNR bic", 2), ("down_lpips_bicubic", "↓LPIPS bic", 4),
 ]
@@ -117,6 +118,9 @@ def _render(report: dict[str, Any], json_path: Path, csv_path: Path) -> None:
         table.add_row(
             name, *(_fmt(summary.get(k), d) for k, _t, d in cols), f"{report['methods'][name]['wall_time_s']:.1f}"
         )
+    for name, ref in report.get("reference", {}).items():  # e.g. the HR images' own lattice score
+        table.add_row(f"{name} (reference)", *(_fmt(ref.get(k), d) if k in ref else "" for k, _t, d in cols), "",
+                      style="dim")
     # Off a terminal (pipes, logs) rich would wrap at 80 columns; a wide table stays readable there.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
     console.print(table)

@@ -84,6 +84,7 @@ class _Settings:
     color_fix: str = "none"
     detail: float = 1.0
     max_pixels: Optional[int] = None
+    delattice: bool = True
 
 
 def _return_freed_memory() -> None:
@@ -122,7 +123,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         depth = output_info(info, format_of(out_path), out_h, out_w).bit_depth
         y, tile = sample(
             model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
-            color_fix=s.color_fix, detail=s.detail,
+            color_fix=s.color_fix, detail=s.detail, delattice=s.delattice,
             on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
             on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
         )
@@ -155,6 +156,7 @@ def process_images(
     color_fix: Optional[str] = None,
     detail: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
+    delattice: Optional[bool] = None,
 ) -> ProcessResult:
     """Upscale x4 (task="upscale") or downscale /4 (task="downscale") a file or a folder tree.
 
@@ -166,6 +168,7 @@ def process_images(
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
     header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
     (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
+    delattice: take the decoder's 4-px lattice out of SR samples (None: yes; `sdtool.model.lattice`).
     mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT ending in "/" names a folder.
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
@@ -175,7 +178,7 @@ def process_images(
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
-                               detail)
+                               detail, delattice)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
@@ -199,7 +202,8 @@ def process_images(
 
 def _check_options(task: str, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
                    tile: Optional[int], tile_overlap: Optional[int], color_fix: Optional[str],
-                   max_pixels: Optional[int], detail: Optional[float] = None) -> _Settings:
+                   max_pixels: Optional[int], detail: Optional[float] = None,
+                   delattice: Optional[bool] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
     from sdtool.colorfix import resolve_color_fix, resolve_detail
 
@@ -214,7 +218,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
         raise OptionError("component", "must be >= 0")
     if tile is not None and tile < 0:
         raise OptionError("tile", "must be >= 0")
-    for name, value in (("color_fix", color_fix), ("detail", detail)):
+    for name, value in (("color_fix", color_fix), ("detail", detail), ("delattice", delattice)):
         if value is not None and task != "upscale":
             raise OptionError(name, "applies to upscale only")
     color_fix = resolve_color_fix(color_fix)
@@ -227,7 +231,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
         raise OptionError("max_pixels", "must be at least 1")
     seed = secrets.randbits(31) if seed is None else int(seed)
     return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix, gain,  # type: ignore[arg-type]
-                     max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
+                     max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task], delattice is not False)
 
 
 def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from sdtool.cli.common import Detail, Device, Seed, Tile, run_guarded
+from sdtool.cli.common import Delattice, Detail, Device, Seed, Tile, run_guarded
 
 DatasetOpt = Annotated[
     str,
@@ -152,6 +152,7 @@ def benchmark(
     no_downscale: NoDown = False,
     color_fix: ColorFixOpt = None,
     detail: Detail = None,
+    delattice: Delattice = True,
     sr_dir: SrDirMulti = None,
     save_sr: SaveSr = None,
     baseline: BaselineMulti = None,
@@ -173,7 +174,7 @@ def benchmark(
         if weights or method or not no_model or not (folders or baseline):
             methods = bm.resolve_methods(weights or [], method or [], temperature or [], device=device,
                                          default_model=not no_model, color_fix=color_fix,
-                                         detail=detail)
+                                         detail=detail, delattice=delattice)
         for path in baseline or []:
             methods.append(bm.baseline_method(path, device, [m.name for m in methods]))
         methods += bm.unique_names(methods, folders)

@@ -25,6 +25,11 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the sa
 Temperature = Annotated[
     float, typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0); 0 gives the mean sample.")
 ]
+Delattice = Annotated[
+    bool,
+    typer.Option("--delattice/--keep-lattice", help="Take the 4-px lattice that the flow's squeezes leave out of SR "
+                 "samples (default); --keep-lattice writes the flow's own sample."),
+]
 Detail = Annotated[
     Optional[float],
     typer.Option("--detail", help="Strength of the model's detail above the wavelet guard's low band (0-2): below 1 "

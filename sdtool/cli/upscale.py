@@ -20,6 +20,7 @@ from sdtool.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     Component,
+    Delattice,
     Detail,
     Device,
     MaxPixels,
@@ -141,6 +142,7 @@ def upscale(
                           "(match channel mean/std) or none (the raw sample).")
     ] = "wavelet",
     detail: Detail = None,
+    delattice: Delattice = True,
     fp32: Fp32 = False,
 ) -> None:
     """Super-resolve images x4 (PNG, JPEG, WebP, TIFF, BMP; gray, 16-bit and alpha are kept).
@@ -153,7 +155,7 @@ def upscale(
     _run(
         "upscale", input_path, output, samples=samples, temperature=temperature, seed=seed, weights=weights,
         device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite, max_pixels=max_pixels,
-        color_fix=color_fix, detail=detail, mixed_precision=False if fp32 else None,
+        color_fix=color_fix, detail=detail, delattice=delattice, mixed_precision=False if fp32 else None,
     )
 
 

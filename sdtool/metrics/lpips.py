@@ -59,11 +59,13 @@ class _AlexFeatures(nn.Module):
 
 
 def _default_lin_path() -> Path:
+    """The learned linear layers, a data file of the installed `lpips` package (not ours: see sdtool.resources)."""
+    from importlib.resources import files
+
     try:
-        import lpips as _lpips_pkg  # only to locate its weight file
+        return Path(str(files("lpips").joinpath("weights/v0.1/alex.pth")))
     except ImportError as exc:  # pragma: no cover - lpips is a dependency
         raise CheckpointError("the `lpips` package is not installed; `pip install lpips`") from exc
-    return Path(_lpips_pkg.__file__).resolve().parent / "weights" / "v0.1" / "alex.pth"
 
 
 class LPIPS(nn.Module):

@@ -180,7 +180,8 @@ def process_images(
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
                                detail)
-    settings.outscale, settings.quality = _check_output(task, outscale, quality)
+    outscale, quality = _check_output(task, outscale, quality)
+    settings = replace(settings, outscale=outscale, quality=quality)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,

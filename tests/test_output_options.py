@@ -59,14 +59,16 @@ def test_bad_values_exit_2(tmp_path: Path, tiny_weights: Path, args: list[str]) 
 
 def test_outscale_is_upscale_only(tmp_path: Path, tiny_weights: Path) -> None:
     src = write_image_file(tmp_path / "p.png", _photo(8, 8))
-    res = runner.invoke(app, ["downscale", str(src), str(tmp_path / "o.png"), "-w", str(tiny_weights), "--outscale", "2"])
+    res = runner.invoke(app, ["downscale", str(src), str(tmp_path / "o.png"), "-w", str(tiny_weights),
+                              "--outscale", "2"])
     assert res.exit_code == 2  # no such option on downscale
 
 
 def test_suffix_and_ext_for_a_folder(tmp_path: Path, tiny_weights: Path) -> None:
     write_image_file(tmp_path / "in" / "a.png", _photo(6, 6))
     write_image_file(tmp_path / "in" / "sub" / "b.jpg", _photo(5, 7))
-    _up([str(tmp_path / "in"), str(tmp_path / "out"), "--suffix", "out", "--ext", "webp", "--samples", "2"], tiny_weights)
+    _up([str(tmp_path / "in"), str(tmp_path / "out"), "--suffix", "out", "--ext", "webp", "--samples", "2"],
+        tiny_weights)
     names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert names == ["a_out_s00.webp", "a_out_s01.webp", "sub/b_out_s00.webp", "sub/b_out_s01.webp"]
     assert cv2.imread(str(tmp_path / "out" / "sub" / "b_out_s01.webp")).shape == (20, 28, 3)

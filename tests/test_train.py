@@ -146,8 +146,9 @@ def test_cli_train_and_use_weights(tmp_path, monkeypatch):
     lr_dir, hr_dir = _make_folders(tmp_path)
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["train", "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir), "--out", str(out),
-                                   "--config", "tiny", "--iters", "2", "--batch", "1", "--patch", "32", "--log-every", "1",
-                                   "--device", "cpu", "--val-lr", str(lr_dir), "--val-hr", str(hr_dir)])
+                                   "--config", "tiny", "--iters", "2", "--batch", "1", "--patch", "32",
+                                   "--log-every", "1", "--device", "cpu", "--val-lr", str(lr_dir),
+                                   "--val-hr", str(hr_dir)])
     assert res.exit_code == 0, res.output
     assert "validation: val_psnr_rgb=" in res.output
     assert "train: 2/2 it (100%)" in res.output and "ETA 0s, loss " in res.output  # plain progress lines

@@ -44,7 +44,8 @@ WeightsMulti = Annotated[
                  help="SDFlow checkpoint; repeat for several side by side. Default: the shipped model."),
 ]
 MethodMulti = Annotated[
-    Optional[list[str]], typer.Option("--method", "-m", metavar="NAME", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable.")
+    Optional[list[str]],
+    typer.Option("--method", "-m", metavar="NAME", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable."),
 ]
 TemperatureMulti = Annotated[
     Optional[list[float]],
@@ -68,7 +69,8 @@ ColorFixOpt = Annotated[
 ]
 SrDirMulti = Annotated[
     Optional[list[str]],
-    typer.Option("--sr-dir", metavar="NAME=DIR", help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
+    typer.Option("--sr-dir", metavar="NAME=DIR",
+                 help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
                  "stem) with the same metrics. Repeatable."),
 ]
 SaveSr = Annotated[
@@ -76,7 +78,8 @@ SaveSr = Annotated[
 ]
 BaselineMulti = Annotated[
     Optional[list[Path]],
-    typer.Option("--baseline", metavar="FILE", help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
+    typer.Option("--baseline", metavar="FILE",
+                 help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
                  "...) loaded with spandrel (pip install 'sdtool[baselines]'), run on the LR images. Repeatable."),
 ]
 SheetOpt = Annotated[

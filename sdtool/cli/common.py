@@ -56,13 +56,14 @@ OutputArg = Annotated[
 
 Suffix = Annotated[
     Optional[str],
-    typer.Option("--suffix", help="Add _SUFFIX to output names made from input names (a folder OUT, or no OUT, where it "
-                 "replaces _x4_tT), as Real-ESRGAN's --suffix.", metavar="TEXT", show_default=False),
+    typer.Option("--suffix", metavar="TEXT", show_default=False,
+                 help="Add _TEXT to output names made from input names (a folder OUT, or no OUT, where it replaces "
+                 "_x4_tT), as Real-ESRGAN's --suffix."),
 ]
 Ext = Annotated[
     Optional[str],
-    typer.Option("--ext", help="Output format for names made from input names: png, jpg, webp, tif or bmp. Default: the "
-                 "input's.", metavar="EXT", show_default=False),
+    typer.Option("--ext", metavar="EXT", show_default=False,
+                 help="Format of outputs named after their inputs: png, jpg, webp, tif or bmp. Default: the input's."),
 ]
 Quality = Annotated[
     Optional[int],

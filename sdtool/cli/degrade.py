@@ -36,7 +36,9 @@ def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tupl
 def sample_degradation(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
     output: OutputArg = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False, help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights) or classic (parametric). Default: classic, or sdflow with --like.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", show_default=False, help="sdflow (learned, shipped weights), pdm (learned blur kernel + "
+        "noise, shipped weights) or classic (parametric). Default: classic, or sdflow with --like.")] = None,
     samples: Samples = 1,
     temperature: Temperature = DEFAULT_DOWN_TEMPERATURE,
     seed: Seed = None,

@@ -1,8 +1,8 @@
 """`sdtool upscale` and `sdtool downscale`: x4 super-resolution / realistic /4 downscaling of files and folders.
 
 The work is `sdtool.pipeline.process_images`; this module parses options, shows progress (live bars when
-stderr is a terminal, plain lines with an ETA otherwise), prints one line per failed file and a summary, and sets the exit code
-(0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
+stderr is a terminal, plain lines with an ETA otherwise), prints one line per failed file and a summary, and
+sets the exit code (0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -89,9 +89,10 @@ def upscale(
     ] = "wavelet",
     detail: Detail = None,
     outscale: Annotated[
-        Optional[float], typer.Option("--outscale", help="Output scale: the x4 result resized to S × the input (e.g. 2 or "
-                                      "3.5; area when shrinking, Lanczos when enlarging), as Real-ESRGAN's --outscale. "
-                                      "Default: 4.", metavar="S", show_default=False)
+        Optional[float],
+        typer.Option("--outscale", metavar="S", show_default=False,
+                     help="Output scale: the x4 result resized to S × the input (e.g. 2 or 3.5; area when shrinking, "
+                     "Lanczos when enlarging), as Real-ESRGAN's --outscale. Default: 4."),
     ] = None,
     suffix: Suffix = None,
     ext: Ext = None,

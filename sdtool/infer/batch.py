@@ -121,7 +121,8 @@ def run_jobs(
 def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path], list[Path]], index: int,
              total: int, emit: ProgressCallback, run_finished: bool = False) -> FileOutcome:
     todo = [k for k, out in enumerate(job.outputs) if overwrite or not _finished(out, side_files)]
-    exists_note = f"skipped, {_names(job.outputs)} exist{'s' if len(job.outputs) == 1 else ''} (use --overwrite to replace)"
+    verb = "exists" if len(job.outputs) == 1 else "exist"
+    exists_note = f"skipped, {_names(job.outputs)} {verb} (use --overwrite to replace)"
     if not todo and not run_finished:
         return FileOutcome(job.source, list(job.outputs), "skipped", notes=[exists_note])
     t0 = time.perf_counter()

@@ -1,9 +1,10 @@
 """LPIPS (Zhang et al. 2018), AlexNet variant, version 0.1 — offline and differentiable.
 
 The official `lpips` package downloads the torchvision AlexNet backbone on first use. sdtool ships that
-backbone as weights/lpips_alex.safetensors (found by `sdtool.resources`; converted by scripts/convert_lpips_alexnet.py; provenance in
-weights/lpips_alex.md) and takes the learned linear layers from the installed `lpips` package
-(lpips/weights/v0.1/alex.pth). The network is written here in plain torch (no torchvision import).
+backbone as weights/lpips_alex.safetensors (found by `sdtool.resources`; converted by
+scripts/convert_lpips_alexnet.py; provenance in weights/lpips_alex.md) and takes the learned linear layers from
+the installed `lpips` package (lpips/weights/v0.1/alex.pth). The network is written here in plain torch (no
+torchvision import).
 
 Tensor contract: inputs N×3×H×W float in [0,1] (RGB), H, W >= 32 (ValueError otherwise); output N distances (float32),
 0 for identical images, larger is more different. Gradients flow to both inputs (usable as a loss).

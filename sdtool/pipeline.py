@@ -29,8 +29,8 @@ from typing import Any, Callable, Optional, Union
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
-from sdtool.infer.jobs import Task, file_seed, plan_jobs
-from sdtool.resize import resize_alpha
+from sdtool.infer.jobs import Naming, Task, file_seed, plan_jobs
+from sdtool.resize import resize_alpha, resize_image
 from sdtool.infer.sampling import Tiling, check_temperature
 from sdtool.tiling import MIN_TILE
 from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
@@ -41,23 +41,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Inputs with more pixels are refused from the header, before decoding (like image libraries' decompression-
 # bomb limit). Upscaling writes 16× the pixels: 16 MP in is a 256 MP, 768 MB output.
 DEFAULT_MAX_PIXELS: dict[str, int] = {"upscale": 16_000_000, "downscale": 100_000_000}
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+MAX_OUTSCALE = 16.0  # --outscale: beyond this an output is mostly resampling, and 256× the input's pixels
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -85,6 +69,8 @@ class _Settings:
     detail: float = 1.0
     max_pixels: Optional[int] = None
     delattice: bool = True
+    outscale: float = 4.0
+    quality: Optional[int] = None
 
 
 def _return_freed_memory() -> None:
@@ -98,6 +84,14 @@ def _return_freed_memory() -> None:
         pass
 
 
+def output_size(task: str, height: int, width: int, outscale: float = 4.0) -> tuple[int, int]:
+    """Output height and width: x4 upscaled and then scaled to `outscale` × the input (each side rounded, at
+    least 1 px), or downscaled /4 (rounded up)."""
+    if task == "upscale":
+        return max(1, round(height * outscale)), max(1, round(width * outscale))
+    return math.ceil(height / 4), math.ceil(width / 4)
+
+
 def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
     """Read, run the samples whose indices are in `todo`, write them. Returns notes. Raises on failure."""
     import torch
@@ -108,7 +102,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     img = read_image(job.source, max_pixels=s.max_pixels)
     h, w = img.info.height, img.info.width
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
-    out_h, out_w = (4 * h, 4 * w) if s.task == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
+    out_h, out_w = output_size(s.task, h, w, s.outscale)
     alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
     info = img.info
     del img  # the decoded float copy: x holds the pixels now
@@ -129,7 +123,9 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         )
         tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
         _return_freed_memory()  # the tiles' buffers, before the encoder needs its own
-        write_image(out_path, y, alpha_out, info)
+        if y.shape[:2] != (out_h, out_w):  # --outscale: the x4 result resized, as Real-ESRGAN does
+            y = resize_image(y, out_h, out_w)
+        write_image(out_path, y, alpha_out, info, quality=s.quality)
         del y
         _return_freed_memory()
         step(k + 1, s.samples)
@@ -155,6 +151,10 @@ def process_images(
     mixed_precision: Optional[bool] = None,
     color_fix: Optional[str] = None,
     detail: Optional[float] = None,
+    outscale: Optional[float] = None,
+    suffix: Optional[str] = None,
+    ext: Optional[str] = None,
+    quality: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     delattice: Optional[bool] = None,
 ) -> ProcessResult:
@@ -170,6 +170,10 @@ def process_images(
     (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
     delattice: take the decoder's 4-px lattice out of SR samples (None: yes; `sdtool.model.lattice`).
     mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT ending in "/" names a folder.
+    outscale: upscale only, the output's scale (default 4): the x4 result is resized to outscale × the input
+    (area when shrinking, Lanczos when enlarging), as Real-ESRGAN's --outscale. suffix, ext: see
+    `sdtool.infer.jobs.Naming` (outputs named after their inputs). quality: JPEG / WebP quality 1-100 (default
+    95).
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
     result's `failed` list and the other files go on.
@@ -179,11 +183,13 @@ def process_images(
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
                                detail, delattice)
+    outscale, quality = _check_output(task, outscale, quality)
+    settings = replace(settings, outscale=outscale, quality=quality)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
-                              samples=samples, temperature=temperature, component=component, overwrite=overwrite,
-                              out_is_dir=out_is_dir)
+                              samples=samples, temperature=temperature, component=component, out_is_dir=out_is_dir,
+                              naming=Naming(suffix, ext), scale=outscale)
     jobs = jobs[rank::world]
     result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
     holder: dict[str, Any] = {"model": model, "checked": False}
@@ -232,6 +238,18 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
     seed = secrets.randbits(31) if seed is None else int(seed)
     return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix, gain,  # type: ignore[arg-type]
                      max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task], delattice is not False)
+
+
+def _check_output(task: str, outscale: Optional[float], quality: Optional[int]) -> tuple[float, Optional[int]]:
+    """Validate `outscale` and `quality` (OptionError naming the option); returns (outscale, quality)."""
+    if outscale is not None:
+        if task != "upscale":
+            raise OptionError("outscale", "applies to upscale only")
+        if not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+            raise OptionError("outscale", f"must be a number in (0, {MAX_OUTSCALE:g}], got {outscale}")
+    if quality is not None and not 1 <= quality <= 100:
+        raise OptionError("quality", f"must be in 1..100, got {quality}")
+    return (4.0 if outscale is None else float(outscale)), quality
 
 
 def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -13,6 +12,7 @@ from torch import nn
 
 from sdtool.config import SDFlowConfig
 from sdtool.errors import CheckpointError
+from sdtool.files import write_bytes_atomic
 
 FORMAT = "sdtool-sdflow"
 FORMAT_VERSION = "1"
@@ -20,20 +20,12 @@ PathLike = Union[str, os.PathLike]
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> None:
-    """Write a safetensors file via a temporary file in the same folder and an atomic rename."""
-    from safetensors.torch import save_file
+    """Write a safetensors file through the one atomic writer (`sdtool.files`); WriteError when the file system
+    refuses (a full disk, a read-only folder), and the file that was there is kept."""
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a weights file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    write_bytes_atomic(path, data)
 
 
 def save_model(model: nn.Module, path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
@@ -49,6 +41,28 @@ def save_model(model: nn.Module, path: PathLike, provenance: Optional[dict[str, 
     atomic_save_tensors(dict(model.state_dict()), path, meta)
 
 
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    size = path.stat().st_size if path.is_file() else 0
+    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CheckpointError(f"{path}: expected a safetensors checkpoint, found an unreadable or truncated file "
+                           f"({size} bytes: {why})")
+
+
+def read_header(path: PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Tensor shapes and metadata of a safetensors file, read from its header alone (no tensor is loaded);
+    one-line CheckpointError for a missing or damaged file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for bad headers and short files
+        raise _unreadable(path, exc) from None
+
+
 def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, with one-line errors for missing or damaged files."""
     from safetensors import safe_open
@@ -61,15 +75,12 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str,
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for bad headers and short files
-        size = path.stat().st_size
-        raise CheckpointError(
-            f"{path}: expected a safetensors checkpoint, found an unreadable or truncated file "
-            f"({size} bytes: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
+        raise _unreadable(path, exc) from None
     return tensors, meta
 
 
 def read_config(meta: dict[str, str], path: PathLike) -> SDFlowConfig:
+    """The SDFlow config in a checkpoint's metadata, each field checked for type and range (`JsonConfig`)."""
     fmt = meta.get("format")
     if fmt != FORMAT:
         raise CheckpointError(
@@ -83,11 +94,33 @@ def read_config(meta: dict[str, str], path: PathLike) -> SDFlowConfig:
         raise CheckpointError(f"{path}: the model config in the metadata is unusable ({exc})") from None
 
 
-def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: PathLike) -> None:
-    """Load every tensor; name the first missing, unexpected or wrongly shaped key if any."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
+def check_config_fits(config: SDFlowConfig, shapes: dict[str, tuple[int, ...]], path: PathLike) -> None:
+    """CheckpointError unless every size of `config` is what the tensors in the file hold, so that no model is
+    built (nor memory allocated) for a config the file does not back (`sdtool.model.layout`)."""
+    from sdtool.model.layout import sdflow_sizes
+
+    try:
+        sizes = sdflow_sizes(shapes)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: not an SDFlow checkpoint: tensor {exc} is missing") from None
+    wrong = [f"{name} is {getattr(config, name)}, the file holds {held} ({source})"
+             for name, (held, source) in sizes.items() if getattr(config, name) != held]
+    if wrong:
+        raise CheckpointError(f"{path}: the config in the metadata does not match the tensors in the file: "
+                              + "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: PathLike) -> None:
+    """CheckpointError naming the first tensor holding NaN or infinite values (a corrupt or diverged file)."""
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: tensor '{k}' holds NaN or infinite values (corrupt or diverged weights)")
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], path: PathLike) -> None:
+    """CheckpointError naming the first missing, unexpected or wrongly shaped key, if any."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -95,20 +128,30 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first '{unexpected[0]}'")
         raise CheckpointError(f"{path}: weights do not match the model config: " + "; ".join(parts))
-    for k, v in expected.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
-            raise CheckpointError(
-                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, the config expects {tuple(v.shape)}"
-            )
+    for k, shape in expected.items():
+        if tuple(found[k]) != tuple(shape):
+            raise CheckpointError(f"{path}: tensor '{k}' has shape {tuple(found[k])}, the config expects {tuple(shape)}")
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: PathLike) -> None:
+    """Load every tensor; name the first missing, unexpected or wrongly shaped key if any."""
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in tensors.items()}, path)
     model.load_state_dict(tensors, strict=True)
 
 
 def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild an SDFlow model from a checkpoint file alone; returns (model in eval mode, provenance)."""
+    """Rebuild an SDFlow model from a checkpoint file alone; returns (model in eval mode, provenance).
+
+    The file is checked before the model is built: its config (types and ranges), the config against the
+    tensor shapes in the file, then every tensor for NaN / inf. Raises CheckpointError in one line."""
     from sdtool.model.sdflow import SDFlow
 
-    tensors, meta = read_safetensors(path)
+    shapes, meta = read_header(path)
     config = read_config(meta, path)
+    check_config_fits(config, shapes, path)
+    tensors, _ = read_safetensors(path)
+    check_finite(tensors, path)
     model = SDFlow(config)
     load_state_strict(model, tensors, path)
     try:

@@ -9,14 +9,47 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 C = TypeVar("C", bound="JsonConfig")
 
 
+def _check_field(name: str, kind: str, value: object, limits: tuple[float, float]) -> None:
+    """ValueError unless `value` has the field's type (int, float, bool, str or tuple[int, …]) and lies in
+    `limits`: a config read from a file must not ask for a model of absurd size or shape."""
+    lo, hi = limits
+    shown = repr(value)[:40]
+    if kind == "bool":
+        ok, want = type(value) is bool, "true or false"
+    elif kind == "str":
+        ok, want = isinstance(value, str) and len(value) <= 200, "a short text"
+    elif kind == "int":
+        ok, want = type(value) is int and lo <= value <= hi, f"an integer in {lo:g}..{hi:g}"
+    elif kind == "float":
+        ok = type(value) in (int, float) and math.isfinite(value) and lo <= value <= hi  # type: ignore[arg-type]
+        want = f"a number in {lo:g}..{hi:g}"
+    else:  # tuple[int, int, …]
+        n = kind.count("int")
+        ok = (isinstance(value, tuple) and len(value) == n
+              and all(type(v) is int and lo <= v <= hi for v in value))
+        want = f"{n} integers in {lo:g}..{hi:g}"
+    if not ok:
+        raise ValueError(f"{name} must be {want}, got {shown}")
+
+
 class JsonConfig:
-    """JSON round trip for frozen config dataclasses (checkpoint metadata); unknown fields are refused."""
+    """JSON round trip for frozen config dataclasses (checkpoint metadata); unknown fields are refused, and every
+    field is checked for its type and its range in LIMITS (default: integers 1..4096, numbers 0..1e6)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            kind = str(f.type)
+            default = (1, 4096) if "int" in kind else (0, 1e6)
+            _check_field(f.name, kind, getattr(self, f.name), self.LIMITS.get(f.name, default))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)  # type: ignore[call-overload]
@@ -24,6 +57,8 @@ class JsonConfig:
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - set(fields)
         if unknown:
@@ -53,6 +88,12 @@ class SDFlowConfig(JsonConfig):
     enc_blocks: int = 16  # feature-modulated residual blocks
     enc_mf_convs: int = 8  # convolutions of the degradation-modulation branch
     n_gaussian: int = 16  # mixture components of the degradation prior
+
+    # Counts of steps and blocks: the paper uses at most 16; 256 is far past any useful model.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        name: (1, 256) for name in ("hr_steps", "lr_steps", "hf_steps", "hf_rrdb", "deg_steps", "deg_rrdb",
+                                    "enc_blocks", "enc_mf_convs")
+    }
 
 
 

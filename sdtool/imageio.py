@@ -318,22 +318,21 @@ def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
 
 
 def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
-    """Write an H×W×3 uint8 RGB array (a sheet, a cached output) as PNG, atomically; ImageError on failure."""
+    """Write an H×W×3 uint8 RGB array (a sheet, a cached output) as PNG, atomically; WriteError when the file
+    system refuses."""
     import cv2
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover - only for invalid arrays
         raise ImageError(f"{path}: cannot encode PNG")
-    try:
-        write_bytes_atomic(path, buf.tobytes())
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    write_bytes_atomic(path, memoryview(buf))
 
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> ImageInfo:
     """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format from its suffix), restoring the
     mode / bit depth / alpha of the input `info` as far as the format allows. Atomic. Returns what was
-    written. Raises ImageError on an unsupported suffix or an encoding / file-system failure."""
+    written. Raises ImageError on an unsupported suffix or an encoding failure, WriteError when the file system
+    refuses (full, read-only, name too long)."""
     path = Path(path)
     fmt = format_of(path)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -343,8 +342,5 @@ def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], in
         data = encode_image(rgb, alpha, out_info)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
-    try:
-        write_bytes_atomic(path, data)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    write_bytes_atomic(path, data)
     return out_info

@@ -31,7 +31,8 @@ from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
-from sdtool.infer.sampling import Tiling, check_temperature
+from sdtool.infer.sampling import Tiling
+from sdtool.inputs import check_samples, check_temperature
 from sdtool.tiling import MIN_TILE
 from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
 from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
@@ -205,8 +206,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
-    if samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(samples)
     check_temperature(temperature)
     if component is not None and task != "downscale":
         raise OptionError("component", "applies to downscale only")

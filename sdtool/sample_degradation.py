@@ -178,7 +178,7 @@ def _to_tensor(rgb: np.ndarray) -> Any:
 
 def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
     from sdtool.degrade.sheet import write_sheet
-    from sdtool.imageio import write_bytes_atomic
+    from sdtool.files import write_bytes_atomic
 
     def npy(path: Path, arr: np.ndarray) -> None:
         import io
@@ -268,12 +268,11 @@ def sample_degradation(
 
 
 def _check_options(o: DegradeOptions) -> None:
-    from sdtool.infer.sampling import check_temperature
+    from sdtool.inputs import check_samples, check_temperature
 
     if o.model not in MODELS:
         raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {o.model!r}")
-    if o.samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(o.samples)
     check_temperature(o.temperature)
     if o.like is not None and o.model == "classic":
         raise OptionError("like", "needs {model} sdflow or pdm (the classic model has nothing to fit)", ("model",))

@@ -75,7 +75,15 @@ def plan_jobs(
     """Discover input files and name their outputs. Returns (jobs, notices). Raises UsageError for
     an impossible request (missing input, folder without OUT, OUT a file for a folder, OUT equal to IN,
     OUT not writable). out_is_dir: OUT was written with a trailing slash, so it names a folder."""
-    suffixes = sample_suffixes(samples)
+    try:
+        return _plan(input_path, output, sample_suffixes(samples), task, temperature, component, overwrite,
+                     out_is_dir)
+    except OSError as exc:  # a path the file system refuses to look at (a name too long, a loop of links)
+        raise UsageError(f"{exc.filename or input_path}: {exc.strerror or exc}") from None
+
+
+def _plan(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
+          component: Optional[int], overwrite: bool, out_is_dir: bool) -> tuple[list[Job], list[str]]:
     if not input_path.exists():
         raise UsageError(f"{input_path}: no such file or folder")
     if output is not None:
@@ -123,7 +131,7 @@ def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], ta
         base = _with_suffix_tag(input_path, default_tag(task, temperature, component))
         outs = [_with_suffix_tag(base, s) for s in suffixes]
         n = 2
-        while not overwrite and any(p.exists() for p in outs):  # never write over an existing file
+        while not overwrite and any(os.path.exists(p) for p in outs):  # never over an existing file
             outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
             n += 1
         return Job(input_path, rel, tuple(outs))

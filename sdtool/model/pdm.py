@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,15 @@ class PDMConfig(JsonConfig):
     init_noise: float = 0.01
     logit_smooth: float = 1.5
 
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "scale": (1, 16), "kernel_size": (1, 63), "k_layers": (1, 64), "n_layers": (1, 64),
+        "init_sigma": (0.01, 100), "init_noise": (0, 1), "logit_smooth": (0, 100),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
 
 
 PDM_PRESETS: dict[str, PDMConfig] = {
@@ -215,8 +224,13 @@ class PDM(nn.Module):
         z_n: Optional[Tensor] = None,
     ) -> DegradationSample:
         """Sample degraded LR images of y (N×3×H×W in [0,1]). Latents not given are drawn from N(0, τ²)
-        with `generator`. Returns lr clamped to [0,1], kernel (N×K×K or N×K×K×h×w), noise map."""
+        with `generator`. Returns lr clamped to [0,1], kernel (N×K×K or N×K×K×h×w), noise map. Raises
+        InputError / OptionError for another y or a bad temperature (`sdtool.inputs`)."""
         from sdtool.degrade.ops import kernel_sigma
+        from sdtool.inputs import check_image, check_temperature
+
+        check_image(y, "y")
+        check_temperature(temperature)
 
         n, _, h, w = y.shape
         zk_s, zn_s = self.sample_latents(n, h, w, temperature, generator)
@@ -230,56 +244,46 @@ class PDM(nn.Module):
 
 
 def save_pdm(model: PDM, path: "str | Path", extra: Optional[dict[str, str]] = None) -> None:
-    """Write the PDM's weights as safetensors with the config JSON in the metadata (atomic rename)."""
-    from safetensors.torch import save_file
+    """Write the PDM's weights as safetensors with the config JSON in the metadata (the one atomic writer;
+    WriteError when the file system refuses)."""
+    from sdtool.checkpoint import atomic_save_tensors
 
-    path = Path(path)
     meta = {"format": FORMAT, "kind": "pdm", "config": model.config.to_json()}
     if extra:
         meta.update({str(k): str(v) for k, v in extra.items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc}") from exc
+    atomic_save_tensors(dict(model.state_dict()), path, meta)
 
 
 def read_pdm_metadata(path: "str | Path") -> dict[str, str]:
     """The safetensors metadata of a checkpoint, or CheckpointError."""
-    from safetensors import safe_open
+    from sdtool.checkpoint import read_header
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises several types for truncated/foreign files
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
+    return read_header(path)[1]
 
 
 def load_pdm(path: "str | Path", device: str = "cpu") -> PDM:
     """Rebuild a PDM from a checkpoint written by save_pdm (or an exported `sdtool train --model pdm` run).
 
-    Raises CheckpointError when the file is missing, truncated, not a PDM or does not match its config.
+    The file is checked before the model is allocated: its config (types and ranges), the tensor shapes a PDM
+    of that config has (found on the meta device) against those in the file, then NaN / inf. Raises
+    CheckpointError in one line when the file is missing, truncated, not a PDM or does not match its config.
     """
-    from safetensors.torch import load_file
+    from sdtool.checkpoint import check_finite, check_shapes, read_header, read_safetensors
 
-    meta = read_pdm_metadata(path)
+    shapes, meta = read_header(path)
     if meta.get("kind", meta.get("model")) != "pdm" and meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a PDM checkpoint (metadata kind={meta.get('kind')!r})")
     try:
         config = PDMConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from exc
+        raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in PDM(config).state_dict().items()}
+    check_shapes(expected, shapes, path)
+    state, _ = read_safetensors(path)
+    check_finite(state, path)
     model = PDM(config)
-    try:
-        state = load_file(str(path))
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path} does not match its PDM config: {exc}") from exc
+    model.load_state_dict(state, strict=True)
     return model.to(_resolve_device(device)).eval()
 
 

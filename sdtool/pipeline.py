@@ -110,10 +110,10 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
     out_h, out_w = (4 * h, 4 * w) if s.task == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
     alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
-    info = img.info
+    info, notes = img.info, list(img.notes)
     del img  # the decoded float copy: x holds the pixels now
     gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
-    tiling, notes = s.tiling, []
+    tiling = s.tiling
     for k, out_path in enumerate(job.outputs):
         comp, noise = draw(model, s.task, h, w, gen, s.component)  # also for skipped samples: fixed draw order
         if k not in todo:

@@ -255,7 +255,7 @@ def sample_degradation(
         row = _sample_file(smp, job, todo, img, y, seed, o, step)
         if o.sheet is not None:
             sheet_rows.append(row)
-        return []
+        return list(img.notes)
 
     run_jobs(jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
              side_files=lambda out: side_outputs(out, o))

@@ -103,14 +103,33 @@ def temporary_path(path: Path) -> Path:
     return path.parent / f".{short_name(path.name)}.{TMP_TAG}-{_host()}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
 
 
-def _emit(fh: BinaryIO, content: Content) -> None:
+class _Sink:
+    """The temporary as a writing function sees it. It remembers an OS error (a full disk) that a library may
+    wrap in an error of its own (torch.save raises RuntimeError "unexpected pos")."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Buffer) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _emit(sink: _Sink, content: Content) -> None:
     if callable(content):
-        content(fh)
+        content(sink)  # type: ignore[arg-type]
     elif isinstance(content, (bytes, bytearray, memoryview)):
-        fh.write(content)
+        sink.write(content)
     else:
         for part in content:
-            fh.write(part)
+            sink.write(part)
 
 
 def _discard(path: Path) -> None:
@@ -122,24 +141,27 @@ def _discard(path: Path) -> None:
 
 def write_bytes_atomic(path: PathLike, content: Content) -> None:
     """Write `content` (bytes, a sequence of buffers, or a function writing to a binary file) to `path` through
-    a temporary in the same folder and a rename. Raises WriteError when the file system refuses; other errors
-    of a writing function pass through. Either way no temporary is left."""
+    a temporary in the same folder and a rename. Raises WriteError when the file system refuses (also when a
+    writing function wrapped that refusal in its own error); other errors pass through. Either way no
+    temporary is left."""
     path = Path(path)
     check_name(path)
     tmp = temporary_path(path)
+    sink: Optional[_Sink] = None
     try:  # the open inside: an interrupt (Ctrl-C, SIGTERM) right after it must not leave the temporary behind
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            _emit(fh, content)
+            sink = _Sink(fh)
+            _emit(sink, content)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         _discard(tmp)
-        raise WriteError(f"{path}: cannot write: {_reason(exc)}", exc.errno or 0) from None
-    except BaseException:
-        _discard(tmp)
+        refused = exc if isinstance(exc, OSError) else (sink.error if isinstance(exc, Exception) and sink else None)
+        if refused is not None:
+            raise WriteError(f"{path}: cannot write: {_reason(refused)}", refused.errno or 0) from None
         raise
 
 

@@ -127,7 +127,8 @@ def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path],
 
     try:
         for k in todo:  # names the file system cannot store fail the file before any work
-            check_name(job.outputs[k])
+            for path in (job.outputs[k], *side_files(job.outputs[k])):
+                check_name(path)
         with claimed(job.outputs[0]) as ours:  # one claim per file, taken when its work starts
             # Claimed by another process, or finished by one between our look and our claim: theirs.
             mine = {k for k in todo if ours and (overwrite or not _finished(job.outputs[k], side_files))}

@@ -67,11 +67,15 @@ STATE_KEYS = frozenset({"it", "skipped", "kind", "modules", "ema", "optimizers",
 def read_state(path: Path, device: torch.device) -> dict:
     """The training state in `path` (tensors only, no pickled code); CheckpointError in one line when the file is
     truncated or is not a state that `sdtool train` wrote."""
+    import warnings
+
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, … here
-        why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot resume from it: truncated or not written by `sdtool train` ({why})") from None
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, OSError, … here
+        raise CheckpointError(f"{path}: cannot resume from it: truncated, damaged or not written by `sdtool train` "
+                              f"({path.stat().st_size} bytes)") from None
     if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
         raise CheckpointError(f"{path}: cannot resume from it: not a training state written by `sdtool train`")
     return state
@@ -100,6 +104,7 @@ class Runner:
         self.ema = EMA(task.model, settings.ema_decay)
         self.it = 0
         self.skipped = 0
+        self.saved_it = 0  # the iteration of the checkpoint on disk
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -143,6 +148,7 @@ class Runner:
         with self._writing():
             write_bytes_atomic(self.out / STATE_FILE, lambda fh: torch.save(state, fh))
             self._export(self.out / MODEL_FILE)
+        self.saved_it = self.it
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -150,8 +156,12 @@ class Runner:
         try:
             yield
         except WriteError as exc:
-            raise WriteError(f"{exc.message}; training stopped at iteration {self.it}, the last checkpoint in "
-                             f"{self.out} is kept", exc.errno) from None
+            raise WriteError(f"{exc.message}; {self._stopped()}", exc.errno) from None
+
+    def _stopped(self) -> str:
+        kept = (f"the checkpoint of iteration {self.saved_it} in {self.out} is kept" if self.saved_it
+                else "no checkpoint was written yet")
+        return f"training stopped at iteration {self.it}, {kept}"
 
     def _export(self, path: Path) -> None:
         """The EMA weights as a loadable checkpoint (config and provenance in the metadata)."""
@@ -168,6 +178,7 @@ class Runner:
         if not path.is_file():
             return False
         self.load_state_dict(read_state(path, self.task.model.device))
+        self.saved_it = self.it
         self._truncate_log()
         return True
 
@@ -177,13 +188,15 @@ class Runner:
         log = self.out / LOG_FILE
         if self.rank != 0 or not log.is_file():
             return
-        kept = []
-        for line in log.read_text().splitlines():
+        kept, lines = [], log.read_text().splitlines()
+        for line in lines:
             try:
                 if int(json.loads(line).get("it", 0)) <= self.it:
                     kept.append(line)
             except (ValueError, AttributeError):
                 continue  # a line cut by a kill
+        if len(kept) == len(lines):
+            return
         with self._writing():
             write_bytes_atomic(log, "".join(k + "\n" for k in kept).encode())
 
@@ -204,8 +217,8 @@ class Runner:
             with open(self.out / LOG_FILE, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
-            raise WriteError(f"{self.out / LOG_FILE}: cannot write: {exc.strerror or exc}; training stopped at "
-                             f"iteration {self.it}, the last checkpoint in {self.out} is kept", exc.errno or 0) from None
+            raise WriteError(f"{self.out / LOG_FILE}: cannot write: {exc.strerror or exc}; {self._stopped()}",
+                             exc.errno or 0) from None
         if self.on_log:
             self.on_log(record)
 

@@ -82,7 +82,7 @@ def sample_degradation(
     result = run_guarded(go)
     for f in result.failed:
         typer.echo(f"error: {failure_text(f)}", err=True)
-    for f in result.skipped:
+    for f in [*result.done, *result.skipped]:  # a first frame used, an output that exists, …
         for note in f.notes:
             typer.echo(f"notice: {f.source}: {note}", err=True)
     typer.echo(f"sample-degradation ({model}): {len(result.done)} done, {len(result.skipped)} skipped, "

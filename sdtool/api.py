@@ -42,7 +42,8 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
 
 
 def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "auto"):
-    """Load an SDFlow checkpoint (default: the shipped weights) in eval mode on `device`."""
+    """Load an SDFlow checkpoint (default: the shipped weights) in eval mode on `device`. The file is checked
+    before any model is built (`sdtool.checkpoint.load_checkpoint`): CheckpointError in one line otherwise."""
     from sdtool.checkpoint import load_checkpoint
 
     path = Path(path) if path is not None else default_weights()

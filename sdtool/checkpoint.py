@@ -130,7 +130,8 @@ def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[in
         raise CheckpointError(f"{path}: weights do not match the model config: " + "; ".join(parts))
     for k, shape in expected.items():
         if tuple(found[k]) != tuple(shape):
-            raise CheckpointError(f"{path}: tensor '{k}' has shape {tuple(found[k])}, the config expects {tuple(shape)}")
+            raise CheckpointError(f"{path}: tensor '{k}' has shape {tuple(found[k])}, the config expects "
+                                  f"{tuple(shape)}")
 
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: PathLike) -> None:

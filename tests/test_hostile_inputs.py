@@ -240,13 +240,15 @@ def test_api_and_cli_refuse_the_same_temperatures(tmp_path, tiny_model, tiny_wei
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     for command in ("upscale", "downscale", "sample-degradation"):
         extra = ["-w", str(tiny_weights)] if command != "sample-degradation" else []
-        res = runner.invoke(app, [command, str(tmp_path / "a.png"), str(tmp_path / "o/"), "-t", str(temperature), *extra])
+        res = runner.invoke(app, [command, str(tmp_path / "a.png"), str(tmp_path / "o/"), "-t", str(temperature),
+                                  *extra])
         assert res.exit_code == 2 and f"error: --temperature {needle}" in res.output, res.output
 
 
 def test_samples_are_bounded_and_max_pixels_counts_pixels(tmp_path, tiny_weights):
     Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(tmp_path / "a.png")
-    res = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), str(tmp_path / "o/"), "-n", "100000", "-w", str(tiny_weights)])
+    res = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), str(tmp_path / "o/"), "-n", "100000",
+                              "-w", str(tiny_weights)])
     assert res.exit_code == 2 and "--samples must be in 1..1000, got 100000" in res.output
     assert not (tmp_path / "o").exists()
     res = runner.invoke(app, ["downscale", str(tmp_path / "a.png"), str(tmp_path / "o/"), "--max-pixels", "100",

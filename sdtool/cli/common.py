@@ -23,8 +23,9 @@ Weights = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same samples.")]
 Temperature = Annotated[
-    float, typer.Option("--temperature", "-t", help="Sampling temperature, 0 to 4; 0 gives the mean sample, 1 the learned "
-                        "spread.")
+    float,
+    typer.Option("--temperature", "-t", help="Sampling temperature, 0 to 4: 0 gives the mean sample, 1 the learned "
+                 "spread."),
 ]
 Detail = Annotated[
     Optional[float],

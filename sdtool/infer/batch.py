@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -129,7 +130,8 @@ def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path],
         for k in todo:  # names the file system cannot store fail the file before any work
             for path in (job.outputs[k], *side_files(job.outputs[k])):
                 check_name(path)
-        with claimed(job.outputs[0]) as ours:  # one claim per file, taken when its work starts
+        # One claim per file, taken when its work starts (none when it only collects finished outputs).
+        with claimed(job.outputs[0]) if todo else nullcontext(True) as ours:
             # Claimed by another process, or finished by one between our look and our claim: theirs.
             mine = {k for k in todo if ours and (overwrite or not _finished(job.outputs[k], side_files))}
             if not mine and not run_finished:

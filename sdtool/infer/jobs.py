@@ -49,7 +49,8 @@ def default_tag(task: Task, temperature: float, component: Optional[int]) -> str
 def file_seed(seed: int, rel: Path) -> int:
     """Per-file seed from the base seed and the relative path (posix), so a file's samples do not
     depend on which other files are in the run."""
-    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode()).digest()
+    # surrogateescape: a name that is not UTF-8 (bytes from another system) seeds by its bytes; UTF-8 names as before
+    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 

@@ -94,15 +94,17 @@ def read_config(meta: dict[str, str], path: PathLike) -> SDFlowConfig:
         raise CheckpointError(f"{path}: the model config in the metadata is unusable ({exc})") from None
 
 
-def check_config_fits(config: SDFlowConfig, shapes: dict[str, tuple[int, ...]], path: PathLike) -> None:
-    """CheckpointError unless every size of `config` is what the tensors in the file hold, so that no model is
-    built (nor memory allocated) for a config the file does not back (`sdtool.model.layout`)."""
-    from sdtool.model.layout import sdflow_sizes
+def check_config_fits(config: Any, shapes: dict[str, tuple[int, ...]], path: PathLike) -> None:
+    """CheckpointError unless every size of `config` (an SDFlowConfig or a PDMConfig) is what the tensors in the
+    file hold, so that no model is built (nor memory allocated) for a config the file does not back
+    (`sdtool.model.layout`)."""
+    from sdtool.model.layout import pdm_sizes, sdflow_sizes
 
     try:
-        sizes = sdflow_sizes(shapes)
+        sizes = sdflow_sizes(shapes) if isinstance(config, SDFlowConfig) else pdm_sizes(shapes)
     except KeyError as exc:
-        raise CheckpointError(f"{path}: not an SDFlow checkpoint: tensor {exc} is missing") from None
+        kind = "an SDFlow" if isinstance(config, SDFlowConfig) else "a PDM"
+        raise CheckpointError(f"{path}: not {kind} checkpoint: tensor {exc} is missing") from None
     wrong = [f"{name} is {getattr(config, name)}, the file holds {held} ({source})"
              for name, (held, source) in sizes.items() if getattr(config, name) != held]
     if wrong:

@@ -59,3 +59,31 @@ def sdflow_sizes(shapes: Shapes) -> dict[str, tuple[object, str]]:
         "enc_mf_convs": _count(shapes, r"extractor\.mf_convs\.(\d+)\.", "extractor.mf_convs"),
         "n_gaussian": _width(shapes, "deg_prior.means"),
     }
+
+
+def _layers(shapes: Shapes, prefix: str) -> list[tuple[int, ...]]:
+    """Weight shapes of the layers of an nn.Sequential at `prefix`, in order (activations hold none)."""
+    return [tuple(shapes[f"{prefix}.{i}.weight"]) for i in _indices(shapes, re.escape(prefix) + r"\.(\d+)\.weight$")]
+
+
+def pdm_sizes(shapes: Shapes) -> dict[str, tuple[object, str]]:
+    """The size fields of `PDMConfig` that shape its tensors, as `shapes` give them (hidden widths only when there
+    is a hidden layer). Raises KeyError naming a tensor that a PDM always has when the file lacks it."""
+    k, n = _layers(shapes, "net_k.net"), _layers(shapes, "net_n.net")
+    if not k:
+        raise KeyError("net_k.net.0.weight")
+    if not n:
+        raise KeyError("net_n.net.0.weight")
+    sizes: dict[str, tuple[object, str]] = {
+        "k_layers": (len(k), "net_k.net.N.weight"),
+        "n_layers": (len(n), "net_n.net.N.weight"),
+        "zk_dim": (k[0][1] if len(k[0]) > 1 else 0, f"'net_k.net.0.weight' is {k[0]}"),
+        "spatial": (len(k[0]) == 4, f"'net_k.net.0.weight' is {k[0]}"),
+        "kernel_size": (round(k[-1][0] ** 0.5), f"the last net_k weight is {k[-1]}"),
+        "signal_dependent": (len(n[0]) > 1 and n[0][1] == 6, f"'net_n.net.0.weight' is {n[0]}"),
+    }
+    if len(k) > 1:
+        sizes["k_hidden"] = (k[0][0], f"'net_k.net.0.weight' is {k[0]}")
+    if len(n) > 1:
+        sizes["n_hidden"] = (n[0][0], f"'net_n.net.0.weight' is {n[0]}")
+    return sizes

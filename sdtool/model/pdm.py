@@ -264,11 +264,11 @@ def read_pdm_metadata(path: "str | Path") -> dict[str, str]:
 def load_pdm(path: "str | Path", device: str = "cpu") -> PDM:
     """Rebuild a PDM from a checkpoint written by save_pdm (or an exported `sdtool train --model pdm` run).
 
-    The file is checked before the model is allocated: its config (types and ranges), the tensor shapes a PDM
-    of that config has (found on the meta device) against those in the file, then NaN / inf. Raises
-    CheckpointError in one line when the file is missing, truncated, not a PDM or does not match its config.
+    The file is checked before the model is allocated: its config (types and ranges), the config against the
+    tensor shapes in the file, then NaN / inf. Raises CheckpointError in one line when the file is missing,
+    truncated, not a PDM or does not match its config.
     """
-    from sdtool.checkpoint import check_finite, check_shapes, read_header, read_safetensors
+    from sdtool.checkpoint import check_config_fits, check_finite, load_state_strict, read_header, read_safetensors
 
     shapes, meta = read_header(path)
     if meta.get("kind", meta.get("model")) != "pdm" and meta.get("format") != FORMAT:
@@ -277,13 +277,11 @@ def load_pdm(path: "str | Path", device: str = "cpu") -> PDM:
         config = PDMConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from None
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in PDM(config).state_dict().items()}
-    check_shapes(expected, shapes, path)
+    check_config_fits(config, shapes, path)
     state, _ = read_safetensors(path)
     check_finite(state, path)
     model = PDM(config)
-    model.load_state_dict(state, strict=True)
+    load_state_strict(model, state, path)
     return model.to(_resolve_device(device)).eval()
 
 

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union
 
-import torch
-from torch import nn
+import numpy as np
 
 from sdtool.config import SDFlowConfig
 from sdtool.errors import CheckpointError
 from sdtool.files import write_bytes_atomic
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported where tensors are made, so the checks below run without it
+    import torch
+    from torch import nn
 
 FORMAT = "sdtool-sdflow"
 FORMAT_VERSION = "1"
 PathLike = Union[str, os.PathLike]
 
 
-def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> None:
+def atomic_save_tensors(tensors: dict[str, "torch.Tensor"], path: PathLike, metadata: dict[str, str]) -> None:
     """Write a safetensors file through the one atomic writer (`sdtool.files`); WriteError when the file system
     refuses (a full disk, a read-only folder), and the file that was there is kept."""
     from safetensors.torch import save
@@ -28,7 +31,7 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: PathLike, metada
     write_bytes_atomic(path, data)
 
 
-def save_model(model: nn.Module, path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
+def save_model(model: "nn.Module", path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
     """Save an SDFlow model: every parameter and buffer (ActNorm `initialized` flags included) as tensors,
     the config and provenance as JSON metadata."""
     config: SDFlowConfig = model.config  # type: ignore[assignment]
@@ -49,21 +52,32 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
 
 
 def read_header(path: PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """Tensor shapes and metadata of a safetensors file, read from its header alone (no tensor is loaded);
-    one-line CheckpointError for a missing or damaged file."""
+    """Tensor shapes and metadata of a safetensors file, read from its header alone (no tensor is loaded, torch is
+    not needed); one-line CheckpointError for a missing or damaged file."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(path), framework="numpy") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for bad headers and short files
         raise _unreadable(path, exc) from None
 
 
-def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _numpy_tensors(path: PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """The tensors of a safetensors file one at a time as numpy arrays, those numpy has a type for (bfloat16 and
+    the float8 types are left to the torch check of `load_checkpoint`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        for k in f.keys():
+            if f.get_slice(k).get_dtype() in ("F16", "F32", "F64"):
+                yield k, f.get_tensor(k)
+
+
+def read_safetensors(path: PathLike) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
     """Tensors and metadata of a safetensors file, with one-line errors for missing or damaged files."""
     from safetensors import safe_open
 
@@ -112,11 +126,36 @@ def check_config_fits(config: Any, shapes: dict[str, tuple[int, ...]], path: Pat
                               + "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""))
 
 
-def check_finite(tensors: dict[str, torch.Tensor], path: PathLike) -> None:
-    """CheckpointError naming the first tensor holding NaN or infinite values (a corrupt or diverged file)."""
-    for k, v in tensors.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+def _finite(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind != "f" or bool(np.isfinite(v).all())
+    import torch
+
+    return not v.is_floating_point() or bool(torch.isfinite(v).all())
+
+
+def check_finite(tensors: Any, path: PathLike) -> None:
+    """CheckpointError naming the first tensor holding NaN or infinite values (a corrupt or diverged file).
+    tensors: (name, numpy array or torch tensor) pairs, or a dict of them."""
+    for k, v in (tensors.items() if isinstance(tensors, Mapping) else tensors):
+        if not _finite(v):
             raise CheckpointError(f"{path}: tensor '{k}' holds NaN or infinite values (corrupt or diverged weights)")
+
+
+def check_weights(path: PathLike) -> tuple[SDFlowConfig, dict[str, str]]:
+    """Everything about an SDFlow checkpoint that can be known without building the model, and without torch: the
+    header, the config in the metadata (types and ranges), the config against the tensor shapes in the file, and
+    NaN / inf in the tensors (read one at a time). Returns (config, metadata); CheckpointError in one line."""
+    shapes, meta = read_header(path)
+    config = read_config(meta, path)
+    check_config_fits(config, shapes, path)
+    try:
+        check_finite(_numpy_tensors(path), path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - data shorter than the header says, …
+        raise _unreadable(Path(path), exc) from None
+    return config, meta
 
 
 def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], path: PathLike) -> None:
@@ -136,25 +175,27 @@ def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[in
                                   f"{tuple(shape)}")
 
 
-def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: PathLike) -> None:
+def load_state_strict(model: "nn.Module", tensors: dict[str, "torch.Tensor"], path: PathLike) -> None:
     """Load every tensor; name the first missing, unexpected or wrongly shaped key if any."""
     check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
                  {k: tuple(v.shape) for k, v in tensors.items()}, path)
     model.load_state_dict(tensors, strict=True)
 
 
-def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(path: PathLike, device: Union[str, "torch.device"] = "cpu"
+                    ) -> tuple["nn.Module", dict[str, Any]]:
     """Rebuild an SDFlow model from a checkpoint file alone; returns (model in eval mode, provenance).
 
-    The file is checked before the model is built: its config (types and ranges), the config against the
-    tensor shapes in the file, then every tensor for NaN / inf. Raises CheckpointError in one line."""
+    The file is checked before the model is built (`check_weights`; tensors numpy cannot hold, such as bfloat16,
+    are checked for NaN / inf once loaded). Raises CheckpointError in one line."""
+    import torch
+
     from sdtool.model.sdflow import SDFlow
 
-    shapes, meta = read_header(path)
-    config = read_config(meta, path)
-    check_config_fits(config, shapes, path)
+    config, meta = check_weights(path)
     tensors, _ = read_safetensors(path)
-    check_finite(tensors, path)
+    checked = (torch.float16, torch.float32, torch.float64)  # by check_weights
+    check_finite({k: v for k, v in tensors.items() if v.dtype not in checked}, path)
     model = SDFlow(config)
     load_state_strict(model, tensors, path)
     try:

@@ -23,7 +23,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
@@ -31,11 +31,12 @@ from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha
-from sdtool.infer.sampling import Tiling
 from sdtool.inputs import check_samples, check_temperature
-from sdtool.tiling import MIN_TILE
 from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
 from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
+
+if TYPE_CHECKING:  # pragma: no cover - torch loads only once the weights are known to be good (process_images)
+    from sdtool.infer.sampling import Tiling
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -173,6 +174,11 @@ def process_images(
     result's `failed` list and the other files go on.
     """
     t_start = time.perf_counter()
+    if model is None:  # bad weights end the run before any work, and before torch is loaded
+        from sdtool.api import weights_file
+        from sdtool.checkpoint import check_weights
+
+        check_weights(weights_file(weights))
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
@@ -203,6 +209,8 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
                    max_pixels: Optional[int], detail: Optional[float] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
     from sdtool.colorfix import resolve_color_fix, resolve_detail
+    from sdtool.infer.sampling import Tiling
+    from sdtool.tiling import MIN_TILE
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")

@@ -258,3 +258,17 @@ def test_samples_are_bounded_and_max_pixels_counts_pixels(tmp_path, tiny_weights
                               "-w", str(tiny_weights)])
     assert res.exit_code == 1
     assert "128×128 = 16,384 pixels, over the limit of 100 pixels (raise --max-pixels to process it)" in res.output
+
+
+def test_bad_weights_are_refused_without_loading_torch(tmp_path, tiny_weights):
+    import subprocess
+    import sys
+
+    bad = _weights_with(tmp_path / "bad.safetensors", tiny_weights, {"enc_blocks": 10**9})
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    code = ("import sys\nfrom sdtool.cli.app import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print(e.code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, "upscale", str(tmp_path / "a.png"), str(tmp_path / "o/"), "-w",
+                           str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], (done.stdout, done.stderr)  # fast and small: no torch, no model
+    assert "enc_blocks must be an integer" in done.stderr

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
-from sdtool.config import SDFlowConfig
+from sdtool.config import PDMConfig, SDFlowConfig
 from sdtool.errors import CheckpointError
 from sdtool.files import write_bytes_atomic
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - torch is imported where tensors are made
 
 FORMAT = "sdtool-sdflow"
 FORMAT_VERSION = "1"
+PDM_FORMAT = "sdtool-pdm"
 PathLike = Union[str, os.PathLike]
 
 
@@ -108,6 +109,16 @@ def read_config(meta: dict[str, str], path: PathLike) -> SDFlowConfig:
         raise CheckpointError(f"{path}: the model config in the metadata is unusable ({exc})") from None
 
 
+def read_pdm_config(meta: dict[str, str], path: PathLike) -> PDMConfig:
+    """The PDM config in a checkpoint's metadata, each field checked for type and range (`JsonConfig`)."""
+    if meta.get("kind", meta.get("model")) != "pdm" and meta.get("format") != PDM_FORMAT:
+        raise CheckpointError(f"{path} is not a PDM checkpoint (metadata kind={meta.get('kind')!r})")
+    try:
+        return PDMConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from None
+
+
 def check_config_fits(config: Any, shapes: dict[str, tuple[int, ...]], path: PathLike) -> None:
     """CheckpointError unless every size of `config` (an SDFlowConfig or a PDMConfig) is what the tensors in the
     file hold, so that no model is built (nor memory allocated) for a config the file does not back
@@ -142,12 +153,13 @@ def check_finite(tensors: Any, path: PathLike) -> None:
             raise CheckpointError(f"{path}: tensor '{k}' holds NaN or infinite values (corrupt or diverged weights)")
 
 
-def check_weights(path: PathLike) -> tuple[SDFlowConfig, dict[str, str]]:
-    """Everything about an SDFlow checkpoint that can be known without building the model, and without torch: the
-    header, the config in the metadata (types and ranges), the config against the tensor shapes in the file, and
-    NaN / inf in the tensors (read one at a time). Returns (config, metadata); CheckpointError in one line."""
+def check_weights(path: PathLike, kind: str = "sdflow") -> tuple[Any, dict[str, str]]:
+    """Everything about an SDFlow (kind "sdflow") or PDM ("pdm") checkpoint that can be known without building the
+    model, and without torch: the header, the config in the metadata (types and ranges), the config against the
+    tensor shapes in the file, and NaN / inf in the tensors (read one at a time). Returns (config, metadata);
+    CheckpointError in one line."""
     shapes, meta = read_header(path)
-    config = read_config(meta, path)
+    config = read_config(meta, path) if kind == "sdflow" else read_pdm_config(meta, path)
     check_config_fits(config, shapes, path)
     try:
         check_finite(_numpy_tensors(path), path)

@@ -1,6 +1,7 @@
-"""Model sizes as frozen dataclasses.
+"""Model sizes as frozen dataclasses: SDFlow (`PRESETS`) and the PDM degradation model (`PDM_PRESETS`).
 
-A config is stored as JSON in a checkpoint's metadata, so a checkpoint alone rebuilds its model.
+A config is stored as JSON in a checkpoint's metadata, so a checkpoint alone rebuilds its model; every field is
+checked for type and range when a config is made (`JsonConfig`), so a file cannot ask for an absurd model.
 `paper` reproduces the authors' SDFlow exactly (about 14.1 M parameters); `lite` is for CPU training
 and fast inference; `tiny` is for tests.
 """
@@ -116,6 +117,47 @@ PRESETS: dict[str, SDFlowConfig] = {
         deg_rrdb=1, rrdb_nf=8, rrdb_gc=4, cond_channels=8, enc_nc=8, enc_blocks=2, enc_mf_convs=2,
         n_gaussian=4,
     ),
+}
+
+
+@dataclass(frozen=True)
+class PDMConfig(JsonConfig):
+    """Sizes of a PDM. kernel_size K (odd), scale s, spatial (per-pixel kernels), zk_dim (length of z_k or
+    channels of the z_k map), k_hidden/k_layers (netK width/depth), n_hidden/n_layers (netN), init_sigma
+    (std in HR pixels of the initial Gaussian kernel; start wide: in our runs the adversarial game
+    shrinks a too-wide kernel steadily but overshoots when it has to widen a too-narrow one), init_noise (initial
+    noise std, [0,1] units), logit_smooth
+    (std, in kernel pixels, of a fixed Gaussian blur applied to netK's logits before the softmax; 0 = off)."""
+
+    name: str = "default"
+    scale: int = 4
+    kernel_size: int = 21
+    spatial: bool = False
+    zk_dim: int = 64
+    k_hidden: int = 64
+    k_layers: int = 3
+    n_hidden: int = 32
+    n_layers: int = 3
+    signal_dependent: bool = True
+    init_sigma: float = 2.0
+    init_noise: float = 0.01
+    logit_smooth: float = 1.5
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "scale": (1, 16), "kernel_size": (1, 63), "k_layers": (1, 64), "n_layers": (1, 64),
+        "init_sigma": (0.01, 100), "init_noise": (0, 1), "logit_smooth": (0, 100),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+
+
+PDM_PRESETS: dict[str, PDMConfig] = {
+    "default": PDMConfig(),
+    "variant": PDMConfig(name="variant", spatial=True, zk_dim=16),
+    "tiny": PDMConfig(name="tiny", zk_dim=8, k_hidden=32, k_layers=2, n_hidden=8, n_layers=2, init_sigma=2.5),
 }
 
 

@@ -142,6 +142,20 @@ class _Sampler:
                                  component=s.component, params=s.params)
 
 
+def weights_path(kind: str, weights: Optional[Path]) -> Path:
+    """The checkpoint a pdm or sdflow sampler loads: `weights`, else the shipped PDM / SDFlow weights;
+    CheckpointError when there is no such file."""
+    from sdtool.api import DEFAULT_PDM_WEIGHTS, weights_file
+    from sdtool.errors import CheckpointError
+
+    if kind == "pdm" and weights is None:
+        if not DEFAULT_PDM_WEIGHTS.is_file():
+            raise CheckpointError(f"{DEFAULT_PDM_WEIGHTS}: the shipped PDM weights are missing; give a PDM weights "
+                                  "file (training makes one) or reinstall sdtool")
+        return DEFAULT_PDM_WEIGHTS
+    return weights_file(weights)
+
+
 def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> _Sampler:
     """Build the sampler: classic (no weights), pdm (default: the shipped PDM weights), sdflow (default: the
     shipped SDFlow weights)."""
@@ -154,18 +168,10 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind == "pdm":
         from sdtool.model.pdm import load_pdm
 
-        from sdtool.api import DEFAULT_PDM_WEIGHTS
-        from sdtool.errors import CheckpointError
-
-        if weights is None:
-            weights = DEFAULT_PDM_WEIGHTS
-            if not weights.is_file():
-                raise CheckpointError(f"{weights}: the shipped PDM weights are missing; give a PDM weights file "
-                                      "(training makes one) or reinstall sdtool")
-        return _Sampler(kind, load_pdm(weights, device), opts)
+        return _Sampler(kind, load_pdm(weights_path(kind, weights), device), opts)
     from sdtool.api import load_model
 
-    model = load_model(weights, device=device)
+    model = load_model(weights_path(kind, weights), device=device)
     model.eval()
     return _Sampler(kind, model, opts)
 
@@ -231,6 +237,10 @@ def sample_degradation(
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
+    if sampler is None and o.model in ("sdflow", "pdm"):  # bad weights end the run before any work (and torch)
+        from sdtool.checkpoint import check_weights
+
+        check_weights(weights_path(o.model, Path(weights) if weights else None), o.model)
     _check_options(o)
     max_pixels = o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
     seed = secrets.randbits(31) if seed is None else int(seed)

@@ -13,61 +13,20 @@ Images are in [0,1]; the blur is applied at HR resolution exactly like sdtool.de
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from sdtool.config import JsonConfig
+from sdtool.checkpoint import PDM_FORMAT as FORMAT
+from sdtool.config import PDM_PRESETS, PDMConfig  # noqa: F401 - PDM_PRESETS: part of this module's API
 from sdtool.degrade import DegradationSample
 from sdtool.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Generator
 
-FORMAT = "sdtool-pdm"
-
-
-@dataclass(frozen=True)
-class PDMConfig(JsonConfig):
-    """Sizes of a PDM. kernel_size K (odd), scale s, spatial (per-pixel kernels), zk_dim (length of z_k or
-    channels of the z_k map), k_hidden/k_layers (netK width/depth), n_hidden/n_layers (netN), init_sigma
-    (std in HR pixels of the initial Gaussian kernel; start wide: in our runs the adversarial game
-    shrinks a too-wide kernel steadily but overshoots when it has to widen a too-narrow one), init_noise (initial noise std, [0,1] units), logit_smooth
-    (std, in kernel pixels, of a fixed Gaussian blur applied to netK's logits before the softmax; 0 = off)."""
-
-    name: str = "default"
-    scale: int = 4
-    kernel_size: int = 21
-    spatial: bool = False
-    zk_dim: int = 64
-    k_hidden: int = 64
-    k_layers: int = 3
-    n_hidden: int = 32
-    n_layers: int = 3
-    signal_dependent: bool = True
-    init_sigma: float = 2.0
-    init_noise: float = 0.01
-    logit_smooth: float = 1.5
-
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
-        "scale": (1, 16), "kernel_size": (1, 63), "k_layers": (1, 64), "n_layers": (1, 64),
-        "init_sigma": (0.01, 100), "init_noise": (0, 1), "logit_smooth": (0, 100),
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
-
-
-PDM_PRESETS: dict[str, PDMConfig] = {
-    "default": PDMConfig(),
-    "variant": PDMConfig(name="variant", spatial=True, zk_dim=16),
-    "tiny": PDMConfig(name="tiny", zk_dim=8, k_hidden=32, k_layers=2, n_hidden=8, n_layers=2, init_sigma=2.5),
-}
 
 
 def _gaussian_logits(size: int, sigma: float) -> Tensor:
@@ -254,32 +213,17 @@ def save_pdm(model: PDM, path: "str | Path", extra: Optional[dict[str, str]] = N
     atomic_save_tensors(dict(model.state_dict()), path, meta)
 
 
-def read_pdm_metadata(path: "str | Path") -> dict[str, str]:
-    """The safetensors metadata of a checkpoint, or CheckpointError."""
-    from sdtool.checkpoint import read_header
-
-    return read_header(path)[1]
-
-
 def load_pdm(path: "str | Path", device: str = "cpu") -> PDM:
     """Rebuild a PDM from a checkpoint written by save_pdm (or an exported `sdtool train --model pdm` run).
 
-    The file is checked before the model is allocated: its config (types and ranges), the config against the
-    tensor shapes in the file, then NaN / inf. Raises CheckpointError in one line when the file is missing,
-    truncated, not a PDM or does not match its config.
+    The file is checked before the model is allocated (`sdtool.checkpoint.check_weights`). Raises
+    CheckpointError in one line when the file is missing, truncated, not a PDM or does not match its config.
     """
-    from sdtool.checkpoint import check_config_fits, check_finite, load_state_strict, read_header, read_safetensors
+    from sdtool.checkpoint import check_finite, check_weights, load_state_strict, read_safetensors
 
-    shapes, meta = read_header(path)
-    if meta.get("kind", meta.get("model")) != "pdm" and meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a PDM checkpoint (metadata kind={meta.get('kind')!r})")
-    try:
-        config = PDMConfig.from_json(meta["config"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from None
-    check_config_fits(config, shapes, path)
+    config, _ = check_weights(path, "pdm")
     state, _ = read_safetensors(path)
-    check_finite(state, path)
+    check_finite({k: v for k, v in state.items() if v.dtype not in (torch.float16, torch.float32, torch.float64)}, path)
     model = PDM(config)
     load_state_strict(model, state, path)
     return model.to(_resolve_device(device)).eval()

@@ -50,7 +50,9 @@ def weights_file(path: Optional[Union[str, os.PathLike]] = None) -> Path:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.safetensors)")
     if not path.exists():
-        hint = " (the shipped default weights are missing: reinstall or pass --weights)" if path == DEFAULT_WEIGHTS else ""
+        hint = ""
+        if path == DEFAULT_WEIGHTS:
+            hint = " (the shipped default weights are missing: reinstall or pass --weights)"
         raise CheckpointError(f"{path}: no such checkpoint file{hint}")
     return path
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 
-from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
+from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, pending, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import Task, file_seed, plan_jobs
@@ -174,21 +174,23 @@ def process_images(
     result's `failed` list and the other files go on.
     """
     t_start = time.perf_counter()
-    if model is None:  # bad weights end the run before any work, and before torch is loaded
-        from sdtool.api import weights_file
-        from sdtool.checkpoint import check_weights
-
-        check_weights(weights_file(weights))
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
-    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
-                               detail)
+    check_samples(samples)  # the outputs' names depend on these two; the other options are checked below
+    check_temperature(temperature)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
                               samples=samples, temperature=temperature, component=component, overwrite=overwrite,
                               out_is_dir=out_is_dir)
     jobs = jobs[rank::world]
+    if model is None and pending(jobs, overwrite):  # bad weights end the run before any work, and before torch loads
+        from sdtool.api import weights_file
+        from sdtool.checkpoint import check_weights
+
+        check_weights(weights_file(weights))
+    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
+                               detail)
     result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
     holder: dict[str, Any] = {"model": model, "checked": False}
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.infer.batch import ProcessResult, ProgressCallback
+from sdtool.infer.batch import ProcessResult, ProgressCallback, pending
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import OptionError
 from sdtool.infer.jobs import file_seed, plan_jobs
@@ -237,10 +237,6 @@ def sample_degradation(
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
-    if sampler is None and o.model in ("sdflow", "pdm"):  # bad weights end the run before any work (and torch)
-        from sdtool.checkpoint import check_weights
-
-        check_weights(weights_path(o.model, Path(weights) if weights else None), o.model)
     _check_options(o)
     max_pixels = o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
     seed = secrets.randbits(31) if seed is None else int(seed)
@@ -248,6 +244,11 @@ def sample_degradation(
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
                               samples=o.samples, temperature=o.temperature, component=None,
                               overwrite=o.overwrite, out_is_dir=out_is_dir)
+    needed = o.sheet is not None or pending(jobs, o.overwrite, lambda out: side_outputs(out, o))
+    if sampler is None and o.model in ("sdflow", "pdm") and needed:  # bad weights end the run before any work
+        from sdtool.checkpoint import check_weights
+
+        check_weights(weights_path(o.model, Path(weights) if weights else None), o.model)
     result = ProcessResult(notices=notices, seed=seed)
     sheet_rows: list[Any] = []
     like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None

@@ -92,6 +92,12 @@ def _finished(out: Path, side_files: Callable[[Path], list[Path]]) -> bool:
     return all(os.path.exists(p) for p in [out, *side_files(out)])  # False, not OSError, for a name too long
 
 
+def pending(jobs: Sequence[Job], overwrite: bool = False,
+            side_files: Callable[[Path], list[Path]] = lambda _p: []) -> bool:
+    """Whether `run_jobs` will have any output to write (a model is needed), judged as it judges each file."""
+    return any(overwrite or not _finished(out, side_files) for job in jobs for out in job.outputs)
+
+
 def run_jobs(
     jobs: Sequence[Job], work: Work, result: ProcessResult, *, overwrite: bool = False,
     side_files: Callable[[Path], list[Path]] = lambda _p: [], progress: Optional[ProgressCallback] = None,

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from tests.helpers import write_image_file
+from tests.helpers import train_args, write_image_file
 
 runner = CliRunner()
 
@@ -79,19 +79,13 @@ def test_no_out_beside_an_input_in_a_read_only_folder(tmpfs, tiny_weights):
     assert res.output.count("error:") == 1 and "0_x4_t0.4.png: cannot write: Read-only file system" in res.output
 
 
-def test_training_on_a_disk_that_fills_up_keeps_the_last_checkpoint(tmpfs, tmp_path):
+def test_training_on_a_disk_that_fills_up_keeps_the_last_checkpoint(tmpfs, saved_run):
     fs = tmpfs("80m")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        write_image_file(tmp_path / "lr" / f"{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-        write_image_file(tmp_path / "hr" / f"{i}.png", rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
-    args = ["train", "--lr-dir", str(tmp_path / "lr"), "--hr-dir", str(tmp_path / "hr"), "--out", str(fs / "run"),
-            "--config", "tiny", "--batch", "2", "--patch", "32", "--device", "cpu", "--image-loss-start", "2"]
-    assert runner.invoke(app, [*args, "--iters", "2"]).exit_code == 0
-    checkpoint = [fs / "run" / "model.safetensors", fs / "run" / "state.pt"]
+    run = Path(shutil.copytree(saved_run[1], fs / "run"))
+    checkpoint = [run / "model.safetensors", run / "state.pt"]
     kept = [hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoint]
     _fill(fs, leave_kb=200)  # room for log lines, not for a checkpoint
-    res = runner.invoke(app, [*args, "--iters", "3", "--resume"])
+    res = runner.invoke(app, train_args(saved_run[0], run, "--iters", "3", "--resume"))
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert res.output.count("error:") == 1 and "No space left on device" in res.output
     assert "the checkpoint of iteration 2" in res.output

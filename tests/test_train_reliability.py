@@ -128,19 +128,6 @@ def test_options_that_do_not_apply_to_pdm_are_refused(data, extra):
     assert res.exit_code == 2 and "not used by --model pdm" in res.output, res.output
 
 
-@pytest.fixture(scope="module")
-def saved_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny run of 2 iterations, checkpointed: (data folder, run folder). Tests copy it before changing it."""
-    d = tmp_path_factory.mktemp("saved")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        write_image_file(d / "lr" / f"{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-        write_image_file(d / "hr" / f"{i}.png", rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
-    res = runner.invoke(app, _args(d, d / "run", "--iters", "2"))
-    assert res.exit_code == 0, res.output
-    return d, d / "run"
-
-
 def _copy_run(saved_run: tuple[Path, Path], to: Path) -> Path:
     import shutil
 

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
-
-import torch
+from typing import TYPE_CHECKING, Optional, Union
 
 from sdtool.errors import CheckpointError, UsageError
+from sdtool.resources import default_sdflow_weights as default_weights  # noqa: F401 - part of this module's API
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "sdflow-lite.safetensors"
-DEFAULT_PDM_WEIGHTS = WEIGHTS_DIR / "pdm-realsr.safetensors"
-SR_COMPACT_WEIGHTS = WEIGHTS_DIR / "sr-compact.safetensors"
-# `upscale --model NAME`: the shipped upscalers by name ("sdflow" means the default SDFlow weights).
-SHIPPED_UPSCALERS: dict[str, Path] = {"sdflow": DEFAULT_WEIGHTS, "sr-compact": SR_COMPACT_WEIGHTS}
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
-
-def default_weights() -> Path:
-    """The shipped SDFlow weights, or $SDTOOL_WEIGHTS when set."""
-    env = os.environ.get("SDTOOL_WEIGHTS")
-    return Path(env) if env else DEFAULT_WEIGHTS
+SR_COMPACT_WEIGHTS = "sr-compact.safetensors"
+# `upscale --model NAME`: the shipped upscalers by name ("sdflow" is the default SDFlow checkpoint).
+SHIPPED_UPSCALERS = ("sdflow", "sr-compact")
 
 
-def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
+def resolve_device(device: Union[str, "torch.device", None] = "auto") -> "torch.device":
     """"auto" → CUDA (the local rank's GPU under torchrun) when available, else CPU; checks a requested GPU exists."""
+    import torch
+
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
@@ -44,16 +39,22 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
     return dev
 
 
-def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "auto"):
-    """Load an SDFlow checkpoint (default: the shipped weights) in eval mode on `device`."""
-    from sdtool.checkpoint import load_checkpoint
-
+def weights_file(path: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The checkpoint file `path` names (default: `default_weights()`); CheckpointError when there is none."""
     path = Path(path) if path is not None else default_weights()
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.safetensors)")
     if not path.exists():
-        hint = " (the shipped default weights are missing: reinstall or pass --weights)" if path == DEFAULT_WEIGHTS else ""
-        raise CheckpointError(f"{path}: no such checkpoint file{hint}")
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return path
+
+
+def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, "torch.device"] = "auto"):
+    """Load an SDFlow checkpoint (default: the shipped weights) in eval mode on `device`. The file is checked
+    before any model is built (`sdtool.checkpoint.load_checkpoint`): CheckpointError in one line otherwise."""
+    from sdtool.checkpoint import load_checkpoint
+
+    path = weights_file(path)
     model, provenance = load_checkpoint(path, resolve_device(device))
     model.provenance = provenance
     model.source_path = path
@@ -63,13 +64,11 @@ def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str
 def shipped_upscaler(name: str) -> Path:
     """The weights file of a shipped upscaler named by `upscale --model` (sdflow, sr-compact)."""
     from sdtool.errors import OptionError
+    from sdtool.resources import weights_path
 
     if name not in SHIPPED_UPSCALERS:
         raise OptionError("model", f"must be one of {', '.join(SHIPPED_UPSCALERS)}, got {name!r}")
-    path = default_weights() if name == "sdflow" else SHIPPED_UPSCALERS[name]
-    if not path.is_file():
-        raise CheckpointError(f"{path}: the shipped '{name}' weights are missing (reinstall or pass --weights)")
-    return path
+    return weights_file(default_weights()) if name == "sdflow" else weights_path(SR_COMPACT_WEIGHTS)
 
 
 def checkpoint_kind(path: Union[str, os.PathLike]) -> str:
@@ -77,11 +76,7 @@ def checkpoint_kind(path: Union[str, os.PathLike]) -> str:
     "foreign" (anything else: left to spandrel). CheckpointError for a missing path or a folder."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.safetensors)")
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = weights_file(path)
     if path.suffix != ".safetensors":
         return "foreign"
     try:
@@ -99,7 +94,7 @@ def checkpoint_kind(path: Union[str, os.PathLike]) -> str:
     return "foreign"
 
 
-def load_upscaler(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, torch.device] = "auto"):
+def load_upscaler(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, "torch.device"] = "auto"):
     """Any x4 model `upscale` runs, in eval mode: an SDFlow checkpoint (default: the shipped weights), an sdtool
     SR network (`sdtool train --model sr`), or any single-image x4 model spandrel reads (.pth, .safetensors…).
     The SR networks and spandrel models have `deterministic = True`."""

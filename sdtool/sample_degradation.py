@@ -28,7 +28,7 @@ import numpy as np
 
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.infer.batch import ProcessResult, ProgressCallback
+from sdtool.infer.batch import ProcessResult, ProgressCallback, pending
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import OptionError
 from sdtool.infer.jobs import file_seed, plan_jobs
@@ -147,6 +147,17 @@ class _Sampler:
                                  component=s.component, params=s.params)
 
 
+def sampler_weights(kind: str, weights: Optional[Path]) -> Path:
+    """The checkpoint a pdm or sdflow sampler loads: `weights`, else the shipped PDM / SDFlow weights;
+    CheckpointError when there is no such file."""
+    from sdtool.api import weights_file
+    from sdtool.resources import PDM_WEIGHTS, weights_path
+
+    if kind == "pdm" and weights is None:
+        return weights_path(PDM_WEIGHTS)
+    return weights_file(weights)
+
+
 class MixSampler:
     """Degradations in given proportions (`sdtool.degrade.mix`): per sample, a part is drawn from the generator,
     its degrader runs, then the part's extras (JPEG, noise). params of the sample name the part."""
@@ -191,24 +202,14 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind == "classic":
         from sdtool.degrade.classic import ClassicDegradation
 
-        if weights is not None:
-            raise OptionError("weights", "does not apply to {model} classic", ("model",))
         return _Sampler(kind, ClassicDegradation(opts.classic), opts)
     if kind == "pdm":
         from sdtool.model.pdm import load_pdm
 
-        from sdtool.api import DEFAULT_PDM_WEIGHTS
-        from sdtool.errors import CheckpointError
-
-        if weights is None:
-            weights = DEFAULT_PDM_WEIGHTS
-            if not weights.is_file():
-                raise CheckpointError(f"{weights}: the shipped PDM weights are missing; give a PDM weights file "
-                                      "(training makes one) or reinstall sdtool")
-        return _Sampler(kind, load_pdm(weights, device), opts)
+        return _Sampler(kind, load_pdm(sampler_weights(kind, weights), device), opts)
     from sdtool.api import load_model
 
-    model = load_model(weights, device=device)
+    model = load_model(sampler_weights(kind, weights), device=device)
     model.eval()
     return _Sampler(kind, model, opts)
 
@@ -235,7 +236,7 @@ def _to_tensor(rgb: np.ndarray) -> Any:
 
 def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
     from sdtool.degrade.sheet import write_sheet
-    from sdtool.imageio import write_bytes_atomic
+    from sdtool.files import write_bytes_atomic
 
     def npy(path: Path, arr: np.ndarray) -> None:
         import io
@@ -293,8 +294,12 @@ def sample_degradation(
     seed = secrets.randbits(31) if seed is None else int(seed)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
-                              samples=o.samples, temperature=o.temperature, component=None,
-                              overwrite=o.overwrite, out_is_dir=out_is_dir)
+                              samples=o.samples, temperature=o.temperature, component=None, out_is_dir=out_is_dir)
+    needed = o.sheet is not None or pending(jobs, o.overwrite, lambda out: side_outputs(out, o))
+    if sampler is None and o.model in ("sdflow", "pdm") and needed:  # bad weights end the run before any work
+        from sdtool.checkpoint import check_weights
+
+        check_weights(sampler_weights(o.model, Path(weights) if weights else None), o.model)
     result = ProcessResult(notices=notices, seed=seed)
     sheet_rows: list[Any] = []
     like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None
@@ -312,7 +317,7 @@ def sample_degradation(
         row = _sample_file(smp, job, todo, img, y, seed, o, step)
         if o.sheet is not None:
             sheet_rows.append(row)
-        return []
+        return list(img.notes)
 
     run_jobs(jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
              side_files=lambda out: side_outputs(out, o))
@@ -326,12 +331,11 @@ def sample_degradation(
 
 def check_options(o: DegradeOptions) -> None:
     """OptionError for options that cannot work together, before any file is read."""
-    from sdtool.infer.sampling import check_temperature
+    from sdtool.inputs import check_samples, check_temperature
 
     if o.model not in MODELS:
         raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {o.model!r}")
-    if o.samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(o.samples)
     check_temperature(o.temperature)
     if o.like is not None and o.model not in ("sdflow", "pdm"):
         raise OptionError("like", "needs {model} sdflow or pdm (the others have nothing to fit)", ("model",))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -105,3 +106,55 @@ def test_recovers_known_gaussian_kernel_and_noise() -> None:
     print(f"recovered kernel sigma {sigma:.3f} (true 1.6), noise {noise * 255:.2f}/255 (true 5), {time.time() - t0:.1f}s")
     assert abs(sigma - 1.6) / 1.6 < 0.20
     assert abs(noise - 5 / 255) / (5 / 255) < 0.30
+
+
+def test_runner_schedule_keeps_the_discriminators_own_rate(tmp_path: Path) -> None:
+    """The schedule scales each optimiser's own rate: PDM's discriminator stays at 4× the generator's after
+    steps and after a resume (it was set to the generator's rate on every step)."""
+    from sdtool.train.config import RunSettings, lr_at
+    from sdtool.train.pdm_task import make_pdm_task
+    from sdtool.train.runner import Runner
+
+    def rates(runner: Runner) -> tuple[float, float]:
+        opts = runner.task.optimizers()
+        return opts["g"].param_groups[0]["lr"], opts["d"].param_groups[0]["lr"]
+
+    s = RunSettings(out_dir=tmp_path / "run", iters=3, batch=2, patch=32, lr=1e-4, warmup=2, ckpt_every=2)
+    sampler = lambda it: (torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32))
+    runner = Runner(make_pdm_task("tiny", torch.device("cpu"), s), sampler, s)
+    runner.run()
+    g, d = rates(runner)
+    assert g == pytest.approx(lr_at(3, s)) and d == pytest.approx(4 * lr_at(3, s))
+    longer = RunSettings(out_dir=tmp_path / "run", iters=5, batch=2, patch=32, lr=1e-4, warmup=2, ckpt_every=2)
+    resumed = Runner(make_pdm_task("tiny", torch.device("cpu"), longer), sampler, longer)
+    resumed.run(resume=True)
+    g, d = rates(resumed)
+    assert g == pytest.approx(lr_at(5, longer)) and d == pytest.approx(4 * lr_at(5, longer))
+
+
+@pytest.mark.parametrize("config, fill, needle", [
+    ({"k_layers": 64}, None, "k_layers is 64, the file holds 2"),
+    ({"k_hidden": 4096}, None, "k_hidden is 4096, the file holds 32"),
+    ({"n_hidden": 10**9}, None, "n_hidden must be an integer in 1..4096"),
+    ({"kernel_size": 20}, None, "kernel_size must be odd"),
+    (None, float("nan"), "holds NaN or infinite values"),
+])
+def test_bad_pdm_weights_are_refused_before_building(tmp_path: Path, monkeypatch, config, fill, needle) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "pdm.safetensors"
+    save_pdm(PDM(PDM_PRESETS["tiny"]), path)
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    if config:
+        meta["config"] = json.dumps({**json.loads(meta["config"]), **config})
+    if fill is not None:
+        tensors = {k: torch.full_like(v, fill) for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata=meta)
+    monkeypatch.setattr(PDM, "__init__", lambda *a, **k: pytest.fail("a PDM was built for weights that do not fit"))
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        load_pdm(path)

@@ -135,19 +135,23 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert json.loads((out / "settings.json").read_text())["extra"]["world_size"] == 2
 
 
-def test_cli_train_and_use_weights(tmp_path):
+def test_cli_train_and_use_weights(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from sdtool import load_model
+    from sdtool.cli import progress
     from sdtool.cli.app import app
 
+    monkeypatch.setattr(progress, "MIN_GAP_S", 0.0)  # a line at every tenth however fast (stderr is no terminal)
     lr_dir, hr_dir = _make_folders(tmp_path)
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["train", "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir), "--out", str(out),
                                    "--config", "tiny", "--iters", "2", "--batch", "1", "--patch", "32",
-                                   "--device", "cpu", "--val-lr", str(lr_dir), "--val-hr", str(hr_dir)])
+                                   "--log-every", "1", "--device", "cpu", "--val-lr", str(lr_dir),
+                                   "--val-hr", str(hr_dir)])
     assert res.exit_code == 0, res.output
     assert "validation: val_psnr_rgb=" in res.output
+    assert "train: 2/2 it (100%)" in res.output and "ETA 0s, loss " in res.output  # plain progress lines
     m = load_model(out / "model.safetensors", device="cpu")
     assert m.upscale(torch.rand(1, 3, 8, 8), 0.8).shape == (1, 3, 32, 32)
     # The validated state is kept beside the run and equals the final weights (validation ran at the end).
@@ -275,3 +279,36 @@ def test_image_loss_start_is_set_one_way_and_options_split_once(tmp_path):
     with pytest.raises(OptionError) as exc:
         loss_weights(bad)
     assert exc.value.render(lambda n: "--" + n.replace("_", "-")) == "--loss 'image_loss_start=3': set it with --image-loss-start"
+
+
+def test_lattice_term_reaches_the_hf_and_hr_flows_and_temperatures_span_the_range():
+    """The lattice term trains the decoding path (HF and HR flows) and is logged; sr_temperature_min draws
+    per-sample temperatures in [min, sample_temperature], and < 0 keeps them all at sample_temperature."""
+    import dataclasses
+
+    from sdtool.config import get_config
+    from sdtool.model.sdflow import SDFlow
+    from sdtool.train.config import LossWeights
+    from sdtool.train.sdflow_task import SDFlowTask
+
+    torch.manual_seed(0)
+    model = SDFlow(get_config("tiny"))
+    w = dataclasses.replace(LossWeights(), lattice=10.0, sr_temperature_min=0.0, sample_temperature=0.8)
+    task = SDFlowTask(model, w, perceptual=None)
+    g = torch.Generator().manual_seed(0)
+    taus = task._temperatures(400, g).flatten()
+    assert 0 <= float(taus.min()) < 0.05 and 0.75 < float(taus.max()) <= 0.8
+    off = SDFlowTask(model, LossWeights(), perceptual=None)
+    assert torch.equal(off._temperatures(3, g).flatten(), torch.full((3,), 0.8))
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        model.train()
+        model.hr_log_prob(y), model.lr_log_prob(torch.rand(2, 3, 8, 8) * 2 - 1)  # ActNorm data init
+    zc_hr, _, _ = model.hr_latents(y)
+    sr = task._sr_samples(zc_hr, zc_hr, model.lr_from_content(zc_hr.detach()), g)
+    loss = task._lattice_loss(y, sr)
+    assert float(loss.detach()) > 0 and task.last_lattice == pytest.approx(float(loss.detach()) / 10)
+    loss.backward()
+    grad = lambda mod: sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
+    assert grad(model.hf_flow) > 0 and grad(model.hr_flow) > 0
+    assert float(off._lattice_loss(y, sr)) == 0.0  # weight 0 by default: off

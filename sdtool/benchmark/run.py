@@ -21,8 +21,9 @@ from sdtool.benchmark.methods import (
 )
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.sampling import Tiling
+from sdtool.inputs import check_samples
 
-SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err")
+SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err", "lattice")
 
 
 SAMPLE_KEYS = ("lpips_best", "diversity")
@@ -78,7 +79,22 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cp
         "niqe": _niqe_or_nan(lambda im: niqe(im, input=niqe_input), sr),
         "lr_psnr": psnr(bicubic_downscale(sr), lr),
         "color_err": color_error(sr, hr, crop_border=SCALE),
+        "lattice": _lattice_or_nan(sr),
     }
+
+
+def _lattice_or_nan(img: np.ndarray) -> float:
+    from sdtool.metrics.lattice import lattice_score
+
+    try:
+        return lattice_score(img)
+    except ValueError:  # smaller than 16×16 px
+        return math.nan
+
+
+def hr_reference(data: Dataset) -> dict[str, float]:
+    """The HR images' own value of the metrics that need no reference (the row to read a method's against)."""
+    return {"lattice": finite_mean([_lattice_or_nan(read_pair(p)[0]) for p in data.pairs])}
 
 
 def _niqe_or_nan(fn: Callable[[np.ndarray], float], img: np.ndarray) -> float:
@@ -110,7 +126,7 @@ def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, k: int, 
     if method.kind == "baseline":
         return baseline_upscale(method.model, lr, tiling)
     return model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix,
-                         tiling, method.detail)
+                         tiling, method.detail, method.delattice)
 
 
 def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, name: str, n_draw: int, o: RunOptions,
@@ -242,8 +258,7 @@ def run_benchmark(
 
     Keys: summary {method: {metric: mean}}, per_image {method: [rows]}, methods {method: settings, wall time,
     memory}, settings, versions, device, wall_time_s. See `RunOptions` for niqe_input, cache and save_sr."""
-    if samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(samples)
     if not methods:
         raise UsageError("nothing to benchmark")
     if niqe_input not in ("gray", "y"):
@@ -259,6 +274,7 @@ def run_benchmark(
         report["methods"][m.name] = _method_info(m, res, samples)
         if m.kind == "model":
             devices.add(str(m.model.device))
+    report["reference"] = {"HR": hr_reference(data)}
     report["settings"] = _settings(data, o)
     report["versions"] = _versions()
     report["device"] = _describe_devices(devices)
@@ -270,7 +286,7 @@ def _method_info(m: Method, res: dict[str, Any], samples: int) -> dict[str, Any]
     info: dict[str, Any] = {"kind": m.kind, "wall_time_s": res["wall_time_s"], **res["memory"]}
     if m.kind == "model":
         info.update(weights=m.weights, temperature=m.temperature, samples=samples, color_fix=m.color_fix,
-                    detail=m.detail)
+                    detail=m.detail, delattice=m.delattice)
         cfg = getattr(m.model, "config", None)
         if cfg is not None and hasattr(cfg, "name"):
             info["config"] = cfg.name
@@ -294,6 +310,8 @@ def _settings(data: Dataset, o: RunOptions) -> dict[str, Any]:
         "ssim": "11x11 Gaussian sigma 1.5, valid, K1 0.01, K2 0.03", "lpips": "alex v0.1 (inputs [0,1])",
         "niqe": niqe, "lr_psnr": "PSNR(MATLAB bicubic /4 of SR, LR input), RGB, no crop",
         "color_err": "mean over RGB of |mean(SR channel) - mean(HR channel)|, 0..255, crop border 4",
+        "lattice": "mean over the 15 non-zero multiples of (H/4, W/4) of the Hann-windowed power spectrum of "
+                   "grey minus Gaussian(sigma 2), each over the median of its 7x7 neighbourhood; reference row: HR",
         "diversity": "mean per-pixel std across samples, 0..255 scale",
         "bicubic": "MATLAB imresize bicubic a=-0.5 (antialiased when downscaling), rounded to uint8",
     }

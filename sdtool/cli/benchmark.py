@@ -1,6 +1,7 @@
 """`sdtool benchmark`: SR and downscaling metrics on DRealSR / RealSR / a folder of x4 pairs.
 
-Parses options, calls `sdtool.benchmark.run_benchmark`, shows a progress bar (terminal only), prints a rich
+Parses options, calls `sdtool.benchmark.run_benchmark`, shows progress (a live bar on a terminal, plain lines
+with an ETA in logs), prints a rich
 table of mean metrics and writes the JSON report and the CSV beside it.
 """
 
@@ -14,7 +15,8 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from sdtool.cli.common import Detail, Device, Seed, Tile, run_guarded
+from sdtool.cli.common import Delattice, Detail, Device, Seed, Tile, run_guarded
+from sdtool.cli.progress import PlainProgress, live_terminal
 
 DatasetOpt = Annotated[
     str,
@@ -38,14 +40,17 @@ SplitOpt = Annotated[
 ]
 WeightsMulti = Annotated[
     Optional[list[Path]],
-    typer.Option("--weights", "-w", help="SDFlow checkpoint; repeat for several side by side. Default: the shipped model."),
+    typer.Option("--weights", "-w", metavar="FILE",
+                 help="SDFlow checkpoint; repeat for several side by side. Default: the shipped model."),
 ]
 MethodMulti = Annotated[
-    Optional[list[str]], typer.Option("--method", "-m", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable.")
+    Optional[list[str]],
+    typer.Option("--method", "-m", metavar="NAME", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable."),
 ]
 TemperatureMulti = Annotated[
     Optional[list[float]],
-    typer.Option("--temperature", "-t", help="Sampling temperature; repeat to benchmark several. Default: upscale's."),
+    typer.Option("--temperature", "-t", metavar="T",
+                 help="Sampling temperature; repeat to benchmark several. Default: upscale's."),
 ]
 SamplesOpt = Annotated[
     int, typer.Option("--samples", "-n", min=1, help="SR samples per image; > 1 adds best-of-N LPIPS and diversity.")
@@ -64,7 +69,8 @@ ColorFixOpt = Annotated[
 ]
 SrDirMulti = Annotated[
     Optional[list[str]],
-    typer.Option("--sr-dir", help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
+    typer.Option("--sr-dir", metavar="NAME=DIR",
+                 help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
                  "stem) with the same metrics. Repeatable."),
 ]
 SaveSr = Annotated[
@@ -72,7 +78,8 @@ SaveSr = Annotated[
 ]
 BaselineMulti = Annotated[
     Optional[list[Path]],
-    typer.Option("--baseline", help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
+    typer.Option("--baseline", metavar="FILE",
+                 help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
                  "...) loaded with spandrel (pip install 'sdtool[baselines]'), run on the LR images. Repeatable."),
 ]
 SheetOpt = Annotated[
@@ -90,7 +97,8 @@ NoDown = Annotated[bool, typer.Option("--no-downscale", help="Skip the downscali
 
 _COLUMNS = [
     ("psnr_rgb", "PSNR", 2), ("psnr_y", "PSNR-Y", 2), ("ssim_rgb", "SSIM", 4), ("ssim_y", "SSIM-Y", 4),
-    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("color_err", "colour err", 2), ("lpips_best", "LPIPS best", 4),
+    ("lpips", "LPIPS", 4), ("niqe", "NIQE", 3), ("lr_psnr", "LR-PSNR", 2), ("color_err", "colour err", 2),
+    ("lattice", "lattice", 1), ("lpips_best", "LPIPS best", 4),
     ("diversity", "Div.", 2), ("down_psnr_real", "↓PSNR real", 2), ("down_lpips_real", "↓LPIPS real", 4),
     ("down_psnr_bicubic", "↓PSNR bic", 2), ("down_lpips_bicubic", "↓LPIPS bic", 4),
 ]
@@ -117,6 +125,9 @@ def _render(report: dict[str, Any], json_path: Path, csv_path: Path) -> None:
         table.add_row(
             name, *(_fmt(summary.get(k), d) for k, _t, d in cols), f"{report['methods'][name]['wall_time_s']:.1f}"
         )
+    for name, ref in report.get("reference", {}).items():  # e.g. the HR images' own lattice score
+        table.add_row(f"{name} (reference)", *(_fmt(ref.get(k), d) if k in ref else "" for k, _t, d in cols), "",
+                      style="dim")
     # Off a terminal (pipes, logs) rich would wrap at 80 columns; a wide table stays readable there.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
     console.print(table)
@@ -148,6 +159,7 @@ def benchmark(
     no_downscale: NoDown = False,
     color_fix: ColorFixOpt = None,
     detail: Detail = None,
+    delattice: Delattice = True,
     sr_dir: SrDirMulti = None,
     save_sr: SaveSr = None,
     baseline: BaselineMulti = None,
@@ -164,12 +176,14 @@ def benchmark(
 
     def work() -> None:
         data = bm.load_dataset(dataset, data_root, split, limit)
+        for notice in data.notices:
+            typer.echo(f"notice: {notice}", err=True)
         folders = [bm.folder_method(*_name_dir(item), data) for item in sr_dir or []]  # checked before any work
         methods = []
         if weights or method or not no_model or not (folders or baseline):
             methods = bm.resolve_methods(weights or [], method or [], temperature or [], device=device,
                                          default_model=not no_model, color_fix=color_fix,
-                                         detail=detail)
+                                         detail=detail, delattice=delattice)
         for path in baseline or []:
             methods.append(bm.baseline_method(path, device, [m.name for m in methods]))
         methods += bm.unique_names(methods, folders)
@@ -192,9 +206,20 @@ def benchmark(
 
 @contextmanager
 def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
-    """One progress bar over the whole run naming the method and image (only when stderr is a terminal)."""
-    if not sys.stderr.isatty():
-        yield lambda _ev: None
+    """Progress over the whole run naming the method and image: one live bar when stderr is a terminal, plain
+    lines with an ETA otherwise."""
+    state = {"base": 0, "last": ""}
+
+    def overall(ev: Any) -> int:  # events count images per method; methods run one after the other
+        if ev.method != state["last"] and state["last"]:
+            state["base"] += pairs
+        state["last"] = ev.method
+        return state["base"] + ev.done
+
+    if not live_terminal():
+        plain = PlainProgress("benchmark", pairs * methods, "images")
+        plain.update(0)
+        yield lambda ev: plain.update(overall(ev), f"{ev.method}: {ev.image}")
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -202,13 +227,9 @@ def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True)
     task_id = bar.add_task("benchmark", total=pairs * methods)
-    state = {"base": 0, "last": ""}
 
     def on_progress(ev: Any) -> None:
-        if ev.method != state["last"] and state["last"]:
-            state["base"] += pairs
-        state["last"] = ev.method
-        bar.update(task_id, completed=state["base"] + ev.done, description=f"benchmark {ev.method}: {ev.image}")
+        bar.update(task_id, completed=overall(ev), description=f"benchmark {ev.method}: {ev.image}")
 
     with bar:
         yield on_progress

@@ -23,14 +23,21 @@ Weights = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same samples.")]
 Temperature = Annotated[
-    float, typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0); 0 gives the mean sample.")
+    float,
+    typer.Option("--temperature", "-t", help="Sampling temperature, 0 to 4: 0 gives the mean sample, 1 the learned "
+                 "spread."),
+]
+Delattice = Annotated[
+    bool,
+    typer.Option("--delattice/--keep-lattice", help="Take the 4-px lattice that the flow's squeezes leave out of SR "
+                 "samples (default); --keep-lattice writes the flow's own sample."),
 ]
 Detail = Annotated[
     Optional[float],
     typer.Option("--detail", help="Strength of the model's detail above the wavelet guard's low band (0-2): below 1 "
                  f"trades texture for fidelity (PSNR), above 1 the reverse. Default: {DEFAULT_DETAIL:g} with --color-fix wavelet."),
 ]
-Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples to draw per input image.")]
+Samples = Annotated[int, typer.Option("--samples", "-n", help="Samples to draw per input image (1 to 1000).")]
 Tile = Annotated[
     Optional[int],
     typer.Option("--tile", min=0, help="Tile size in input pixels (each tile's share; tiles reach half the overlap further "
@@ -49,9 +56,26 @@ OutputArg = Annotated[
     Optional[str],
     typer.Argument(
         help="Output file or folder (mirrors IN's tree; a trailing / always means a folder). Optional for a single "
-        "file: then written beside it as NAME_x4_tT.EXT / NAME_x0.25_tT.EXT, never over an existing file.",
+        "file: then written beside it as NAME_x4_tT.EXT / NAME_x0.25_tT.EXT. Existing outputs are skipped.",
         show_default=False, metavar="OUT",
     ),
+]
+
+Suffix = Annotated[
+    Optional[str],
+    typer.Option("--suffix", metavar="TEXT", show_default=False,
+                 help="Add _TEXT to output names made from input names (a folder OUT, or no OUT, where it replaces "
+                 "_x4_tT), as Real-ESRGAN's --suffix."),
+]
+Ext = Annotated[
+    Optional[str],
+    typer.Option("--ext", metavar="EXT", show_default=False,
+                 help="Format of outputs named after their inputs: png, jpg, webp, tif or bmp. Default: the input's."),
+]
+Quality = Annotated[
+    Optional[int],
+    typer.Option("--quality", min=1, max=100, help="JPEG / WebP quality (1-100). Default: 95.", metavar="Q",
+                 show_default=False),
 ]
 
 

@@ -1,6 +1,7 @@
 """`sdtool sample-degradation`: sample realistic LR images (and their kernels / noise) from HR images.
 
-Parses options, calls `sdtool.sample_degradation.sample_degradation`, prints failures and a summary.
+Parses options, calls `sdtool.sample_degradation.sample_degradation`, shows progress, prints failures and
+notices as they happen and a summary.
 Exit codes as `upscale`: 0 all done or skipped, 1 some files failed, 2 bad usage or bad weights.
 """
 
@@ -15,8 +16,9 @@ from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 
 from sdtool.cli.common import (
     EXIT_OK, EXIT_SOME_FAILED, Device, MaxPixels, OutputArg, Overwrite, Samples, Seed, SkipExisting, Temperature, Tile,
-    failure_text, run_guarded,
+    run_guarded,
 )
+from sdtool.cli.progress import BatchReporter
 
 
 def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tuple[float, float]:
@@ -34,7 +36,10 @@ def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tupl
 def sample_degradation(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
     output: OutputArg = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights), classic (parametric), bicubic, or mix (see --mix).")] = "classic",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", show_default=False, help="sdflow (learned, shipped weights), pdm (learned blur kernel + "
+        "noise, shipped weights), classic (parametric), bicubic, or mix (see --mix). Default: classic, or sdflow "
+        "with --like.")] = None,
     mix: Annotated[Optional[str], typer.Option("--mix", help="With --model mix: KIND[+jpeg][+noise]=WEIGHT,... e.g. sdflow=0.6,sdflow+jpeg=0.3,classic=0.1 (JPEG / noise ranges: the classic options).")] = None,
     pairs: Annotated[bool, typer.Option("--pairs", help="Write training pairs: OUT/HR/NAME.png and OUT/LR/NAME.png (IN a folder; BasicSR-style paired layout).")] = False,
     sub_image: Annotated[Optional[int], typer.Option("--sub-image", help="With --pairs: cut HR images into pieces of this side (a multiple of 4).")] = None,
@@ -69,6 +74,9 @@ def sample_degradation(
     from sdtool.degrade.classic import ClassicConfig
     from sdtool.sample_degradation import DegradeOptions, sample_degradation as run
 
+    if model is None:
+        model = "sdflow" if like is not None else "classic"
+
     def go():  # type: ignore[no-untyped-def]
         d = ClassicConfig()
         jq = _range(jpeg_quality, "jpeg-quality", d.jpeg_quality)
@@ -81,11 +89,12 @@ def sample_degradation(
         opts = DegradeOptions(model=model, samples=samples, temperature=temperature, save_kernels=save_kernels,
                               save_noise=save_noise, sheet=sheet, like=like, tile=tile, overwrite=overwrite,
                               max_pixels=max_pixels, classic=classic, mix=mix)
-        if pairs or sub_image is not None or sub_step is not None:
-            return _pairs(opts)
-        return run(input_path, output, options=opts, weights=weights, device=device, seed=seed)
+        with BatchReporter("sample-degradation") as reporter:
+            if pairs or sub_image is not None or sub_step is not None:
+                return _pairs(opts, reporter)
+            return run(input_path, output, options=opts, weights=weights, device=device, seed=seed, progress=reporter)
 
-    def _pairs(opts):  # type: ignore[no-untyped-def]
+    def _pairs(opts, reporter):  # type: ignore[no-untyped-def]
         from sdtool.errors import OptionError
         from sdtool.pairs import PairOptions, make_pairs
 
@@ -96,14 +105,9 @@ def sample_degradation(
         if save_kernels or save_noise:
             raise OptionError("pairs", "writes no side outputs ({save_kernels}, {save_noise})", ("save_kernels", "save_noise"))
         return make_pairs(input_path, output, options=PairOptions(opts, sub_image, sub_step), weights=weights,
-                          device=device, seed=seed)
+                          device=device, seed=seed, progress=reporter)
 
     result = run_guarded(go)
-    for f in result.failed:
-        typer.echo(f"error: {failure_text(f)}", err=True)
-    for f in result.skipped:
-        for note in f.notes:
-            typer.echo(f"notice: {f.source}: {note}", err=True)
     what = f"{model}, pairs" if pairs else model
     typer.echo(f"sample-degradation ({what}): {len(result.done)} done, {len(result.skipped)} skipped, "
                f"{len(result.failed)} failed in {result.seconds:.1f} s (seed {result.seed})")

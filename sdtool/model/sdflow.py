@@ -26,6 +26,8 @@ from sdtool.flows import (
     ConditionalFlow, FlowStep, MixtureOfGaussians, Sequential, Squeeze, StandardNormal, Unsqueeze, transition,
 )
 from sdtool.flows.priors import randn
+from sdtool.inputs import check_image, check_temperature
+from sdtool.model.lattice import remove_lattice
 from sdtool.nets.extractor import ContentExtractor
 from sdtool.nets.precision import set_compute_dtype
 from sdtool.nets.rrdb import ConditionNet, SqueezedConditionNet
@@ -177,13 +179,19 @@ class SDFlow(nn.Module):
     def upscale(
         self, x: Tensor, temperature: float = DEFAULT_SR_TEMPERATURE, generator: Optional[torch.Generator] = None,
         noise: Optional[Tensor] = None, color_fix: str = DEFAULT_COLOR_FIX, detail: Optional[float] = None,
+        delattice: bool = True,
     ) -> Tensor:
         """x4 super-resolution. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1], on x's device.
 
         noise: standard normal of shape `upscale_noise_shape(N, h, w)`; drawn from `generator` if None.
         The HF latent is temperature·noise (τ = 0 gives the mean sample). color_fix: "wavelet" (default),
         "adain" or "none" (the raw sample), see `sdtool.colorfix`; tiled callers pass "none" per tile and
-        apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default)."""
+        apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default).
+        delattice: take out the 4-px lattice the HR flow's squeezes leave (`sdtool.model.lattice`); False
+        returns the flow's own sample.
+        Raises InputError for any other x (`sdtool.inputs.check_image`), OptionError for a bad temperature."""
+        check_image(x)
+        check_temperature(temperature)
         gain = resolve_detail(detail, check_color_fix(color_fix))
         out_device = x.device
         n, _, h, w = x.shape
@@ -194,6 +202,8 @@ class SDFlow(nn.Module):
         z_c = self.extractor(xp)
         y = self.sr_from_content(z_c, self.hf_prior.sample(noise.to(self.device, torch.float32), temperature))
         y = ((_finite(y[:, :, : 4 * h, : 4 * w]) + 1) / 2).clamp(0, 1)
+        if delattice:
+            y = remove_lattice(y).clamp(0, 1)
         return apply_color_fix(y, x.to(y.device, torch.float32), color_fix, gain).to(out_device)
 
     @torch.no_grad()
@@ -206,7 +216,10 @@ class SDFlow(nn.Module):
         The degradation latent is μ_k + σ_k·τ·noise with one mixture component k per image
         (`component`, or drawn from `generator`); noise has shape `downscale_noise_shape(N, H, W)`.
         latent: the Gaussianised degradation latent z_d' itself (same shape; e.g. one transferred from a real
-        LR image), used as it is: temperature, component and noise are then ignored."""
+        LR image), used as it is: temperature, component and noise are then ignored.
+        Raises InputError for any other y (`sdtool.inputs.check_image`), OptionError for a bad temperature."""
+        check_image(y, "y")
+        check_temperature(temperature)
         out_device = y.device
         n, _, h, w = y.shape
         # At least 16 px so that the degradation latent (HR/8) is 2×2: reflection padding needs 2 px.
@@ -228,6 +241,7 @@ class SDFlow(nn.Module):
         """Gaussianised degradation latent of real LR images. x: N×3×h×w in [0, 1] (padded to even size)
         → z_d' N×12×ceil(h/2)×ceil(w/2), and info: `component` (most likely mixture component, (N,)),
         `z_c` (content latent), `responsibilities` (N×K)."""
+        check_image(x)
         xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 2, 2)
         _, parts = self.lr_log_prob(_nhwc(xp))
         resp = self.deg_prior.responsibilities(parts["z_dp"])

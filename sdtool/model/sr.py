@@ -81,9 +81,11 @@ class DeterministicUpscaler:
 
     @torch.no_grad()
     def upscale(self, x: Tensor, temperature: float = 0.0, generator: Optional[torch.Generator] = None,
-                noise: Optional[Tensor] = None, color_fix: str = "none", detail: Optional[float] = None) -> Tensor:
-        """x4 SR. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1] on x's device. temperature, generator and
-        noise are accepted for the common interface and ignored; color_fix / detail as `sdtool.colorfix`."""
+                noise: Optional[Tensor] = None, color_fix: str = "none", detail: Optional[float] = None,
+                delattice: bool = True) -> Tensor:
+        """x4 SR. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1] on x's device. temperature, generator, noise
+        and delattice (SDFlow's decoder lattice; these networks have none) are accepted for the common interface
+        and ignored; color_fix / detail as `sdtool.colorfix`."""
         gain = resolve_detail(detail, check_color_fix(color_fix))
         y = _finite(self._forward(x.to(self.device, torch.float32)).float()).clamp(0, 1)
         return apply_color_fix(y, x.to(y.device, torch.float32), color_fix, gain).to(x.device)

@@ -37,6 +37,10 @@ class LossWeights:
     image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
     sample_temperature: float = 0.8  # temperature of the samples used by the image-space losses [ours]
+    sr_temperature_min: float = -1.0  # ≥ 0: each SR sample's temperature is drawn from U(this, sample_temperature),
+    #   so the decodes used at inference (τ 0–0.4) are trained too; < 0: all at sample_temperature [ours]
+    lattice: float = 0.0  # period-4 grid of SR samples above the HR crops' own (train/losses.lattice_power) [ours]:
+    #   the HR flow decodes a weak HF latent as a 4-px lattice, which no other term sees
     # Cycle HR → generated LR → SR, compared with the HR it came from (image phase only) [ours]. The paper's
     # image-space SR target is unknown; this one needs no pairs: the LR is the model's own degradation
     # sample (detached, so the downscaler cannot hide detail in it for the upscaler).

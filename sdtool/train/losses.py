@@ -66,3 +66,26 @@ def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 def g_loss(fake_logits: Tensor) -> Tensor:
     """Non-saturating generator loss: make the discriminator call fakes real."""
     return F.softplus(-fake_logits).mean()
+
+
+def lattice_power(x: Tensor, period: int = 4) -> Tensor:
+    """Per-image power (B,) of the part of x's high frequencies that repeats every `period` pixels.
+
+    The high-pass (x minus a Gaussian σ 2) is split into its period² phases; each phase's mean over the
+    image, less the mean over phases, is the periodic pattern: what puts power at the multiples of N/period
+    in the spectrum (`sdtool.metrics.lattice`). A photo's phases average out (its value is ~1/(H·W/16) of
+    its high-pass power); x: B×C×H×W, H and W multiples of period."""
+    b, c, h, w = x.shape
+    r = x - gaussian_blur(x, 2.0)
+    phases = r.reshape(b, c, h // period, period, w // period, period).permute(0, 1, 3, 5, 2, 4)
+    phases = phases.reshape(b, c * period * period, h // period, w // period)
+    means = phases.mean(dim=(2, 3)).reshape(b, c, period * period)
+    return (means - means.mean(dim=2, keepdim=True)).pow(2).mean(dim=(1, 2))
+
+
+def lattice_loss(sr: Tensor, hr: Tensor) -> Tensor:
+    """Root of the SR samples' periodic power above the real HR crops' (unpaired: the batch's mean). A
+    photo's value is the chance alignment of its detail with the phases; that adds in power, so it is
+    subtracted in power: a lattice-free sample scores ~0."""
+    excess = F.relu(lattice_power(sr) - lattice_power(hr.detach()).mean())
+    return excess.add(1e-8).sqrt().mean()

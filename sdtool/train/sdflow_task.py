@@ -49,6 +49,7 @@ class SDFlowTask:
         device = model.device
         self.amp = amp and device.type == "cuda"
         self.perceptual = perceptual
+        self.last_lattice = float("nan")
         # Seeded on their own: their start must not depend on what else drew from the global RNG before
         # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
         with torch.random.fork_rng(devices=[]):
@@ -112,6 +113,8 @@ class SDFlowTask:
                 img_loss, fakes = self._image_losses(x, y, y_bic, zc_lr, zc_hr, decoded, g)
                 total = total + img_loss
                 logs["image"] = float(img_loss.detach())
+                if self.w.lattice:
+                    logs["lattice"] = self.last_lattice
         logs.update(nll_hr=float(nll_hr.detach()), nll_lr=float(nll_lr.detach()), content=float(content.detach()),
                     latent_adv=float(adv.detach()), zc_l2=float(zc_l2.detach()), deg_l2=float(deg_l2.detach()),
                     total=float(total.detach()))
@@ -165,7 +168,8 @@ class SDFlowTask:
         if w.image_sr:
             sr = self._sr_samples(zc_lr, zc_hr, ds, g)
             sr_loss, fakes["sr"] = self._sr_image_loss(x, sr["lr"])
-            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, sr) + self._hr_color_loss(y, sr))
+            loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, sr) + self._hr_color_loss(y, sr)
+                                        + self._lattice_loss(y, sr))
         return loss, fakes
 
     def _cycle_enabled(self) -> bool:
@@ -192,9 +196,16 @@ class SDFlowTask:
             contents["hr"] = zc_hr[: max(1, zc_hr.shape[0] // 2)]
             noises.append(self._noise(contents["hr"], g))
         z_c = torch.cat(list(contents.values()))
-        sr = m.sr_from_content(z_c, w.sample_temperature * torch.cat(noises))
+        sr = m.sr_from_content(z_c, self._temperatures(z_c.shape[0], g).to(z_c.device) * torch.cat(noises))
         out.update(zip(contents, sr.split([z.shape[0] for z in contents.values()])))
         return out
+
+    def _temperatures(self, n: int, g: torch.Generator) -> Tensor:
+        """Per-sample SR temperature (n×1×1×1): sample_temperature, or U(sr_temperature_min, it)."""
+        hi, lo = self.w.sample_temperature, self.w.sr_temperature_min
+        if lo < 0:
+            return torch.full((n, 1, 1, 1), hi)
+        return lo + (hi - lo) * torch.rand((n, 1, 1, 1), generator=g)
 
     def _noise(self, z_c: Tensor, g: torch.Generator) -> Tensor:
         n, _, h, wd = z_c.shape
@@ -217,6 +228,15 @@ class SDFlowTask:
         if "hr" not in sr:
             return y.new_zeros(())
         return self.w.hr_color * L.color_low_freq(sr["hr"], y[: sr["hr"].shape[0]], 8.0)
+
+    def _lattice_loss(self, y: Tensor, sr: dict[str, Tensor]) -> Tensor:
+        """Every SR sample of the step, held to the HR crops' own level of 4-px periodic pattern."""
+        if not self.w.lattice:
+            return y.new_zeros(())
+        samples = torch.cat([sr[k] for k in ("lr", "cycle", "hr") if k in sr])
+        loss = L.lattice_loss(samples, y)
+        self.last_lattice = float(loss.detach())  # logged by train_step
+        return self.w.lattice * loss
 
     def _cycle_loss(self, y: Tensor, zc_hr: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""

@@ -65,8 +65,9 @@ class BatchDegrader:
 def load_degraders(mix: Mix, weights: Optional[Path], device: torch.device) -> dict[str, Any]:
     """The learned degraders a mix needs, frozen, in eval mode: the shipped SDFlow / PDM weights, or `weights`
     for the kind that file holds."""
-    from sdtool.api import DEFAULT_PDM_WEIGHTS, checkpoint_kind, load_model
+    from sdtool.api import checkpoint_kind, load_model
     from sdtool.model.pdm import load_pdm
+    from sdtool.sample_degradation import sampler_weights
 
     learned = [k for k in mix.kinds if k in ("sdflow", "pdm")]
     target = checkpoint_kind(weights) if weights is not None else None
@@ -76,7 +77,7 @@ def load_degraders(mix: Mix, weights: Optional[Path], device: torch.device) -> d
     models: dict[str, Any] = {}
     for kind in learned:
         path = weights if kind == target else None
-        model = load_model(path, device) if kind == "sdflow" else load_pdm(path or DEFAULT_PDM_WEIGHTS, str(device))
+        model = load_model(path, device) if kind == "sdflow" else load_pdm(sampler_weights("pdm", path), str(device))
         model.eval().requires_grad_(False)
         models[kind] = model
     return models

@@ -393,8 +393,8 @@ def image_size(path: PathLike) -> tuple[int, int]:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    _, orientation, size = _peek_header(data)
-    if size is None:
+    header = _peek_header(data)
+    if header.size is None:
         raise ImageError(f"{path}: not a readable image header")
-    w, h = size
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)  # 5-8 turn the image by a quarter
+    w, h = header.size
+    return (w, h) if header.orientation in (5, 6, 7, 8) else (h, w)  # 5-8 turn the image by a quarter

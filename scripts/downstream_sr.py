@@ -107,7 +107,7 @@ def stage_train(a: argparse.Namespace, kinds: list[str]) -> None:
                 "--iters", str(a.iters), "--image-loss-start", str(a.gan_start), "--batch", str(a.batch), "--patch", "128",
                 "--lr", "4e-4", "--ema-decay", "0.995", "--seed", "0", "--device", "cpu", "--val-lr", str(lr_val),
                 "--val-hr", str(hr_val), "--val-filter", VAL_FILTER, "--val-every", str(a.val_every),
-                "--ckpt-every", "200", "--log-every", "20"]
+                "--ckpt-every", "200", "--log-every", "20", "--loss", "lattice=0"]  # as run: before the lattice term
         if (run / "model.safetensors").exists() and _iterations(run) >= a.iters:
             continue
         sdtool(*args, *(["--resume"] if (run / "state.pt").exists() else []), log=a.out / f"sr-{kind}.log")

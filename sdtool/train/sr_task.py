@@ -5,6 +5,8 @@ Two phases, as ESRGAN (Wang et al. 2018, Sec. 3.4) and Real-ESRGAN (Wang et al. 
   2. after it: l1·L1 + perceptual·LPIPS-alex + gan·(non-saturating GAN loss against a spectral-normalised
      patch discriminator on HR crops). Real-ESRGAN's weights 1 / 1 / 0.1; LPIPS-alex stands in for its VGG
      perceptual loss (shipped offline in weights/).
+In both phases, `lattice` > 0 adds the lattice term of SDFlow training (`losses.lattice_loss`): the output's
+period-4 pattern above the HR crops' own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class SRLossWeights:
     l1: float = 1.0
     perceptual: float = 1.0
     gan: float = 0.1
+    lattice: float = 10.0  # period-4 grid of the output above the HR crops' own (train/losses.lattice_loss) [ours]:
+    #   a pixel shuffle over a nearest-neighbour skip leaves one (0.6-1.3 grey levels after 2500 iterations without
+    #   this term; 0.1 after 300 more with it at 10, README "SR networks")
     gan_start: int = 0
 
 
@@ -77,6 +82,9 @@ class SRTask:
         l1 = (sr - hr).abs().mean()
         losses = {"l1": l1}
         total = self.w.l1 * l1
+        if self.w.lattice:
+            losses["lattice"] = L.lattice_loss(sr, hr)
+            total = total + self.w.lattice * losses["lattice"]
         loss_d = None
         if self.gan_phase(it):
             if self.perceptual is not None and self.w.perceptual > 0:

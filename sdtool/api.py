@@ -80,7 +80,7 @@ def checkpoint_kind(path: Union[str, os.PathLike]) -> str:
     if path.suffix != ".safetensors":
         return "foreign"
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: torch is not needed
             meta = f.metadata() or {}
     except Exception:  # unreadable here: load_model / spandrel name the problem
         return "sdflow"

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
 from sdtool.errors import OptionError
 from sdtool.train.runner import RunResult, Runner
 
+if TYPE_CHECKING:  # pragma: no cover
+    from sdtool.degrade.mix import Mix
+    from sdtool.train.config import RunSettings
+    from sdtool.train.launch import TrainOptions
 
-def _mix(o):  # type: ignore[no-untyped-def]
+
+def _mix(o: "TrainOptions") -> "Mix":
     from sdtool.degrade.mix import BASE_KINDS, parse_mix, single
 
     if o.degradation == "mix":
@@ -28,7 +33,7 @@ def _mix(o):  # type: ignore[no-untyped-def]
     return single(o.degradation)
 
 
-def _model(o, device: torch.device, seed: int):  # type: ignore[no-untyped-def]
+def _model(o: "TrainOptions", device: torch.device, seed: int) -> torch.nn.Module:
     from sdtool.model.sr import build_sr, load_sr, sr_config
 
     if o.init is not None:
@@ -38,7 +43,8 @@ def _model(o, device: torch.device, seed: int):  # type: ignore[no-untyped-def]
     return build_sr(config).to(device)
 
 
-def _sampler(o, s, device: torch.device, rank: int, on_log):  # type: ignore[no-untyped-def]
+def _sampler(o: "TrainOptions", s: "RunSettings", device: torch.device, rank: int,
+             on_log: Optional[Callable[[dict], None]]) -> tuple[Callable[[int], Any], dict]:
     """On the fly (HR folder and degraders) or from made pairs; returns (sampler, what it is, for provenance)."""
     lr_patch = s.patch // 4
     if o.pairs is not None:
@@ -65,7 +71,7 @@ def _sampler(o, s, device: torch.device, rank: int, on_log):  # type: ignore[no-
     return DegradedCropSampler(bank, degrader, s.batch, s.patch, seed=s.seed, rank=rank), what
 
 
-def train_sr(o, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:  # type: ignore[no-untyped-def]
+def train_sr(o: "TrainOptions", on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
     """Set up and run an SR training (options checked by `launch._check_options`)."""
     from sdtool.api import resolve_device
     from sdtool.train.dist import init_from_env

@@ -13,6 +13,7 @@ from sdtool.errors import CheckpointError, UsageError
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "sdflow-lite.safetensors"
 DEFAULT_PDM_WEIGHTS = WEIGHTS_DIR / "pdm-realsr.safetensors"
+DEFAULT_REDEG_WEIGHTS = WEIGHTS_DIR / "redeg-realsr.safetensors"
 
 
 def default_weights() -> Path:

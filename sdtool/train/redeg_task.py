@@ -43,6 +43,7 @@ class ReDegLossWeights:
     contents: int = 2  # K contents per classic parameter set
     degradations: int = 4  # M parameter sets per step
     pseudo_prob: float = 0.5  # chance that DegNet reads the pseudo-HR instead of the HR (when one is given)
+    perceptual_size: int = 32  # LR crops are enlarged to this side for LPIPS and Gram (32: as they are, cheapest)
 
 
 def supcon_loss(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
@@ -71,6 +72,19 @@ def stratified_params(classic: Any, m: int, gen: torch.Generator) -> list[dict[s
         p["sigma_y"] = s_lo + (s_hi - s_lo) * float(blur[i] + u[i, 1]) / m if aniso else p["sigma_x"]
         p["noise_sigma_255"] = n_lo + (n_hi - n_lo) * float(noise[i] + u[i, 2]) / m
     return params
+
+
+def classic_batch(classic: Any, hr: Tensor, contents: int, degradations: int,
+                  gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The contrastive pairs: the first K = `contents` HR images N×3×H×W of `hr`, each degraded with the same
+    M = `degradations` stratified classic parameter sets → (HR K·M×3×H×W, LR K·M×3×H/4×W/4, labels (K·M,),
+    the parameter set of each row), on hr's device."""
+    k = min(contents, hr.shape[0])
+    params = stratified_params(classic, degradations, gen)
+    y = hr[:k].repeat(degradations, 1, 1, 1)
+    rows = [params[j] for j in range(degradations) for _ in range(k)]
+    labels = torch.arange(degradations).repeat_interleave(k).to(hr.device)
+    return y, classic.apply(y, rows, gen).to(hr.device), labels
 
 
 class CondDiscriminator(nn.Module):
@@ -123,17 +137,9 @@ class ReDegTask:
     def export_metadata(self) -> dict[str, str]:
         return redeg_export_metadata(self.model)
 
-    def _classic_batch(self, hr: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """K contents × M classic parameter sets → (HR K·M×3×H×W, LR, labels (K·M,) = parameter set)."""
-        k, m = min(self.w.contents, hr.shape[0]), self.w.degradations
-        params = stratified_params(self.classic, m, gen)
-        y = hr[:k].repeat(m, 1, 1, 1)
-        rows = [params[j] for j in range(m) for _ in range(k)]
-        labels = torch.arange(m).repeat_interleave(k).to(self.device)
-        return y, self.classic.apply(y, rows, gen).to(self.device), labels
-
     def _render_loss(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
-        return (fake - real).abs().mean(), perceptual_distance(self.perceptual, fake * 2 - 1, real * 2 - 1)
+        lpips = perceptual_distance(self.perceptual, fake * 2 - 1, real * 2 - 1, min_size=self.w.perceptual_size)
+        return (fake - real).abs().mean(), lpips
 
     def _check(self, losses: dict[str, Tensor]) -> None:
         bad = [k for k, v in losses.items() if not bool(torch.isfinite(v).all())]
@@ -162,12 +168,12 @@ class ReDegTask:
         nn.utils.clip_grad_norm_(self.disc.parameters(), self.grad_clip)
         self.opt_d.step()
 
-        c_hr, c_lr, labels = self._classic_batch(hr, gen)
+        c_hr, c_lr, labels = classic_batch(self.classic, hr, w.contents, w.degradations, gen)
         c_omega = self.model.deg(c_lr, c_hr)
         c_fake = self.model.syn(c_hr, c_omega, self.model.noises(*c_lr.shape[:1], *c_lr.shape[-2:], generator=gen))
         l1, lp = self._render_loss(fake, lr)
         c_l1, c_lp = self._render_loss(c_fake, c_lr)
-        terms = {"l1": l1, "lpips": lp, "gram": gram_loss(self.perceptual, fake, lr),
+        terms = {"l1": l1, "lpips": lp, "gram": gram_loss(self.perceptual, fake, lr, min_size=w.perceptual_size),
                  "gan": g_loss(self.disc(fake, cond)), "contrast": supcon_loss(c_omega, labels, w.contrast_temperature),
                  "classic_recon": c_l1 + c_lp}
         total = (w.l1 * l1 + w.perceptual * lp + w.gram * terms["gram"] + w.gan * terms["gan"]

@@ -196,8 +196,9 @@ def test_sample_degradation_like_like_dir_and_latent(redeg_files: dict[str, Path
     res = runner.invoke(app, ["sample-degradation", str(f["hr"]), str(out), "-m", "redeg", "-w", w, "--like-dir",
                               str(f["real"]), "-n", "4", "--pseudo-hr", "bicubic", "--save-latent", "--seed", "5"])
     assert res.exit_code == 0, res.output
-    sources = {json.loads((out / f"h0_s{k:02d}.json").read_text())["params"]["omega_from"] for k in range(4)}
-    assert sources <= {"r0.png", "r1.png"} and len(sources) == 2
+    latents = {tuple(np.load(p).round(5)) for p in out.glob("*_latent.npy")}
+    sources = {json.loads(p.read_text())["params"]["omega_from"] for p in out.glob("*.json")}
+    assert sources == {"r0.png", "r1.png"} and len(latents) == 2  # 12 samples, each Ω one of the pool's two
     monkeypatch.setenv("SDTOOL_WEIGHTS", str(tiny_weights))  # the pseudo-HR from an SDFlow (here the tiny one)
     res = runner.invoke(app, ["sample-degradation", str(f["hr"] / "h0.png"), str(f["tmp"] / "sr.png"), "-m", "redeg",
                               "-w", w, "--like", str(like)])

@@ -48,7 +48,7 @@ def _prior_params(model: Any, component: int) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- PDM
-def _radial_log_spectrum(x: "Tensor", bins: int = 16) -> "Tensor":
+def radial_log_spectrum(x: "Tensor", bins: int = 16) -> "Tensor":
     """Radially averaged log power spectrum of the grey version of x (N×3×h×w) → N×bins."""
     import torch
 
@@ -88,7 +88,7 @@ def fit_pdm_latents(
     gen = torch.Generator().manual_seed(seed)
     dev = model.device
     real = real_lr.to(dev)
-    target_spec = _radial_log_spectrum(real)
+    target_spec = radial_log_spectrum(real)
     target_lap = _laplacian_std(real)
     zk_shape, zn_shape = model.latent_shapes(1, y.shape[-2], y.shape[-1])
     z_k = torch.zeros(1, model.config.zk_dim, device=dev, requires_grad=True)
@@ -104,7 +104,7 @@ def fit_pdm_latents(
             k = model.net_k(zk)
             clean = blur_downsample(yy, k, model.config.scale)
             fake = clean + model.net_n(z_n * log_s.exp(), clean)
-            loss = (_radial_log_spectrum(fake) - target_spec).pow(2).mean() \
+            loss = (radial_log_spectrum(fake) - target_spec).pow(2).mean() \
                 + 10 * (torch.log(_laplacian_std(fake) + 1e-6) - torch.log(target_lap + 1e-6)).pow(2).mean() \
                 + 1e-3 * z_k.pow(2).mean()  # stay near the prior
             opt.zero_grad()

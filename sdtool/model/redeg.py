@@ -4,9 +4,10 @@ for Blind Image Super-Resolution", ECCV 2022), for x4 natural images.
     Ω = DegNet(x, y)         x: a real LR image N×3×h×w, y: its HR or pseudo-HR N×3×4h×4w → Ω N×D, ‖Ω‖ = 1
     x̂ = SynNet(y', Ω, n)     any HR image y' → LR N×3×h'×w' with the degradation Ω, n: noise maps
 
-DegNet reads the difference between the LR image and the box-downsampled HR image and the high frequencies
-of both, at LR size, and pools mean and std of its features over the image, so Ω is a global description of blur, noise and compression
-and not of the scene; training makes it so (contrastive loss, `sdtool.train.redeg_task`). SynNet works at LR
+DegNet compares the LR image with the box-downsampled HR image at LR size (a CNN on their difference and
+high frequencies, and the ratio of their power spectra), pooled over the whole image, so Ω is a global
+description of blur, noise and compression and not of the scene; training makes it so (contrastive loss,
+`sdtool.train.redeg_task`). SynNet works at LR
 size on the space-to-depth HR image; its convolutions are modulated by Ω as in StyleGAN2 (weight
 modulation and demodulation, Karras et al. 2020, eq. 1-3) and it adds per-layer noise maps (StyleGAN's
 noise inputs), so one Ω gives many noise realisations. Its output is the box-downsampled HR plus a learned
@@ -36,13 +37,14 @@ FORMAT = "sdtool-redeg"
 
 @dataclass(frozen=True)
 class ReDegConfig(JsonConfig):
-    """Sizes of a ReDeg model. omega_dim D: length of Ω; deg_width / deg_down: DegNet width and number of
-    stride-2 stages; style_dim: width of SynNet's mapping MLP; syn_width / syn_blocks: SynNet width and
+    """Sizes of a ReDeg model. omega_dim D: length of Ω; spectrum_bins: radial frequency bands of DegNet's
+    spectral descriptor; deg_width / deg_down: DegNet width and number of stride-2 stages; style_dim: width of SynNet's mapping MLP; syn_width / syn_blocks: SynNet width and
     residual blocks (two modulated 3×3 convolutions each); pool_size: Ω kept in the degradation pool."""
 
     name: str = "default"
     scale: int = 4
     omega_dim: int = 64
+    spectrum_bins: int = 12
     deg_width: int = 48
     deg_down: int = 3
     style_dim: int = 96
@@ -74,19 +76,23 @@ def high_pass(x: Tensor) -> Tensor:
 
 
 class DegNet(nn.Module):
-    """(x N×3×h×w, y N×3×sh×sw in [0,1]) → Ω N×D of unit length. It reads x − box_down(y) and the high-pass
-    of both, not the images themselves, then pools the mean and std of its features over the image: Ω sees
-    the statistics of the degradation, not the scene (with the images as input, an untrained DegNet's Ω is
-    mostly content, and the contrastive loss first collapsed every Ω before it learnt anything)."""
+    """(x N×3×h×w, y N×3×sh×sw in [0,1]) → Ω N×D of unit length.
+
+    Two descriptions of how x differs from y, both pooled over the whole image so that Ω describes the
+    degradation and not the scene: (1) a CNN on x − box_down(y) and on the high-pass of both (not on the
+    images themselves), with the mean and std of its features; (2) the radially averaged log power spectrum
+    of x minus that of box_down(y), a log transfer function (blur lowers the high bands, noise raises them to
+    a floor), and the mean colour shift. (2) is nearly content-free from the start; with (1) alone an untrained
+    DegNet's Ω was mostly content and the contrastive loss collapsed every Ω before it learnt anything."""
 
     def __init__(self, cfg: ReDegConfig) -> None:
         super().__init__()
-        self.scale, w = cfg.scale, cfg.deg_width
+        self.scale, self.bins, w = cfg.scale, cfg.spectrum_bins, cfg.deg_width
         layers: list[nn.Module] = [_conv(9, w), nn.LeakyReLU(0.2), _conv(w, w), nn.LeakyReLU(0.2)]
         for _ in range(cfg.deg_down):
             layers += [_conv(w, w, stride=2), nn.LeakyReLU(0.2), _conv(w, w), nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(2 * w, w), nn.LeakyReLU(0.2), nn.Linear(w, cfg.omega_dim))
+        self.head = nn.Sequential(nn.Linear(2 * w + self.bins + 3, w), nn.LeakyReLU(0.2), nn.Linear(w, cfg.omega_dim))
         # He initialisation without biases: PyTorch's default shrinks the signal at every layer while the
         # biases stay, so after eight layers every image gets nearly the same Ω, a saddle point of the
         # contrastive loss (identical unit vectors get no gradient across the sphere).
@@ -96,11 +102,15 @@ class DegNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        from sdtool.degrade.transfer import radial_log_spectrum
+
         base = box_down(y, self.scale)
         if base.shape != x.shape:
             raise ValueError(f"HR {tuple(y.shape)} is not {self.scale}× LR {tuple(x.shape)}")
         f = self.body(torch.cat([(x - base) * 4, high_pass(x) * 4, high_pass(base) * 4], 1))
-        stats = torch.cat([f.mean(dim=(2, 3)), f.var(dim=(2, 3), unbiased=False).add(1e-6).sqrt()], 1)
+        spectrum = (radial_log_spectrum(x, self.bins) - radial_log_spectrum(base, self.bins)) / 4  # to unit scale
+        stats = torch.cat([f.mean(dim=(2, 3)), f.var(dim=(2, 3), unbiased=False).add(1e-6).sqrt(), spectrum,
+                           (x - base).mean(dim=(2, 3)) * 10], 1)
         return F.normalize(self.head(stats), dim=1)
 
 

@@ -37,7 +37,7 @@ class ReDegLossWeights:
     perceptual: float = 1.0
     gram: float = 30.0  # Gram values are ~0.004 at the start: ×30 brings the term near the pixel L1
     gan: float = 0.02
-    contrast: float = 0.5
+    contrast: float = 1.0
     classic_recon: float = 0.5  # L1 + LPIPS of SynNet's re-rendering of the classic pairs
     contrast_temperature: float = 0.1
     contents: int = 2  # K contents per classic parameter set

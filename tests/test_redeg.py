@@ -93,24 +93,24 @@ def test_supcon_loss_values() -> None:
 
 
 def test_disentanglement_after_contrastive_training() -> None:
-    """Ω of two contents under one classic degradation end up closer than Ω of one content under two
-    degradations after 300 contrastive steps of a tiny DegNet on synthetic images; untrained, the reverse."""
+    """Ω of two contents under one classic degradation end up much closer than Ω of one content under two
+    degradations after 100 contrastive steps of a tiny DegNet on synthetic images; untrained, they are not."""
     torch.manual_seed(0)
     model = ReDeg(REDEG_PRESETS["tiny"])
     g = torch.Generator().manual_seed(0)
     train_hr, test_hr = synth_hr(8, 64, g), synth_hr(3, 64, g)
     contents = list(test_hr[:, None])
     same0, diff0 = omega_distances(model, contents, crop=64)
-    assert same0 > diff0  # the check can fail: an untrained DegNet's Ω follows the content
-    classic, opt = ClassicDegradation(), torch.optim.Adam(model.deg.parameters(), lr=1e-3)
-    for _ in range(300):
+    assert same0 > 0.65 * diff0  # the check can fail: an untrained DegNet's Ω follows the content too
+    classic, opt = ClassicDegradation(), torch.optim.Adam(model.deg.parameters(), lr=3e-3)
+    for _ in range(100):
         y, x, labels = classic_batch(classic, train_hr[torch.randperm(8, generator=g)[:2]], 2, 4, g)
         loss = supcon_loss(model.omega(x, y), labels, 0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()
     same, diff = omega_distances(model, contents, crop=64)
-    assert same < 0.75 * diff, (same, diff)
+    assert same < 0.65 * diff, (same, diff)
 
 
 def test_task_step_fills_the_pool() -> None:

@@ -75,7 +75,8 @@ def _run_with_progress(opts, iters: int):
 
         def on_log(rec: dict) -> None:
             if rec.get("type") == "train":
-                info = f"loss {rec.get('total', float('nan')):.3f} nll {rec.get('nll_hr', 0):.2f}/{rec.get('nll_lr', 0):.2f} {rec['sec_per_it']:.2f}s/it"
+                nll = f" nll {rec['nll_hr']:.2f}/{rec.get('nll_lr', 0):.2f}" if "nll_hr" in rec else ""
+                info = f"loss {rec.get('total', float('nan')):.3f}{nll} {rec['sec_per_it']:.2f}s/it"
                 progress.update(bar, completed=rec["it"], info=info)
             elif rec.get("type") == "notice":
                 progress.console.print(f"notice: {rec['message']}", markup=False)

@@ -139,7 +139,7 @@ def table(args: argparse.Namespace) -> None:
             cache[f"{method}|{st}|{name}"] = float(lpips_distance(fake, lr)[0])
             cache_path.write_text(json.dumps(cache, indent=0, sort_keys=True))
             print(f"{method} {st} {name}: {cache[f'{method}|{st}|{name}']:.4f}", file=sys.stderr, flush=True)
-    print("| method | " + " | ".join(f"{st} LPIPS ↓ | vs bicubic" for st in sets) + " |")
+    print("| method | " + " | ".join(f"{st} LPIPS ↓ | lower than bicubic by" for st in sets) + " |")
     print("|---|" + "---|---|" * len(sets))
     for method in methods:
         cells = []

@@ -213,3 +213,14 @@ def test_sample_degradation_refusals(redeg_files: dict[str, Path], args: list[st
     args = [a.replace("REAL", str(redeg_files["real"])) for a in args]
     res = runner.invoke(app, ["sample-degradation", str(redeg_files["hr"]), str(redeg_files["tmp"] / "o"), *args])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+
+
+def test_shipped_weights_are_disentangled() -> None:
+    """The shipped model loads from its file alone, has a pool, and its Ω of synthetic contents follows the
+    classic degradation more than the content."""
+    from sdtool.api import DEFAULT_REDEG_WEIGHTS
+
+    model = load_redeg(DEFAULT_REDEG_WEIGHTS)
+    assert model.config.name == "default" and model.pool_omegas().shape == (256, 64)
+    same, diff = omega_distances(model, list(synth_hr(3, 128, torch.Generator().manual_seed(0))[:, None]))
+    assert same < 0.5 * diff, (same, diff)

@@ -135,8 +135,9 @@ def job_train(threads: int, steps: int) -> dict:
     sys.path.insert(0, HERE)
     import check_train_losses as ctl
 
-    init = os.path.join(HERE, "..", "weights", "sdflow-lite.safetensors")
-    _, seconds = ctl.run("lite", init if os.path.exists(init) else None, steps, 8, 96, threads)
+    from sdtool.resources import SDFLOW_WEIGHTS, weights_path
+
+    _, seconds = ctl.run("lite", str(weights_path(SDFLOW_WEIGHTS)), steps, 8, 96, threads)
     timed = sorted(seconds[2:])
     return {"median": timed[len(timed) // 2], "min": timed[0], "first": seconds[0], "steps": len(timed)}
 

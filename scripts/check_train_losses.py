@@ -63,7 +63,7 @@ def run(config: str, init: str | None, steps: int, n: int, patch: int, threads: 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="lite")
-    ap.add_argument("--init", default="weights/sdflow-lite.safetensors", help="weights to start from ('' = random)")
+    ap.add_argument("--init", default=None, help="weights to start from ('' = random; default: the shipped weights)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=96)
@@ -71,6 +71,10 @@ def main() -> int:
     ap.add_argument("--out", help="write the record here")
     ap.add_argument("--against", help="compare with this record")
     a = ap.parse_args()
+    if a.init is None:
+        from sdtool.resources import SDFLOW_WEIGHTS, weights_path
+
+        a.init = str(weights_path(SDFLOW_WEIGHTS))
     logs, seconds = run(a.config, a.init or None, a.steps, a.batch, a.patch, a.threads)
     print(f"{a.steps} steps, median {sorted(seconds)[len(seconds) // 2]:.3f} s a step (first {seconds[0]:.2f} s)")
     if a.out:

@@ -51,8 +51,9 @@ def main() -> None:
     nearest = np.repeat(np.repeat(crop, 4, 0), 4, 1)
     bicubic = _np(imresize(x, 4.0))
     t = DEFAULT_SR_TEMPERATURE
-    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), color_fix="none"))
-    panels = [nearest, bicubic, raw, _np(m.upscale(x, 0.0))]  # the raw sample, then with upscale's colour guard
+    # the flow's own sample (no colour guard, lattice kept), then upscale's defaults
+    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), color_fix="none", delattice=False))
+    panels = [nearest, bicubic, raw, _np(m.upscale(x, 0.0))]
     panels += [_np(m.upscale(x, t, generator=torch.Generator().manual_seed(s))) for s in (1, 2)]
     _save(args.out / "upscale_face.png", _row(panels))
     if args.kodak is not None:

@@ -9,17 +9,7 @@ from typing import Optional, Union
 import torch
 
 from sdtool.errors import CheckpointError, UsageError
-
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "sdflow-lite.safetensors"
-DEFAULT_PDM_WEIGHTS = WEIGHTS_DIR / "pdm-realsr.safetensors"
-DEFAULT_REDEG_WEIGHTS = WEIGHTS_DIR / "redeg-realsr.safetensors"
-
-
-def default_weights() -> Path:
-    """The shipped SDFlow weights, or $SDTOOL_WEIGHTS when set."""
-    env = os.environ.get("SDTOOL_WEIGHTS")
-    return Path(env) if env else DEFAULT_WEIGHTS
+from sdtool.resources import default_sdflow_weights as default_weights  # noqa: F401 - part of this module's API
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
@@ -50,8 +40,7 @@ def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.safetensors)")
     if not path.exists():
-        hint = " (the shipped default weights are missing: reinstall or pass --weights)" if path == DEFAULT_WEIGHTS else ""
-        raise CheckpointError(f"{path}: no such checkpoint file{hint}")
+        raise CheckpointError(f"{path}: no such checkpoint file")
     model, provenance = load_checkpoint(path, resolve_device(device))
     model.provenance = provenance
     model.source_path = path

@@ -270,9 +270,11 @@ def output_info(info: ImageInfo, fmt: str, height: int, width: int) -> ImageInfo
     return replace(info, format=fmt, bit_depth=depth, mode=mode, has_alpha=has_alpha, height=height, width=width)
 
 
-def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> bytes | memoryview:
+def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
+                 quality: Optional[int] = None) -> bytes | memoryview:
     """Encode RGB (H×W×3 float in [0, 1], or uint8/uint16) and alpha (H×W or None) as `info` says (use
-    `output_info` first). Returns the encoded file (bytes-like)."""
+    `output_info` first); quality: JPEG / WebP quality 1-100 (default JPEG_QUALITY / WEBP_QUALITY). Returns the
+    encoded file (bytes-like)."""
     import cv2
 
     fmt = info.format
@@ -296,9 +298,9 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) 
     ext = {"jpeg": ".jpg", "tiff": ".tiff"}.get(fmt, "." + fmt)
     params: list[int] = []
     if fmt == "jpeg":
-        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality or JPEG_QUALITY]
     elif fmt == "webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY]
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality or WEBP_QUALITY]
     try:
         ok, buf = cv2.imencode(ext, arr, params)
     except cv2.error as exc:
@@ -330,17 +332,19 @@ def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
         raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
-def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo) -> ImageInfo:
+def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
+                quality: Optional[int] = None) -> ImageInfo:
     """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format from its suffix), restoring the
-    mode / bit depth / alpha of the input `info` as far as the format allows. Atomic. Returns what was
-    written. Raises ImageError on an unsupported suffix or an encoding / file-system failure."""
+    mode / bit depth / alpha of the input `info` as far as the format allows; quality: JPEG / WebP quality
+    (1-100, default 95). Atomic. Returns what was written. Raises ImageError on an unsupported suffix or an
+    encoding / file-system failure."""
     path = Path(path)
     fmt = format_of(path)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ImageError(f"{path}: expected an H×W×3 array, got shape {tuple(rgb.shape)}")
     out_info = output_info(info, fmt, rgb.shape[0], rgb.shape[1])
     try:
-        data = encode_image(rgb, alpha, out_info)
+        data = encode_image(rgb, alpha, out_info, quality)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
     try:

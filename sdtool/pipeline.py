@@ -29,8 +29,8 @@ from typing import Any, Callable, Optional, Union
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
-from sdtool.infer.jobs import Task, file_seed, plan_jobs
-from sdtool.resize import resize_alpha
+from sdtool.infer.jobs import Naming, Task, file_seed, plan_jobs
+from sdtool.resize import resize_alpha, resize_image
 from sdtool.infer.sampling import Tiling, check_temperature
 from sdtool.tiling import MIN_TILE
 from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
@@ -41,23 +41,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Inputs with more pixels are refused from the header, before decoding (like image libraries' decompression-
 # bomb limit). Upscaling writes 16× the pixels: 16 MP in is a 256 MP, 768 MB output.
 DEFAULT_MAX_PIXELS: dict[str, int] = {"upscale": 16_000_000, "downscale": 100_000_000}
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+MAX_OUTSCALE = 16.0  # --outscale: beyond this an output is mostly resampling, and 256× the input's pixels
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -84,6 +68,9 @@ class _Settings:
     color_fix: str = "none"
     detail: float = 1.0
     max_pixels: Optional[int] = None
+    delattice: bool = True
+    outscale: float = 4.0
+    quality: Optional[int] = None
 
 
 def _return_freed_memory() -> None:
@@ -97,6 +84,14 @@ def _return_freed_memory() -> None:
         pass
 
 
+def output_size(task: str, height: int, width: int, outscale: float = 4.0) -> tuple[int, int]:
+    """Output height and width: x4 upscaled and then scaled to `outscale` × the input (each side rounded, at
+    least 1 px), or downscaled /4 (rounded up)."""
+    if task == "upscale":
+        return max(1, round(height * outscale)), max(1, round(width * outscale))
+    return math.ceil(height / 4), math.ceil(width / 4)
+
+
 def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
     """Read, run the samples whose indices are in `todo`, write them. Returns notes. Raises on failure."""
     import torch
@@ -107,7 +102,7 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     img = read_image(job.source, max_pixels=s.max_pixels)
     h, w = img.info.height, img.info.width
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
-    out_h, out_w = (4 * h, 4 * w) if s.task == "upscale" else (math.ceil(h / 4), math.ceil(w / 4))
+    out_h, out_w = output_size(s.task, h, w, s.outscale)
     alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
     info = img.info
     del img  # the decoded float copy: x holds the pixels now
@@ -122,13 +117,15 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
         depth = output_info(info, format_of(out_path), out_h, out_w).bit_depth
         y, tile = sample(
             model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
-            color_fix=s.color_fix, detail=s.detail,
+            color_fix=s.color_fix, detail=s.detail, delattice=s.delattice,
             on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
             on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
         )
         tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
         _return_freed_memory()  # the tiles' buffers, before the encoder needs its own
-        write_image(out_path, y, alpha_out, info)
+        if y.shape[:2] != (out_h, out_w):  # --outscale: the x4 result resized, as Real-ESRGAN does
+            y = resize_image(y, out_h, out_w)
+        write_image(out_path, y, alpha_out, info, quality=s.quality)
         del y
         _return_freed_memory()
         step(k + 1, s.samples)
@@ -154,7 +151,12 @@ def process_images(
     mixed_precision: Optional[bool] = None,
     color_fix: Optional[str] = None,
     detail: Optional[float] = None,
+    outscale: Optional[float] = None,
+    suffix: Optional[str] = None,
+    ext: Optional[str] = None,
+    quality: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
+    delattice: Optional[bool] = None,
 ) -> ProcessResult:
     """Upscale x4 (task="upscale") or downscale /4 (task="downscale") a file or a folder tree.
 
@@ -166,7 +168,12 @@ def process_images(
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
     header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
     (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
+    delattice: take the decoder's 4-px lattice out of SR samples (None: yes; `sdtool.model.lattice`).
     mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT ending in "/" names a folder.
+    outscale: upscale only, the output's scale (default 4): the x4 result is resized to outscale × the input
+    (area when shrinking, Lanczos when enlarging), as Real-ESRGAN's --outscale. suffix, ext: see
+    `sdtool.infer.jobs.Naming` (outputs named after their inputs). quality: JPEG / WebP quality 1-100 (default
+    95).
 
     Raises UsageError (bad request), CheckpointError (weights); per-file problems are captured in the
     result's `failed` list and the other files go on.
@@ -175,12 +182,14 @@ def process_images(
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
-                               detail)
+                               detail, delattice)
+    outscale, quality = _check_output(task, outscale, quality)
+    settings = replace(settings, outscale=outscale, quality=quality)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
-                              samples=samples, temperature=temperature, component=component, overwrite=overwrite,
-                              out_is_dir=out_is_dir)
+                              samples=samples, temperature=temperature, component=component, out_is_dir=out_is_dir,
+                              naming=Naming(suffix, ext), scale=outscale)
     jobs = jobs[rank::world]
     result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
     holder: dict[str, Any] = {"model": model, "checked": False}
@@ -199,7 +208,8 @@ def process_images(
 
 def _check_options(task: str, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
                    tile: Optional[int], tile_overlap: Optional[int], color_fix: Optional[str],
-                   max_pixels: Optional[int], detail: Optional[float] = None) -> _Settings:
+                   max_pixels: Optional[int], detail: Optional[float] = None,
+                   delattice: Optional[bool] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
     from sdtool.colorfix import resolve_color_fix, resolve_detail
 
@@ -214,7 +224,7 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
         raise OptionError("component", "must be >= 0")
     if tile is not None and tile < 0:
         raise OptionError("tile", "must be >= 0")
-    for name, value in (("color_fix", color_fix), ("detail", detail)):
+    for name, value in (("color_fix", color_fix), ("detail", detail), ("delattice", delattice)):
         if value is not None and task != "upscale":
             raise OptionError(name, "applies to upscale only")
     color_fix = resolve_color_fix(color_fix)
@@ -227,7 +237,19 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
         raise OptionError("max_pixels", "must be at least 1")
     seed = secrets.randbits(31) if seed is None else int(seed)
     return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix, gain,  # type: ignore[arg-type]
-                     max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task])
+                     max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task], delattice is not False)
+
+
+def _check_output(task: str, outscale: Optional[float], quality: Optional[int]) -> tuple[float, Optional[int]]:
+    """Validate `outscale` and `quality` (OptionError naming the option); returns (outscale, quality)."""
+    if outscale is not None:
+        if task != "upscale":
+            raise OptionError("outscale", "applies to upscale only")
+        if not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+            raise OptionError("outscale", f"must be a number in (0, {MAX_OUTSCALE:g}], got {outscale}")
+    if quality is not None and not 1 <= quality <= 100:
+        raise OptionError("quality", f"must be in 1..100, got {quality}")
+    return (4.0 if outscale is None else float(outscale)), quality
 
 
 def _prepare_model(model: Any, weights: Optional[PathLike], device: str, mixed_precision: Optional[bool],

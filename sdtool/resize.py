@@ -190,3 +190,18 @@ def resize_alpha(alpha: np.ndarray, height: int, width: int, task: str) -> np.nd
 
     interp = cv2.INTER_CUBIC if task == "upscale" else cv2.INTER_AREA
     return np.clip(cv2.resize(alpha, (width, height), interpolation=interp), 0.0, 1.0).astype(np.float32)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An H×W×C image (uint8, uint16 or float32) resized to height × width in its own dtype: area averaging
+    when shrinking, Lanczos (8×8) when enlarging, as Real-ESRGAN's --outscale does after its x4 model."""
+    import cv2
+
+    shrink = height * width < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4
+    out = cv2.resize(image, (width, height), interpolation=interp)
+    if image.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
+        out = out[:, :, None]
+    if out.dtype == np.float32:
+        np.clip(out, 0.0, 1.0, out=out)  # Lanczos overshoots; integer outputs are saturated by OpenCV
+    return out

@@ -204,25 +204,18 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind == "pdm":
         from sdtool.model.pdm import load_pdm
 
-        from sdtool.api import DEFAULT_PDM_WEIGHTS
-        from sdtool.errors import CheckpointError
+        from sdtool.resources import PDM_WEIGHTS, weights_path
 
         if weights is None:
-            weights = DEFAULT_PDM_WEIGHTS
-            if not weights.is_file():
-                raise CheckpointError(f"{weights}: the shipped PDM weights are missing; give a PDM weights file "
-                                      "(training makes one) or reinstall sdtool")
+            weights = weights_path(PDM_WEIGHTS)
         return _Sampler(kind, load_pdm(weights, device), opts)
     if kind == "redeg":
-        from sdtool.api import DEFAULT_REDEG_WEIGHTS, resolve_device
-        from sdtool.errors import CheckpointError
+        from sdtool.api import resolve_device
         from sdtool.model.redeg import load_redeg
+        from sdtool.resources import REDEG_WEIGHTS, weights_path
 
         if weights is None:
-            weights = DEFAULT_REDEG_WEIGHTS
-            if not weights.is_file():
-                raise CheckpointError(f"{weights}: the shipped ReDeg weights are missing; give a ReDeg weights file "
-                                      "(training makes one) or reinstall sdtool")
+            weights = weights_path(REDEG_WEIGHTS)
         return _Sampler(kind, load_redeg(weights, resolve_device(device)), opts)
     from sdtool.api import load_model
 
@@ -298,8 +291,7 @@ def sample_degradation(
     seed = secrets.randbits(31) if seed is None else int(seed)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
-                              samples=o.samples, temperature=o.temperature, component=None,
-                              overwrite=o.overwrite, out_is_dir=out_is_dir)
+                              samples=o.samples, temperature=o.temperature, component=None, out_is_dir=out_is_dir)
     result = ProcessResult(notices=notices, seed=seed)
     sheet_rows: list[Any] = []
     like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None

@@ -32,3 +32,19 @@ def test_import_is_light():
     code = "import sys, sdtool; print(any(m in sys.modules for m in ('torch', 'lpips', 'cv2', 'torchvision')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_version():
+    from sdtool import __version__
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output == f"sdtool {__version__}\n"
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_is_plain_text_as_written(cmd):
+    res = CliRunner().invoke(app, [cmd, "--help"])
+    assert "<bool>" not in res.output  # switches take no value
+    assert "--overwrite" in res.output or cmd in ("train", "benchmark", "convert-official")
+    if cmd == "benchmark":  # text in brackets is not taken for markup
+        assert "pip install 'sdtool[baselines]'" in " ".join(res.output.split())

@@ -89,7 +89,18 @@ def test_pdm_weights_and_transfer(hr_dir: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert (out / "a.png").is_file() and (out / "a_noise.npy").is_file()
     assert np.load(out / "a_noise.npy").shape == (16, 12, 3)
-    assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "x"), "--like", str(real)]).exit_code == 2
+    classic = runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "x"), "--model", "classic",
+                                  "--like", str(real)])
+    assert classic.exit_code == 2 and "--like needs --model sdflow or pdm" in classic.output
+
+
+def test_like_alone_transfers_with_sdflow(hr_dir: Path, tmp_path: Path, tiny_weights: Path) -> None:
+    real = tmp_path / "real_lr.png"
+    _png(real, 24, 24, 5)
+    res = runner.invoke(app, ["sample-degradation", str(hr_dir / "a.png"), str(tmp_path / "o") + "/", "--like",
+                              str(real), "-w", str(tiny_weights), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "sample-degradation (sdflow): 1 done" in res.output and (tmp_path / "o" / "a.png").is_file()
 
 
 def test_sdflow_sampling_and_transfer(hr_dir: Path, tmp_path: Path) -> None:

@@ -66,14 +66,20 @@ def test_all_good_exits_0_and_seed_reproduces(tmp_path: Path, weights: Path) -> 
     assert cv2.imread(str(tmp_path / "o1.png")).shape == (6, 5, 3)
 
 
-def test_optional_out_writes_beside_input(tmp_path: Path, weights: Path) -> None:
+def test_optional_out_writes_beside_input_and_a_rerun_skips(tmp_path: Path, weights: Path) -> None:
     src = write_image_file(tmp_path / "photo.png", _img(6, 6))
     from sdtool.config import DEFAULT_SR_TEMPERATURE as t
 
-    for expected in (f"photo_x4_t{t:g}.png", f"photo_x4_t{t:g}-2.png"):  # named by the default temperature
-        res = runner.invoke(app, ["upscale", str(src), "-w", str(weights)])
-        assert res.exit_code == 0, res.output
-        assert (tmp_path / expected).exists()
+    out = tmp_path / f"photo_x4_t{t:g}.png"  # named by the default temperature
+    res = runner.invoke(app, ["upscale", str(src), "-w", str(weights), "--seed", "1"])
+    assert res.exit_code == 0 and "1 done" in res.output, res.output
+    first = sha256_of(out)
+    res = runner.invoke(app, ["upscale", str(src), "-w", str(weights), "--seed", "2"])  # the one rule: skip
+    assert res.exit_code == 0 and "0 done, 1 skipped" in res.output, res.output
+    assert f"notice: {src}: skipped, {out} exists (use --overwrite to replace)" in res.output  # names the output
+    assert sha256_of(out) == first and sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", out.name]
+    res = runner.invoke(app, ["upscale", str(src), "-w", str(weights), "--seed", "2", "--overwrite"])
+    assert res.exit_code == 0 and "1 done" in res.output and sha256_of(out) != first
     res = runner.invoke(app, ["upscale", str(src), "-w", str(weights), "--samples", "2", "-t", "0"])
     assert res.exit_code == 0
     assert (tmp_path / "photo_x4_t0_s00.png").exists() and (tmp_path / "photo_x4_t0_s01.png").exists()

@@ -1,5 +1,5 @@
 """Outputs for a fixed seed stay those of tests/data/golden (see its README for which code wrote them):
-upscale (colour guard off, as then), downscale and sample-degradation, on the seeded tiny model."""
+upscale (colour guard and lattice filter off, as then), downscale and sample-degradation, on the seeded tiny model."""
 
 from __future__ import annotations
 
@@ -46,8 +46,10 @@ def outputs(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("golden")
     src = _source(out / "src")
     m = _model()
-    process_images(src, out / "up.png", model=m, seed=5, temperature=0.8, samples=2, color_fix="none")
-    process_images(src, out / "up_tiled.png", model=m, seed=5, temperature=0.8, tile=16, tile_overlap=4, color_fix="none")
+    process_images(src, out / "up.png", model=m, seed=5, temperature=0.8, samples=2, color_fix="none",
+                   delattice=False)
+    process_images(src, out / "up_tiled.png", model=m, seed=5, temperature=0.8, tile=16, tile_overlap=4, color_fix="none",
+                   delattice=False)
     process_images(src, out / "down.png", task="downscale", model=m, seed=5, temperature=0.8, samples=2)
     for kind in ("classic", "pdm"):
         sample_degradation(src, out / f"sd_{kind}.png", options=DegradeOptions(model=kind), seed=7)

@@ -97,12 +97,13 @@ def test_lpips_matches_official_package_with_same_backbone(images):
     import lpips
     from safetensors.torch import load_file
 
-    from sdtool.metrics.lpips import BACKBONE_PATH, get_lpips
+    from sdtool.metrics.lpips import get_lpips
+    from sdtool.resources import LPIPS_BACKBONE, weights_path
 
     ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
     slice_of = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
     sd = {}
-    for k, v in load_file(str(BACKBONE_PATH)).items():
+    for k, v in load_file(str(weights_path(LPIPS_BACKBONE))).items():
         _, idx, kind = k.split(".")
         sd[f"slice{slice_of[int(idx)]}.{idx}.{kind}"] = v
     ref.net.load_state_dict(sd)

@@ -105,3 +105,27 @@ def test_recovers_known_gaussian_kernel_and_noise() -> None:
     print(f"recovered kernel sigma {sigma:.3f} (true 1.6), noise {noise * 255:.2f}/255 (true 5), {time.time() - t0:.1f}s")
     assert abs(sigma - 1.6) / 1.6 < 0.20
     assert abs(noise - 5 / 255) / (5 / 255) < 0.30
+
+
+def test_runner_schedule_keeps_the_discriminators_own_rate(tmp_path: Path) -> None:
+    """The schedule scales each optimiser's own rate: PDM's discriminator stays at 4× the generator's after
+    steps and after a resume (it was set to the generator's rate on every step)."""
+    from sdtool.train.config import RunSettings, lr_at
+    from sdtool.train.pdm_task import make_pdm_task
+    from sdtool.train.runner import Runner
+
+    def rates(runner: Runner) -> tuple[float, float]:
+        opts = runner.task.optimizers()
+        return opts["g"].param_groups[0]["lr"], opts["d"].param_groups[0]["lr"]
+
+    s = RunSettings(out_dir=tmp_path / "run", iters=3, batch=2, patch=32, lr=1e-4, warmup=2, ckpt_every=2)
+    sampler = lambda it: (torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32))
+    runner = Runner(make_pdm_task("tiny", torch.device("cpu"), s), sampler, s)
+    runner.run()
+    g, d = rates(runner)
+    assert g == pytest.approx(lr_at(3, s)) and d == pytest.approx(4 * lr_at(3, s))
+    longer = RunSettings(out_dir=tmp_path / "run", iters=5, batch=2, patch=32, lr=1e-4, warmup=2, ckpt_every=2)
+    resumed = Runner(make_pdm_task("tiny", torch.device("cpu"), longer), sampler, longer)
+    resumed.run(resume=True)
+    g, d = rates(resumed)
+    assert g == pytest.approx(lr_at(5, longer)) and d == pytest.approx(4 * lr_at(5, longer))

@@ -180,12 +180,12 @@ def test_tiny_and_odd_sizes(tmp_path: Path, tiny: SDFlow, task: str, size: tuple
     assert cv2.imread(str(tmp_path / "o.png")).shape[:2] == expected
 
 
-def test_default_name_beside_input_never_overwrites(tmp_path: Path, tiny: SDFlow) -> None:
+def test_default_name_beside_input_is_skipped_when_it_exists(tmp_path: Path, tiny: SDFlow) -> None:
     src = write_image_file(tmp_path / "hr.png", _img(16, 16, 3))
     r1 = process_images(src, task="downscale", model=tiny, seed=0, temperature=0.8)
     r2 = process_images(src, task="downscale", model=tiny, seed=0, temperature=0.8)
     assert r1.done[0].outputs == [tmp_path / "hr_x0.25_t0.8.png"]
-    assert r2.done[0].outputs == [tmp_path / "hr_x0.25_t0.8-2.png"]
+    assert not r2.done and r2.skipped[0].outputs == [tmp_path / "hr_x0.25_t0.8.png"]
     r3 = process_images(src, task="upscale", model=tiny, seed=0, samples=2, temperature=0.5)
     assert r3.done[0].outputs == [tmp_path / "hr_x4_t0.5_s00.png", tmp_path / "hr_x4_t0.5_s01.png"]
     r4 = process_images(src, task="downscale", model=tiny, seed=0, component=2)

@@ -218,9 +218,9 @@ def test_sample_degradation_refusals(redeg_files: dict[str, Path], args: list[st
 def test_shipped_weights_are_disentangled() -> None:
     """The shipped model loads from its file alone, has a pool, and its Ω of synthetic contents follows the
     classic degradation more than the content."""
-    from sdtool.api import DEFAULT_REDEG_WEIGHTS
+    from sdtool.resources import REDEG_WEIGHTS, weights_path
 
-    model = load_redeg(DEFAULT_REDEG_WEIGHTS)
+    model = load_redeg(weights_path(REDEG_WEIGHTS))
     assert model.config.name == "default" and model.pool_omegas().shape == (256, 64)
     same, diff = omega_distances(model, list(synth_hr(3, 128, torch.Generator().manual_seed(0))[:, None]))
     assert same < 0.5 * diff, (same, diff)

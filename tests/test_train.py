@@ -135,19 +135,23 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert json.loads((out / "settings.json").read_text())["extra"]["world_size"] == 2
 
 
-def test_cli_train_and_use_weights(tmp_path):
+def test_cli_train_and_use_weights(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from sdtool import load_model
+    from sdtool.cli import progress
     from sdtool.cli.app import app
 
+    monkeypatch.setattr(progress, "MIN_GAP_S", 0.0)  # a line at every tenth however fast (stderr is no terminal)
     lr_dir, hr_dir = _make_folders(tmp_path)
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["train", "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir), "--out", str(out),
                                    "--config", "tiny", "--iters", "2", "--batch", "1", "--patch", "32",
-                                   "--device", "cpu", "--val-lr", str(lr_dir), "--val-hr", str(hr_dir)])
+                                   "--log-every", "1", "--device", "cpu", "--val-lr", str(lr_dir),
+                                   "--val-hr", str(hr_dir)])
     assert res.exit_code == 0, res.output
     assert "validation: val_psnr_rgb=" in res.output
+    assert "train: 2/2 it (100%)" in res.output and "ETA 0s, loss " in res.output  # plain progress lines
     m = load_model(out / "model.safetensors", device="cpu")
     assert m.upscale(torch.rand(1, 3, 8, 8), 0.8).shape == (1, 3, 32, 32)
     # The validated state is kept beside the run and equals the final weights (validation ran at the end).

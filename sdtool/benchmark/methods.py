@@ -36,6 +36,7 @@ class Method:
     weights: Optional[str] = None
     color_fix: str = "none"
     detail: float = 1.0
+    delattice: bool = True
     architecture: str = ""  # kind "baseline": what spandrel recognised
     folder: Optional[Path] = None
     files: dict[str, Path] = field(default_factory=dict)  # pair name → output file, for kind "folder"
@@ -123,7 +124,7 @@ def to_grid(t: Any) -> np.ndarray:
 
 
 def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none",
-                  tiling: Optional[Tiling] = None, detail: float = 1.0) -> np.ndarray:
+                  tiling: Optional[Tiling] = None, detail: float = 1.0, delattice: bool = True) -> np.ndarray:
     """SR of one uint8-grid LR image with a seeded noise draw, run as `upscale` runs it (sdtool.infer)."""
     import torch
 
@@ -131,7 +132,7 @@ def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, col
     _, noise = draw(model, "upscale", *lr.shape[:2], torch.Generator().manual_seed(seed))
     with torch.no_grad():
         y, _ = sample(model, "upscale", x, noise, temperature=temperature, tiling=tiling or Tiling(),
-                      color_fix=color_fix, detail=detail)
+                      color_fix=color_fix, detail=detail, delattice=delattice)
     return to_grid(y)
 
 
@@ -156,6 +157,7 @@ def resolve_methods(
     default_model: bool = True,
     color_fix: Optional[str] = None,
     detail: Optional[float] = None,
+    delattice: bool = True,
 ) -> list[Method]:
     """Build the method list: baselines named in `methods`, then each checkpoint × temperature.
 
@@ -190,7 +192,7 @@ def resolve_methods(
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"
             out.append(Method(name, "model", model=model, temperature=float(t), weights=str(p or default_weights()),
-                              color_fix=fix, detail=gain))
+                              color_fix=fix, detail=gain, delattice=delattice))
     return out
 
 

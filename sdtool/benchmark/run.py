@@ -125,7 +125,7 @@ def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, k: int, 
     if method.kind == "baseline":
         return baseline_upscale(method.model, lr, tiling)
     return model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix,
-                         tiling, method.detail)
+                         tiling, method.detail, method.delattice)
 
 
 def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, name: str, n_draw: int, o: RunOptions,
@@ -285,7 +285,7 @@ def _method_info(m: Method, res: dict[str, Any], samples: int) -> dict[str, Any]
     info: dict[str, Any] = {"kind": m.kind, "wall_time_s": res["wall_time_s"], **res["memory"]}
     if m.kind == "model":
         info.update(weights=m.weights, temperature=m.temperature, samples=samples, color_fix=m.color_fix,
-                    detail=m.detail)
+                    detail=m.detail, delattice=m.delattice)
         cfg = getattr(m.model, "config", None)
         if cfg is not None and hasattr(cfg, "name"):
             info["config"] = cfg.name

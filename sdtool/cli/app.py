@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from sdtool.cli import benchmark, convert, degrade, train, upscale
@@ -12,7 +14,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would eat text in brackets (pip install 'sdtool[baselines]') and the rich panels
+    # label every switch <bool>.
+    rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from sdtool import __version__
+
+        typer.echo(f"sdtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Real-world x4 super-resolution and realistic downscaling with SDFlow."""
 
 app.command("upscale")(upscale.upscale)
 app.command("downscale")(upscale.downscale)

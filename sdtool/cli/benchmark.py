@@ -1,6 +1,7 @@
 """`sdtool benchmark`: SR and downscaling metrics on DRealSR / RealSR / a folder of x4 pairs.
 
-Parses options, calls `sdtool.benchmark.run_benchmark`, shows a progress bar (terminal only), prints a rich
+Parses options, calls `sdtool.benchmark.run_benchmark`, shows progress (a live bar on a terminal, plain lines
+with an ETA in logs), prints a rich
 table of mean metrics and writes the JSON report and the CSV beside it.
 """
 
@@ -14,7 +15,8 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from sdtool.cli.common import Detail, Device, Seed, Tile, run_guarded
+from sdtool.cli.common import Delattice, Detail, Device, Seed, Tile, run_guarded
+from sdtool.cli.progress import PlainProgress, live_terminal
 
 DatasetOpt = Annotated[
     str,
@@ -38,14 +40,17 @@ SplitOpt = Annotated[
 ]
 WeightsMulti = Annotated[
     Optional[list[Path]],
-    typer.Option("--weights", "-w", help="SDFlow checkpoint; repeat for several side by side. Default: the shipped model."),
+    typer.Option("--weights", "-w", metavar="FILE",
+                 help="SDFlow checkpoint; repeat for several side by side. Default: the shipped model."),
 ]
 MethodMulti = Annotated[
-    Optional[list[str]], typer.Option("--method", "-m", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable.")
+    Optional[list[str]],
+    typer.Option("--method", "-m", metavar="NAME", help="Baseline to add: bicubic (MATLAB, a=-0.5). Repeatable."),
 ]
 TemperatureMulti = Annotated[
     Optional[list[float]],
-    typer.Option("--temperature", "-t", help="Sampling temperature; repeat to benchmark several. Default: upscale's."),
+    typer.Option("--temperature", "-t", metavar="T",
+                 help="Sampling temperature; repeat to benchmark several. Default: upscale's."),
 ]
 SamplesOpt = Annotated[
     int, typer.Option("--samples", "-n", min=1, help="SR samples per image; > 1 adds best-of-N LPIPS and diversity.")
@@ -64,7 +69,8 @@ ColorFixOpt = Annotated[
 ]
 SrDirMulti = Annotated[
     Optional[list[str]],
-    typer.Option("--sr-dir", help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
+    typer.Option("--sr-dir", metavar="NAME=DIR",
+                 help="NAME=DIR: score x4 outputs another tool wrote to DIR (matched to the pairs by file "
                  "stem) with the same metrics. Repeatable."),
 ]
 SaveSr = Annotated[
@@ -72,7 +78,8 @@ SaveSr = Annotated[
 ]
 BaselineMulti = Annotated[
     Optional[list[Path]],
-    typer.Option("--baseline", help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
+    typer.Option("--baseline", metavar="FILE",
+                 help="A x4 SR checkpoint of another architecture (ESRGAN/Real-ESRGAN, SwinIR, HAT, DAT, "
                  "...) loaded with spandrel (pip install 'sdtool[baselines]'), run on the LR images. Repeatable."),
 ]
 SheetOpt = Annotated[
@@ -152,6 +159,7 @@ def benchmark(
     no_downscale: NoDown = False,
     color_fix: ColorFixOpt = None,
     detail: Detail = None,
+    delattice: Delattice = True,
     sr_dir: SrDirMulti = None,
     save_sr: SaveSr = None,
     baseline: BaselineMulti = None,
@@ -173,7 +181,7 @@ def benchmark(
         if weights or method or not no_model or not (folders or baseline):
             methods = bm.resolve_methods(weights or [], method or [], temperature or [], device=device,
                                          default_model=not no_model, color_fix=color_fix,
-                                         detail=detail)
+                                         detail=detail, delattice=delattice)
         for path in baseline or []:
             methods.append(bm.baseline_method(path, device, [m.name for m in methods]))
         methods += bm.unique_names(methods, folders)
@@ -196,9 +204,20 @@ def benchmark(
 
 @contextmanager
 def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
-    """One progress bar over the whole run naming the method and image (only when stderr is a terminal)."""
-    if not sys.stderr.isatty():
-        yield lambda _ev: None
+    """Progress over the whole run naming the method and image: one live bar when stderr is a terminal, plain
+    lines with an ETA otherwise."""
+    state = {"base": 0, "last": ""}
+
+    def overall(ev: Any) -> int:  # events count images per method; methods run one after the other
+        if ev.method != state["last"] and state["last"]:
+            state["base"] += pairs
+        state["last"] = ev.method
+        return state["base"] + ev.done
+
+    if not live_terminal():
+        plain = PlainProgress("benchmark", pairs * methods, "images")
+        plain.update(0)
+        yield lambda ev: plain.update(overall(ev), f"{ev.method}: {ev.image}")
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -206,13 +225,9 @@ def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True)
     task_id = bar.add_task("benchmark", total=pairs * methods)
-    state = {"base": 0, "last": ""}
 
     def on_progress(ev: Any) -> None:
-        if ev.method != state["last"] and state["last"]:
-            state["base"] += pairs
-        state["last"] = ev.method
-        bar.update(task_id, completed=state["base"] + ev.done, description=f"benchmark {ev.method}: {ev.image}")
+        bar.update(task_id, completed=overall(ev), description=f"benchmark {ev.method}: {ev.image}")
 
     with bar:
         yield on_progress

@@ -25,6 +25,11 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the sa
 Temperature = Annotated[
     float, typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0); 0 gives the mean sample.")
 ]
+Delattice = Annotated[
+    bool,
+    typer.Option("--delattice/--keep-lattice", help="Take the 4-px lattice that the flow's squeezes leave out of SR "
+                 "samples (default); --keep-lattice writes the flow's own sample."),
+]
 Detail = Annotated[
     Optional[float],
     typer.Option("--detail", help="Strength of the model's detail above the wavelet guard's low band (0-2): below 1 "
@@ -49,9 +54,26 @@ OutputArg = Annotated[
     Optional[str],
     typer.Argument(
         help="Output file or folder (mirrors IN's tree; a trailing / always means a folder). Optional for a single "
-        "file: then written beside it as NAME_x4_tT.EXT / NAME_x0.25_tT.EXT, never over an existing file.",
+        "file: then written beside it as NAME_x4_tT.EXT / NAME_x0.25_tT.EXT. Existing outputs are skipped.",
         show_default=False, metavar="OUT",
     ),
+]
+
+Suffix = Annotated[
+    Optional[str],
+    typer.Option("--suffix", metavar="TEXT", show_default=False,
+                 help="Add _TEXT to output names made from input names (a folder OUT, or no OUT, where it replaces "
+                 "_x4_tT), as Real-ESRGAN's --suffix."),
+]
+Ext = Annotated[
+    Optional[str],
+    typer.Option("--ext", metavar="EXT", show_default=False,
+                 help="Format of outputs named after their inputs: png, jpg, webp, tif or bmp. Default: the input's."),
+]
+Quality = Annotated[
+    Optional[int],
+    typer.Option("--quality", min=1, max=100, help="JPEG / WebP quality (1-100). Default: 95.", metavar="Q",
+                 show_default=False),
 ]
 
 

@@ -1,6 +1,7 @@
 """`sdtool sample-degradation`: sample realistic LR images (and their kernels / noise) from HR images.
 
-Parses options, calls `sdtool.sample_degradation.sample_degradation`, prints failures and a summary.
+Parses options, calls `sdtool.sample_degradation.sample_degradation`, shows progress, prints failures and
+notices as they happen and a summary.
 Exit codes as `upscale`: 0 all done or skipped, 1 some files failed, 2 bad usage or bad weights.
 """
 
@@ -15,8 +16,9 @@ from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 
 from sdtool.cli.common import (
     EXIT_OK, EXIT_SOME_FAILED, Device, MaxPixels, OutputArg, Overwrite, Samples, Seed, SkipExisting, Temperature, Tile,
-    failure_text, run_guarded,
+    run_guarded,
 )
+from sdtool.cli.progress import BatchReporter
 
 
 def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tuple[float, float]:
@@ -34,7 +36,10 @@ def _range(text: Optional[str], name: str, default: tuple[float, float]) -> tupl
 def sample_degradation(
     input_path: Annotated[Path, typer.Argument(metavar="IN", help="HR image file or folder (recursive).", show_default=False)],
     output: OutputArg = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="sdflow (learned, shipped weights), pdm (learned blur kernel + noise, shipped weights), redeg (ReDegNet-style: a degradation Ω read from real LR images, shipped weights) or classic (parametric).")] = "classic",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", show_default=False, help="sdflow (learned, shipped weights), pdm (learned blur kernel + "
+        "noise, shipped weights), redeg (ReDegNet-style: a degradation Ω read from real LR images, shipped weights) "
+        "or classic (parametric). Default: classic, sdflow with --like, redeg with --like-dir.")] = None,
     samples: Samples = 1,
     temperature: Temperature = DEFAULT_DOWN_TEMPERATURE,
     seed: Seed = None,
@@ -67,6 +72,9 @@ def sample_degradation(
     from sdtool.degrade.classic import ClassicConfig
     from sdtool.sample_degradation import DegradeOptions, sample_degradation as run
 
+    if model is None:
+        model = "sdflow" if like is not None else "redeg" if like_dir is not None else "classic"
+
     def go():  # type: ignore[no-untyped-def]
         d = ClassicConfig()
         jq = _range(jpeg_quality, "jpeg-quality", d.jpeg_quality)
@@ -81,14 +89,10 @@ def sample_degradation(
                               pseudo_hr=pseudo_hr, tile=tile, overwrite=overwrite,
                               max_pixels=max_pixels,
                               classic=classic)
-        return run(input_path, output, options=opts, weights=weights, device=device, seed=seed)
+        with BatchReporter("sample-degradation") as reporter:
+            return run(input_path, output, options=opts, weights=weights, device=device, seed=seed, progress=reporter)
 
     result = run_guarded(go)
-    for f in result.failed:
-        typer.echo(f"error: {failure_text(f)}", err=True)
-    for f in result.skipped:
-        for note in f.notes:
-            typer.echo(f"notice: {f.source}: {note}", err=True)
     typer.echo(f"sample-degradation ({model}): {len(result.done)} done, {len(result.skipped)} skipped, "
                f"{len(result.failed)} failed in {result.seconds:.1f} s (seed {result.seed})")
     raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)

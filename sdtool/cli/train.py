@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from sdtool.cli.common import Device, run_guarded
+from sdtool.cli.progress import PlainProgress, live_terminal
 
 
 def train(
@@ -38,7 +39,7 @@ def train(
     ds_target_blur: Annotated[Optional[str], typer.Option("--ds-target-blur", help="Blur σ (LR px) of the target of generated LR images, or 'auto' (estimated from the unpaired folders).")] = None,
     ds_chroma_blur: Annotated[Optional[str], typer.Option("--ds-chroma-blur", help="Further blur σ (LR px) of that target's colour (chroma) only, or 'auto' (matches the real LR's chroma/luma detail ratio, unpaired).")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", help="Comma-separated SDFlow parts to keep fixed, e.g. hr_flow,hf_flow,extractor.")] = None,
-    loss: Annotated[Optional[list[str]], typer.Option("--loss", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
+    loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME=VALUE", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
     pseudo_hr_dir: Annotated[Optional[Path], typer.Option("--pseudo-hr-dir", help="redeg: an SR model's x4 outputs of the LR images (same names); DegNet then also learns from (LR, pseudo-HR) as at transfer time.")] = None,
 ) -> None:
     """Train SDFlow (or PDM) on unpaired LR and HR images, or ReDeg on pairs; resumable, multi-GPU with torchrun."""
@@ -58,15 +59,31 @@ def train(
         typer.echo("validation: " + ", ".join(f"{k}={v:.4f}" for k, v in result.validation.items()))
 
 
+def _step_info(rec: dict) -> str:
+    nll = f" nll {rec['nll_hr']:.2f}/{rec.get('nll_lr', 0):.2f}" if "nll_hr" in rec else ""  # SDFlow only
+    return f"loss {rec.get('total', float('nan')):.3f}{nll} {rec['sec_per_it']:.2f}s/it"
+
+
+def _val_line(rec: dict) -> str:
+    return f"it {rec['it']}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith("val"))
+
+
 def _run_with_progress(opts, iters: int):
+    """Train with a live bar when stderr is a terminal, plain progress lines with an ETA otherwise."""
     from sdtool.train.launch import train as run_train
 
-    if not sys.stderr.isatty():
-        def notices(rec: dict) -> None:
-            if rec.get("type") == "notice":
-                typer.echo(f"notice: {rec['message']}", err=True)
+    if not live_terminal():
+        plain = PlainProgress("train", iters, "it")
 
-        return run_train(opts, notices)
+        def on_plain(rec: dict) -> None:
+            if rec.get("type") == "train":
+                plain.update(rec["it"], _step_info(rec))
+            elif rec.get("type") == "notice":
+                typer.echo(f"notice: {rec['message']}", err=True)
+            elif rec.get("type") == "val":
+                typer.echo(_val_line(rec), err=True)
+
+        return run_train(opts, on_plain)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -75,12 +92,10 @@ def _run_with_progress(opts, iters: int):
 
         def on_log(rec: dict) -> None:
             if rec.get("type") == "train":
-                nll = f" nll {rec['nll_hr']:.2f}/{rec.get('nll_lr', 0):.2f}" if "nll_hr" in rec else ""
-                info = f"loss {rec.get('total', float('nan')):.3f}{nll} {rec['sec_per_it']:.2f}s/it"
-                progress.update(bar, completed=rec["it"], info=info)
+                progress.update(bar, completed=rec["it"], info=_step_info(rec))
             elif rec.get("type") == "notice":
                 progress.console.print(f"notice: {rec['message']}", markup=False)
             elif rec.get("type") == "val":
-                progress.console.print(f"it {rec['it']}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith("val")))
+                progress.console.print(_val_line(rec), markup=False)
 
         return run_train(opts, on_log)

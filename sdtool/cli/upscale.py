@@ -1,13 +1,12 @@
 """`sdtool upscale` and `sdtool downscale`: x4 super-resolution / realistic /4 downscaling of files and folders.
 
-The work is `sdtool.pipeline.process_images`; this module parses options, shows progress (only when stderr is
-a terminal), prints one line per failed file and a summary, and sets the exit code
-(0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
+The work is `sdtool.pipeline.process_images`; this module parses options, shows progress (live bars when
+stderr is a terminal, plain lines with an ETA otherwise), prints one line per failed file and a summary, and
+sets the exit code (0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -16,26 +15,30 @@ import typer
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 
 from sdtool.cli.common import (
-    failure_text,
     EXIT_OK,
     EXIT_SOME_FAILED,
     Component,
+    Delattice,
     Detail,
     Device,
+    Ext,
     MaxPixels,
     OutputArg,
     Overwrite,
+    Quality,
     Samples,
     Seed,
     SkipExisting,
+    Suffix,
     Temperature,
     Tile,
     Weights,
     run_guarded,
 )
+from sdtool.cli.progress import BatchReporter
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdtool.infer.batch import ProcessResult, ProgressEvent
+    from sdtool.infer.batch import ProcessResult
 
 InputArg = Annotated[
     Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).", show_default=False, metavar="IN")
@@ -46,61 +49,6 @@ _NAMING = (
     "Sample k of a/b.png is written as OUT/a/b.png for one sample, OUT/a/b_s00.png, OUT/a/b_s01.png, ... for "
     "--samples > 1. Multi-GPU: torchrun --nproc-per-node G -m sdtool ... splits the files between processes."
 )
-
-
-class _Reporter:
-    """Turns pipeline progress events into a rich progress display (terminal only) and error lines."""
-
-    def __init__(self, task: str) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True, highlight=False)
-        self.live = sys.stderr.isatty()
-        self.progress: Any = None
-        self.overall: Any = None
-        self.current: Any = None
-        self.task = task
-
-    def __enter__(self) -> "_Reporter":
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=self.console, transient=True,
-            )
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def line(self, text: str) -> None:
-        # Console.print goes above the live bars when they are shown; plain stderr otherwise.
-        self.console.print(text, markup=False, soft_wrap=True)
-
-    def __call__(self, event: "ProgressEvent") -> None:
-        if event.kind == "notice":
-            self.line(f"notice: {event.message}")
-        elif event.kind == "start" and self.progress is not None:
-            self.overall = self.progress.add_task(f"{self.task} (files)", total=max(event.total, 1))
-        elif event.kind == "file_start" and self.progress is not None:
-            if self.current is not None:
-                self.progress.remove_task(self.current)
-            name = event.path.name if event.path is not None else ""
-            self.current = self.progress.add_task(f"  {name}", total=max(event.steps, 1))
-        elif event.kind == "step" and self.progress is not None and self.current is not None:
-            self.progress.update(self.current, completed=event.step)
-        elif event.kind == "file_end":
-            outcome = event.outcome
-            if outcome is not None and outcome.status == "failed":
-                self.line(f"error: {failure_text(outcome)}")
-            if outcome is not None:
-                for note in outcome.notes:
-                    self.line(f"notice: {outcome.source}: {note}")
-            if self.progress is not None and self.overall is not None:
-                self.progress.advance(self.overall)
 
 
 def _summary(task: str, result: "ProcessResult") -> str:
@@ -115,7 +63,7 @@ def _run(task: str, input_path: Path, output: Optional[str], **kwargs: Any) -> N
     from sdtool.pipeline import process_images
 
     def go() -> "ProcessResult":
-        with _Reporter(task) as reporter:
+        with BatchReporter(task) as reporter:
             return process_images(input_path, output, task=task, progress=reporter, **kwargs)  # type: ignore[arg-type]
 
     result = run_guarded(go)
@@ -141,6 +89,16 @@ def upscale(
                           "(match channel mean/std) or none (the raw sample).")
     ] = "wavelet",
     detail: Detail = None,
+    delattice: Delattice = True,
+    outscale: Annotated[
+        Optional[float],
+        typer.Option("--outscale", metavar="S", show_default=False,
+                     help="Output scale: the x4 result resized to S × the input (e.g. 2 or 3.5; area when shrinking, "
+                     "Lanczos when enlarging), as Real-ESRGAN's --outscale. Default: 4."),
+    ] = None,
+    suffix: Suffix = None,
+    ext: Ext = None,
+    quality: Quality = None,
     fp32: Fp32 = False,
 ) -> None:
     """Super-resolve images x4 (PNG, JPEG, WebP, TIFF, BMP; gray, 16-bit and alpha are kept).
@@ -153,7 +111,8 @@ def upscale(
     _run(
         "upscale", input_path, output, samples=samples, temperature=temperature, seed=seed, weights=weights,
         device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite, max_pixels=max_pixels,
-        color_fix=color_fix, detail=detail, mixed_precision=False if fp32 else None,
+        color_fix=color_fix, detail=detail, delattice=delattice, outscale=outscale, suffix=suffix, ext=ext,
+        quality=quality, mixed_precision=False if fp32 else None,
     )
 
 
@@ -173,6 +132,9 @@ def downscale(
     skip_existing: SkipExisting = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
+    suffix: Suffix = None,
+    ext: Ext = None,
+    quality: Quality = None,
     fp32: Fp32 = False,
 ) -> None:
     """Downscale images /4 with realistic, sampled degradations (PNG, JPEG, WebP, TIFF, BMP).
@@ -183,7 +145,7 @@ def downscale(
     _run(
         "downscale", input_path, output, samples=samples, temperature=temperature, component=component, seed=seed,
         weights=weights, device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite,
-        max_pixels=max_pixels, mixed_precision=False if fp32 else None,
+        max_pixels=max_pixels, suffix=suffix, ext=ext, quality=quality, mixed_precision=False if fp32 else None,
     )
 
 

@@ -85,6 +85,11 @@ class Job:
 Work = Callable[[Job, set, StepCallback], list]
 
 
+def _names(outputs: Sequence[Path]) -> str:
+    """The outputs a notice is about: the one, or the first and how many more."""
+    return str(outputs[0]) if len(outputs) == 1 else f"{outputs[0]} and {len(outputs) - 1} more"
+
+
 def _finished(out: Path, side_files: Callable[[Path], list[Path]]) -> bool:
     return all(p.exists() for p in [out, *side_files(out)])
 
@@ -116,14 +121,18 @@ def run_jobs(
 def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path], list[Path]], index: int,
              total: int, emit: ProgressCallback, run_finished: bool = False) -> FileOutcome:
     todo = [k for k, out in enumerate(job.outputs) if overwrite or not _finished(out, side_files)]
+    verb = "exists" if len(job.outputs) == 1 else "exist"
+    exists_note = f"skipped, {_names(job.outputs)} {verb} (use --overwrite to replace)"
     if not todo and not run_finished:
-        return FileOutcome(job.source, list(job.outputs), "skipped", notes=["exists (use --overwrite to replace)"])
+        return FileOutcome(job.source, list(job.outputs), "skipped", notes=[exists_note])
     t0 = time.perf_counter()
     with claimed([job.outputs[k] for k in todo]) as ours:
         # Claimed by another process, or finished by one between our look and our claim: theirs.
         mine = {k for k, ok in zip(todo, ours) if ok and (overwrite or not _finished(job.outputs[k], side_files))}
         if not mine and not run_finished:
-            return FileOutcome(job.source, list(job.outputs), "skipped", notes=["being written by another process"])
+            taken = [job.outputs[k] for k in todo]
+            return FileOutcome(job.source, list(job.outputs), "skipped",
+                               notes=[f"skipped, {_names(taken)} being written by another process"])
 
         def step(done: float, steps: int) -> None:
             emit(ProgressEvent("step", index=index, total=total, path=job.source, step=done, steps=steps))
@@ -142,7 +151,7 @@ def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path],
                                time.perf_counter() - t0)
     if not mine:
         return FileOutcome(job.source, list(job.outputs), "skipped", seconds=time.perf_counter() - t0,
-                           notes=["exists (use --overwrite to replace)"])
+                           notes=[exists_note])
     if len(mine) < len(job.outputs):
         notes = [*notes, f"{len(job.outputs) - len(mine)} of {len(job.outputs)} outputs existed or were claimed; kept"]
     return FileOutcome(job.source, [job.outputs[k] for k in sorted(mine)], "done", seconds=time.perf_counter() - t0,

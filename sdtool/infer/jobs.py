@@ -8,22 +8,57 @@ Naming:
   * file IN, OUT a file with an image suffix: that file (`…_sKK` inserted before the suffix when N > 1);
     OUT an existing folder, a path without suffix or one written with a trailing slash: the folder, file
     named as IN.
-  * file IN, no OUT: beside IN, `photo_x4_t0.8.png` / `hr_x0.25_t0.8.png` (`_c3` added for
-    `--component 3`, `_sKK` for N > 1). Never over an existing file: `-2`, `-3`, … is appended until
-    all names are free (with overwrite the plain name is used).
+  * file IN, no OUT: beside IN, `photo_x4_t0.8.png` / `hr_x0.25_t0.8.png` (`_x2` for an output scale of 2,
+    `_c3` added for `--component 3`, `_sKK` for N > 1).
+  * `Naming` changes names made from input names (not an OUT that names a file): `suffix` adds `_SUFFIX` to
+    the stem (beside IN it replaces the tag above), `ext` sets the output format (`jpg`, `webp`, …).
+An existing output is never replaced unless the run overwrites: the batch engine skips it (one rule for
+files, folders and names beside the input: a rerun resumes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 from sdtool.infer.batch import Job
-from sdtool.errors import ImageError, UsageError
+from sdtool.errors import ImageError, OptionError, UsageError
 
 Task = Literal["upscale", "downscale"]
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Names of outputs made from input names. suffix: added to the stem as `_SUFFIX` (None: nothing, or
+    the default tag beside the input; "" nothing at all); ext: output format as a file extension without the
+    dot ("png", "jpg", "webp", "tif", "bmp"; None keeps the input's)."""
+
+    suffix: Optional[str] = None
+    ext: Optional[str] = None
+
+    def check(self) -> None:
+        """OptionError for a suffix that is not a plain name part or an extension we cannot write."""
+        from sdtool.imageio import IMAGE_SUFFIXES
+
+        if self.suffix is not None and any(c in self.suffix for c in ("/", "\\", "\0", os.sep)):
+            raise OptionError("suffix", f"must be part of a file name, got {self.suffix!r}")
+        if self.ext is not None and f".{self.ext.lower()}" not in IMAGE_SUFFIXES:
+            kinds = ", ".join(sorted({k[1:] for k in IMAGE_SUFFIXES}))
+            raise OptionError("ext", f"must be one of {kinds}, got {self.ext!r}")
+
+    def apply(self, base: Path, tag: str = "") -> Path:
+        """`base` (an output path named as its input) with the suffix, or `tag` when none is set, and the
+        extension."""
+        extra = tag if self.suffix is None else (f"_{self.suffix}" if self.suffix else "")
+        ext = f".{self.ext.lower()}" if self.ext else base.suffix
+        return base.with_name(f"{base.stem}{extra}{ext}")
+
+    @property
+    def is_set(self) -> bool:
+        return self.suffix is not None or self.ext is not None
 
 
 def sample_suffixes(samples: int) -> list[str]:
@@ -38,9 +73,10 @@ def _with_suffix_tag(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
-def default_tag(task: Task, temperature: float, component: Optional[int]) -> str:
-    """What was done, for names written beside the input: "_x4_t0.8" / "_x0.25_t0.8[_cK]"."""
-    tag = f"_x4_t{temperature:g}" if task == "upscale" else f"_x0.25_t{temperature:g}"
+def default_tag(task: Task, temperature: float, component: Optional[int], scale: Optional[float] = None) -> str:
+    """What was done, for names written beside the input: "_x4_t0.8" (scale: the output scale, default 4) /
+    "_x0.25_t0.8[_cK]"."""
+    tag = f"_x{scale or 4:g}_t{temperature:g}" if task == "upscale" else f"_x0.25_t{temperature:g}"
     if component is not None:
         tag += f"_c{component}"
     return tag
@@ -69,12 +105,15 @@ def plan_jobs(
     samples: int,
     temperature: float,
     component: Optional[int],
-    overwrite: bool = False,
     out_is_dir: bool = False,
+    naming: Naming = Naming(),
+    scale: Optional[float] = None,
 ) -> tuple[list[Job], list[str]]:
     """Discover input files and name their outputs. Returns (jobs, notices). Raises UsageError for
     an impossible request (missing input, folder without OUT, OUT a file for a folder, OUT equal to IN,
-    OUT not writable). out_is_dir: OUT was written with a trailing slash, so it names a folder."""
+    OUT not writable, `naming` with an OUT that names a file). out_is_dir: OUT was written with a trailing
+    slash, so it names a folder. scale: the upscale's output scale, for names beside the input."""
+    naming.check()
     suffixes = sample_suffixes(samples)
     if not input_path.exists():
         raise UsageError(f"{input_path}: no such file or folder")
@@ -83,11 +122,12 @@ def plan_jobs(
     if input_path.is_dir():
         if output is None:
             raise UsageError("OUT is required when IN is a folder")
-        return _plan_folder(input_path, output, suffixes)
-    return [_plan_file(input_path, output, suffixes, task, temperature, component, overwrite, out_is_dir)], []
+        return _plan_folder(input_path, output, suffixes, naming)
+    tag = default_tag(task, temperature, component, scale)
+    return [_plan_file(input_path, output, suffixes, tag, out_is_dir, naming)], []
 
 
-def _plan_folder(input_path: Path, output: Path, suffixes: list[str]) -> tuple[list[Job], list[str]]:
+def _plan_folder(input_path: Path, output: Path, suffixes: list[str], naming: Naming) -> tuple[list[Job], list[str]]:
     """OUT mirrors IN's tree; files that are not images are reported and left alone."""
     from sdtool.imageio import is_image_path
 
@@ -105,13 +145,14 @@ def _plan_folder(input_path: Path, output: Path, suffixes: list[str]) -> tuple[l
         if not is_image_path(path):
             notices.append(f"{path}: not an image file, skipped")
             continue
-        jobs.append(Job(path, rel, tuple(_with_suffix_tag(output / rel, s) for s in suffixes)))
+        base = naming.apply(output / rel)
+        jobs.append(Job(path, rel, tuple(_with_suffix_tag(base, s) for s in suffixes)))
     return jobs, notices
 
 
-def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
-               component: Optional[int], overwrite: bool, out_is_dir: bool) -> Job:
-    """One input file: OUT a file, a folder, or nothing (then a new name beside the input)."""
+def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], tag: str, out_is_dir: bool,
+               naming: Naming) -> Job:
+    """One input file: OUT a file, a folder, or nothing (then named beside the input with `tag`)."""
     from sdtool.imageio import format_of, is_image_path
 
     if not input_path.is_file():
@@ -120,20 +161,17 @@ def _plan_file(input_path: Path, output: Optional[Path], suffixes: list[str], ta
         raise UsageError(f"{input_path}: not an image file (PNG, JPEG, WebP, TIFF or BMP)")
     rel = Path(input_path.name)
     if output is None:
-        base = _with_suffix_tag(input_path, default_tag(task, temperature, component))
-        outs = [_with_suffix_tag(base, s) for s in suffixes]
-        n = 2
-        while not overwrite and any(p.exists() for p in outs):  # never write over an existing file
-            outs = [_with_suffix_tag(_with_suffix_tag(base, f"-{n}"), s) for s in suffixes]
-            n += 1
-        return Job(input_path, rel, tuple(outs))
-    if out_is_dir or output.is_dir() or (not output.exists() and output.suffix == ""):
-        base = output / input_path.name
+        base = naming.apply(input_path, tag)
+    elif out_is_dir or output.is_dir() or (not output.exists() and output.suffix == ""):
+        base = naming.apply(output / input_path.name)
     else:
         try:
             format_of(output)
         except ImageError as exc:
             raise UsageError(str(exc)) from None
+        if naming.is_set:
+            raise OptionError("", f"{output}: OUT names a file; {{suffix}} and {{ext}} apply to names made from "
+                              "input names (give a folder, or no OUT)", ("suffix", "ext"))
         base = output
     outs = tuple(_with_suffix_tag(base, s) for s in suffixes)
     if any(o.resolve() == input_path.resolve() for o in outs):

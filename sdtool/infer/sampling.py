@@ -144,13 +144,13 @@ def _cropped(sink: Callable[[Tensor, int], None], height: int, width: int) -> Ca
 
 def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, component: Optional[int] = None,
            latent: Optional[Tensor] = None, tiling: Tiling = Tiling(), color_fix: str = "none",
-           detail: float = 1.0, on_oom: Optional[Callable[[int], None]] = None,
+           detail: float = 1.0, delattice: bool = True, on_oom: Optional[Callable[[int], None]] = None,
            on_tile: Optional[Callable[[int, int], None]] = None, depth: Optional[int] = None) -> tuple[Any, int]:
     """One SR (op "upscale") or downscaled (op "downscale") sample of x (1×3×h×w, [0, 1], CPU, unpadded).
 
     noise: from `draw` (ignored when `latent`, a Gaussianised degradation latent z_d' of the noise's shape, is
     given for downscaling, e.g. a transferred one). color_fix, detail: the colour guard of SR outputs and its
-    detail gain (sdtool.colorfix).
+    detail gain (sdtool.colorfix). delattice: SR without the 4-px lattice of the decoder (sdtool.model.lattice).
     depth: None returns a float32 1×3×4h×4w (or 1×3×ceil(h/4)×ceil(w/4)) CPU tensor in [0, 1]; 8, 16 or 32
     returns an H×W×3 numpy array in that bit depth (what the writer stores), with no float32 copy of the image.
     Returns (the image, the tile used)."""
@@ -160,7 +160,7 @@ def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, com
     xp = pad_input(x, op)
     if op == "upscale":
         def fn(xt: Tensor, nt: Tensor) -> Tensor:
-            return model.upscale(xt, temperature=temperature, noise=nt, color_fix="none")
+            return model.upscale(xt, temperature=temperature, noise=nt, color_fix="none", delattice=delattice)
         fn.noise_size = lambda th, tw: tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[attr-defined]
     else:
         def fn(xt: Tensor, nt: Tensor) -> Tensor:

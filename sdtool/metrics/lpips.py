@@ -1,9 +1,10 @@
 """LPIPS (Zhang et al. 2018), AlexNet variant, version 0.1 — offline and differentiable.
 
 The official `lpips` package downloads the torchvision AlexNet backbone on first use. sdtool ships that
-backbone as weights/lpips_alex.safetensors (converted by scripts/convert_lpips_alexnet.py; provenance in
-weights/lpips_alex.md) and takes the learned linear layers from the installed `lpips` package
-(lpips/weights/v0.1/alex.pth). The network is written here in plain torch (no torchvision import).
+backbone as weights/lpips_alex.safetensors (found by `sdtool.resources`; converted by
+scripts/convert_lpips_alexnet.py; provenance in weights/lpips_alex.md) and takes the learned linear layers from
+the installed `lpips` package (lpips/weights/v0.1/alex.pth). The network is written here in plain torch (no
+torchvision import).
 
 Tensor contract: inputs N×3×H×W float in [0,1] (RGB), H, W >= 32 (ValueError otherwise); output N distances (float32),
 0 for identical images, larger is more different. Gradients flow to both inputs (usable as a loss).
@@ -19,9 +20,7 @@ import torch
 from torch import nn
 
 from sdtool.errors import CheckpointError
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-BACKBONE_PATH = WEIGHTS_DIR / "lpips_alex.safetensors"
+from sdtool.resources import LPIPS_BACKBONE, weights_path
 
 # Per-channel input normalisation of LPIPS (applied to inputs in [-1, 1]).
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -61,11 +60,13 @@ class _AlexFeatures(nn.Module):
 
 
 def _default_lin_path() -> Path:
+    """The learned linear layers, a data file of the installed `lpips` package (not ours: see sdtool.resources)."""
+    from importlib.resources import files
+
     try:
-        import lpips as _lpips_pkg  # only to locate its weight file
+        return Path(str(files("lpips").joinpath("weights/v0.1/alex.pth")))
     except ImportError as exc:  # pragma: no cover - lpips is a dependency
         raise CheckpointError("the `lpips` package is not installed; `pip install lpips`") from exc
-    return Path(_lpips_pkg.__file__).resolve().parent / "weights" / "v0.1" / "alex.pth"
 
 
 class LPIPS(nn.Module):
@@ -77,7 +78,7 @@ class LPIPS(nn.Module):
         self.lins = nn.ModuleList([nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
-        self._load(backbone_path or BACKBONE_PATH, lin_path or _default_lin_path())
+        self._load(backbone_path or weights_path(LPIPS_BACKBONE), lin_path or _default_lin_path())
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)

@@ -24,7 +24,6 @@ import numpy as np
 from sdtool.resize import imresize_np, quantize
 from sdtool.metrics.psnr_ssim import rgb_to_y
 
-PARAMS_PATH = Path(__file__).resolve().parents[2] / "weights" / "niqe_pris_params.npz"
 BLOCK = 96
 FLAT_TOL = 1e-9  # |MSCN| below this is rounding noise of a flat area (real values are ≳ 1e-6)
 _GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])  # MATLAB rgb2gray
@@ -34,8 +33,9 @@ _GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])  # M
 def load_pristine(path: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
     """Pristine mean (36,) and covariance (36×36) of NIQE, float64."""
     from sdtool.errors import CheckpointError
+    from sdtool.resources import NIQE_PARAMS, weights_path
 
-    p = Path(path) if path else PARAMS_PATH
+    p = Path(path) if path else weights_path(NIQE_PARAMS)
     if not p.is_file():
         raise CheckpointError(f"NIQE parameters not found: {p}")
     with np.load(p, allow_pickle=False) as data:

@@ -26,6 +26,7 @@ from sdtool.flows import (
     ConditionalFlow, FlowStep, MixtureOfGaussians, Sequential, Squeeze, StandardNormal, Unsqueeze, transition,
 )
 from sdtool.flows.priors import randn
+from sdtool.model.lattice import remove_lattice
 from sdtool.nets.extractor import ContentExtractor
 from sdtool.nets.precision import set_compute_dtype
 from sdtool.nets.rrdb import ConditionNet, SqueezedConditionNet
@@ -177,13 +178,16 @@ class SDFlow(nn.Module):
     def upscale(
         self, x: Tensor, temperature: float = DEFAULT_SR_TEMPERATURE, generator: Optional[torch.Generator] = None,
         noise: Optional[Tensor] = None, color_fix: str = DEFAULT_COLOR_FIX, detail: Optional[float] = None,
+        delattice: bool = True,
     ) -> Tensor:
         """x4 super-resolution. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1], on x's device.
 
         noise: standard normal of shape `upscale_noise_shape(N, h, w)`; drawn from `generator` if None.
         The HF latent is temperature·noise (τ = 0 gives the mean sample). color_fix: "wavelet" (default),
         "adain" or "none" (the raw sample), see `sdtool.colorfix`; tiled callers pass "none" per tile and
-        apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default)."""
+        apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default).
+        delattice: take out the 4-px lattice the HR flow's squeezes leave (`sdtool.model.lattice`); False
+        returns the flow's own sample."""
         gain = resolve_detail(detail, check_color_fix(color_fix))
         out_device = x.device
         n, _, h, w = x.shape
@@ -194,6 +198,8 @@ class SDFlow(nn.Module):
         z_c = self.extractor(xp)
         y = self.sr_from_content(z_c, self.hf_prior.sample(noise.to(self.device, torch.float32), temperature))
         y = ((_finite(y[:, :, : 4 * h, : 4 * w]) + 1) / 2).clamp(0, 1)
+        if delattice:
+            y = remove_lattice(y).clamp(0, 1)
         return apply_color_fix(y, x.to(y.device, torch.float32), color_fix, gain).to(out_device)
 
     @torch.no_grad()

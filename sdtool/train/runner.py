@@ -83,6 +83,10 @@ class Runner:
         for module in task.modules().values():
             broadcast_module(module)
         self.ema = EMA(task.model, settings.ema_decay)
+        # Each param group's rate relative to the run's: taken as the task built them, before a resume
+        # overwrites the groups, so that a discriminator built at 4× the rate stays at 4× under the schedule.
+        self.rate_scale = {name: [g["lr"] / settings.lr for g in opt.param_groups]
+                           for name, opt in task.optimizers().items()}
         self.it = 0
         self.skipped = 0
 
@@ -184,9 +188,9 @@ class Runner:
         in_a_row = 0
         while self.it < self.s.iters:
             it = self.it + 1
-            for opt in self.task.optimizers().values():
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(it, self.s)
+            for name, opt in self.task.optimizers().items():
+                for group, scale in zip(opt.param_groups, self.rate_scale[name]):
+                    group["lr"] = scale * lr_at(it, self.s)
             lr_batch, hr_batch = self.sampler(it)
             t_step = time.time()
             try:

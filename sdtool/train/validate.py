@@ -40,6 +40,7 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
     from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, resolve_detail
     from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lattice import lattice_score
+    from sdtool.model.lattice import remove_lattice
     from sdtool.metrics.lpips import lpips_distance
     from sdtool.resize import imresize
 
@@ -61,14 +62,16 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
     t_down = DEFAULT_DOWN_TEMPERATURE if temperature is None else temperature
 
     def validate(model: nn.Module) -> dict[str, float]:
-        psnrs, lp_sr, lp_ds, colour, psnr_fix, lp_fix, lattice = [], [], [], [], [], [], []
+        psnrs, lp_sr, lp_ds, colour, psnr_fix, lp_fix, lattice, lattice_raw = [], [], [], [], [], [], [], []
         for i, (_, lr, hr) in enumerate(pairs):
             g = torch.Generator().manual_seed(seed + i)
-            sr = model.upscale(to_t(lr), temperature=t_sr, generator=g, color_fix="none").cpu()
+            sr = model.upscale(to_t(lr), temperature=t_sr, generator=g, color_fix="none", delattice=False).cpu()
+            lattice_raw.append(lattice_score(to_u8(sr)) if min(sr.shape[-2:]) >= 16 else float("nan"))
             psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
             colour.append(color_error(to_u8(sr), hr * 255, crop_border=4))
             # what upscale writes by default
-            fixed = apply_color_fix(sr, to_t(lr), DEFAULT_COLOR_FIX, resolve_detail(None, DEFAULT_COLOR_FIX))
+            fixed = remove_lattice(sr).clamp(0, 1)
+            fixed = apply_color_fix(fixed, to_t(lr), DEFAULT_COLOR_FIX, resolve_detail(None, DEFAULT_COLOR_FIX))
             psnr_fix.append(psnr(to_u8(fixed), hr * 255, crop_border=4))
             lp_fix.append(lpips_distance(fixed, to_t(hr)).item())
             if min(fixed.shape[-2:]) >= 16:
@@ -79,6 +82,7 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
         return {"val_psnr_rgb": float(np.mean(psnrs)), "val_lpips": float(np.mean(lp_sr)),
                 "val_color_err": float(np.mean(colour)), "val_psnr_guard": float(np.mean(psnr_fix)),
                 "val_lpips_guard": float(np.mean(lp_fix)),
+                "val_lattice": float(np.nanmean(lattice_raw)) if lattice_raw else float("nan"),
                 "val_lattice_guard": float(np.mean(lattice)) if lattice else float("nan"),
                 "val_ds_lpips": float(np.mean(lp_ds)), "val_bicubic_ds_lpips": bicubic_lpips}
 

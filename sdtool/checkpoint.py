@@ -4,39 +4,35 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union
 
-import torch
-from torch import nn
+import numpy as np
 
-from sdtool.config import SDFlowConfig
+from sdtool.config import PDMConfig, SDFlowConfig
 from sdtool.errors import CheckpointError
+from sdtool.files import write_bytes_atomic
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported where tensors are made, so the checks below run without it
+    import torch
+    from torch import nn
 
 FORMAT = "sdtool-sdflow"
 FORMAT_VERSION = "1"
+PDM_FORMAT = "sdtool-pdm"
 PathLike = Union[str, os.PathLike]
 
 
-def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> None:
-    """Write a safetensors file via a temporary file in the same folder and an atomic rename."""
-    from safetensors.torch import save_file
+def atomic_save_tensors(tensors: dict[str, "torch.Tensor"], path: PathLike, metadata: dict[str, str]) -> None:
+    """Write a safetensors file through the one atomic writer (`sdtool.files`); WriteError when the file system
+    refuses (a full disk, a read-only folder), and the file that was there is kept."""
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a weights file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    write_bytes_atomic(path, data)
 
 
-def save_model(model: nn.Module, path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
+def save_model(model: "nn.Module", path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
     """Save an SDFlow model: every parameter and buffer (ActNorm `initialized` flags included) as tensors,
     the config and provenance as JSON metadata."""
     config: SDFlowConfig = model.config  # type: ignore[assignment]
@@ -49,7 +45,40 @@ def save_model(model: nn.Module, path: PathLike, provenance: Optional[dict[str, 
     atomic_save_tensors(dict(model.state_dict()), path, meta)
 
 
-def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    size = path.stat().st_size if path.is_file() else 0
+    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CheckpointError(f"{path}: expected a safetensors checkpoint, found an unreadable or truncated file "
+                           f"({size} bytes: {why})")
+
+
+def read_header(path: PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Tensor shapes and metadata of a safetensors file, read from its header alone (no tensor is loaded, torch is
+    not needed); one-line CheckpointError for a missing or damaged file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for bad headers and short files
+        raise _unreadable(path, exc) from None
+
+
+def _numpy_tensors(path: PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """The tensors of a safetensors file one at a time as numpy arrays, those numpy has a type for (bfloat16 and
+    the float8 types are left to the torch check of `load_checkpoint`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        for k in f.keys():
+            if f.get_slice(k).get_dtype() in ("F16", "F32", "F64"):
+                yield k, f.get_tensor(k)
+
+
+def read_safetensors(path: PathLike) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
     """Tensors and metadata of a safetensors file, with one-line errors for missing or damaged files."""
     from safetensors import safe_open
 
@@ -61,15 +90,12 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str,
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for bad headers and short files
-        size = path.stat().st_size
-        raise CheckpointError(
-            f"{path}: expected a safetensors checkpoint, found an unreadable or truncated file "
-            f"({size} bytes: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
+        raise _unreadable(path, exc) from None
     return tensors, meta
 
 
 def read_config(meta: dict[str, str], path: PathLike) -> SDFlowConfig:
+    """The SDFlow config in a checkpoint's metadata, each field checked for type and range (`JsonConfig`)."""
     fmt = meta.get("format")
     if fmt != FORMAT:
         raise CheckpointError(
@@ -83,11 +109,71 @@ def read_config(meta: dict[str, str], path: PathLike) -> SDFlowConfig:
         raise CheckpointError(f"{path}: the model config in the metadata is unusable ({exc})") from None
 
 
-def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: PathLike) -> None:
-    """Load every tensor; name the first missing, unexpected or wrongly shaped key if any."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
+def read_pdm_config(meta: dict[str, str], path: PathLike) -> PDMConfig:
+    """The PDM config in a checkpoint's metadata, each field checked for type and range (`JsonConfig`)."""
+    if meta.get("kind", meta.get("model")) != "pdm" and meta.get("format") != PDM_FORMAT:
+        raise CheckpointError(f"{path} is not a PDM checkpoint (metadata kind={meta.get('kind')!r})")
+    try:
+        return PDMConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from None
+
+
+def check_config_fits(config: Any, shapes: dict[str, tuple[int, ...]], path: PathLike) -> None:
+    """CheckpointError unless every size of `config` (an SDFlowConfig or a PDMConfig) is what the tensors in the
+    file hold, so that no model is built (nor memory allocated) for a config the file does not back
+    (`sdtool.model.layout`)."""
+    from sdtool.model.layout import pdm_sizes, sdflow_sizes
+
+    try:
+        sizes = sdflow_sizes(shapes) if isinstance(config, SDFlowConfig) else pdm_sizes(shapes)
+    except KeyError as exc:
+        kind = "an SDFlow" if isinstance(config, SDFlowConfig) else "a PDM"
+        raise CheckpointError(f"{path}: not {kind} checkpoint: tensor {exc} is missing") from None
+    wrong = [f"{name} is {getattr(config, name)}, the file holds {held} ({source})"
+             for name, (held, source) in sizes.items() if getattr(config, name) != held]
+    if wrong:
+        raise CheckpointError(f"{path}: the config in the metadata does not match the tensors in the file: "
+                              + "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+
+
+def _finite(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind != "f" or bool(np.isfinite(v).all())
+    import torch
+
+    return not v.is_floating_point() or bool(torch.isfinite(v).all())
+
+
+def check_finite(tensors: Any, path: PathLike) -> None:
+    """CheckpointError naming the first tensor holding NaN or infinite values (a corrupt or diverged file).
+    tensors: (name, numpy array or torch tensor) pairs, or a dict of them."""
+    for k, v in (tensors.items() if isinstance(tensors, Mapping) else tensors):
+        if not _finite(v):
+            raise CheckpointError(f"{path}: tensor '{k}' holds NaN or infinite values (corrupt or diverged weights)")
+
+
+def check_weights(path: PathLike, kind: str = "sdflow") -> tuple[Any, dict[str, str]]:
+    """Everything about an SDFlow (kind "sdflow") or PDM ("pdm") checkpoint that can be known without building the
+    model, and without torch: the header, the config in the metadata (types and ranges), the config against the
+    tensor shapes in the file, and NaN / inf in the tensors (read one at a time). Returns (config, metadata);
+    CheckpointError in one line."""
+    shapes, meta = read_header(path)
+    config = read_config(meta, path) if kind == "sdflow" else read_pdm_config(meta, path)
+    check_config_fits(config, shapes, path)
+    try:
+        check_finite(_numpy_tensors(path), path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - data shorter than the header says, …
+        raise _unreadable(Path(path), exc) from None
+    return config, meta
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], path: PathLike) -> None:
+    """CheckpointError naming the first missing, unexpected or wrongly shaped key, if any."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -95,20 +181,33 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first '{unexpected[0]}'")
         raise CheckpointError(f"{path}: weights do not match the model config: " + "; ".join(parts))
-    for k, v in expected.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
-            raise CheckpointError(
-                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, the config expects {tuple(v.shape)}"
-            )
+    for k, shape in expected.items():
+        if tuple(found[k]) != tuple(shape):
+            raise CheckpointError(f"{path}: tensor '{k}' has shape {tuple(found[k])}, the config expects "
+                                  f"{tuple(shape)}")
+
+
+def load_state_strict(model: "nn.Module", tensors: dict[str, "torch.Tensor"], path: PathLike) -> None:
+    """Load every tensor; name the first missing, unexpected or wrongly shaped key if any."""
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in tensors.items()}, path)
     model.load_state_dict(tensors, strict=True)
 
 
-def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild an SDFlow model from a checkpoint file alone; returns (model in eval mode, provenance)."""
+def load_checkpoint(path: PathLike, device: Union[str, "torch.device"] = "cpu"
+                    ) -> tuple["nn.Module", dict[str, Any]]:
+    """Rebuild an SDFlow model from a checkpoint file alone; returns (model in eval mode, provenance).
+
+    The file is checked before the model is built (`check_weights`; tensors numpy cannot hold, such as bfloat16,
+    are checked for NaN / inf once loaded). Raises CheckpointError in one line."""
+    import torch
+
     from sdtool.model.sdflow import SDFlow
 
-    tensors, meta = read_safetensors(path)
-    config = read_config(meta, path)
+    config, meta = check_weights(path)
+    tensors, _ = read_safetensors(path)
+    checked = (torch.float16, torch.float32, torch.float64)  # by check_weights
+    check_finite({k: v for k, v in tensors.items() if v.dtype not in checked}, path)
     model = SDFlow(config)
     load_state_strict(model, tensors, path)
     try:

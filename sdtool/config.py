@@ -1,6 +1,7 @@
-"""Model sizes as frozen dataclasses.
+"""Model sizes as frozen dataclasses: SDFlow (`PRESETS`) and the PDM degradation model (`PDM_PRESETS`).
 
-A config is stored as JSON in a checkpoint's metadata, so a checkpoint alone rebuilds its model.
+A config is stored as JSON in a checkpoint's metadata, so a checkpoint alone rebuilds its model; every field is
+checked for type and range when a config is made (`JsonConfig`), so a file cannot ask for an absurd model.
 `paper` reproduces the authors' SDFlow exactly (about 14.1 M parameters); `lite` is for CPU training
 and fast inference; `tiny` is for tests.
 """
@@ -9,14 +10,47 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 C = TypeVar("C", bound="JsonConfig")
 
 
+def _check_field(name: str, kind: str, value: object, limits: tuple[float, float]) -> None:
+    """ValueError unless `value` has the field's type (int, float, bool, str or tuple[int, …]) and lies in
+    `limits`: a config read from a file must not ask for a model of absurd size or shape."""
+    lo, hi = limits
+    shown = repr(value)[:40]
+    if kind == "bool":
+        ok, want = type(value) is bool, "true or false"
+    elif kind == "str":
+        ok, want = isinstance(value, str) and len(value) <= 200, "a short text"
+    elif kind == "int":
+        ok, want = type(value) is int and lo <= value <= hi, f"an integer in {lo:g}..{hi:g}"
+    elif kind == "float":
+        ok = type(value) in (int, float) and math.isfinite(value) and lo <= value <= hi  # type: ignore[arg-type]
+        want = f"a number in {lo:g}..{hi:g}"
+    else:  # tuple[int, int, …]
+        n = kind.count("int")
+        ok = (isinstance(value, tuple) and len(value) == n
+              and all(type(v) is int and lo <= v <= hi for v in value))
+        want = f"{n} integers in {lo:g}..{hi:g}"
+    if not ok:
+        raise ValueError(f"{name} must be {want}, got {shown}")
+
+
 class JsonConfig:
-    """JSON round trip for frozen config dataclasses (checkpoint metadata); unknown fields are refused."""
+    """JSON round trip for frozen config dataclasses (checkpoint metadata); unknown fields are refused, and every
+    field is checked for its type and its range in LIMITS (default: integers 1..4096, numbers 0..1e6)."""
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            kind = str(f.type)
+            default = (1, 4096) if "int" in kind else (0, 1e6)
+            _check_field(f.name, kind, getattr(self, f.name), self.LIMITS.get(f.name, default))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)  # type: ignore[call-overload]
@@ -24,6 +58,8 @@ class JsonConfig:
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - set(fields)
         if unknown:
@@ -54,6 +90,12 @@ class SDFlowConfig(JsonConfig):
     enc_mf_convs: int = 8  # convolutions of the degradation-modulation branch
     n_gaussian: int = 16  # mixture components of the degradation prior
 
+    # Counts of steps and blocks: the paper uses at most 16; 256 is far past any useful model.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        name: (1, 256) for name in ("hr_steps", "lr_steps", "hf_steps", "hf_rrdb", "deg_steps", "deg_rrdb",
+                                    "enc_blocks", "enc_mf_convs")
+    }
+
 
 
 # Sampling temperatures used when none is given (upscale, benchmark / downscale, sample-degradation), chosen
@@ -75,6 +117,47 @@ PRESETS: dict[str, SDFlowConfig] = {
         deg_rrdb=1, rrdb_nf=8, rrdb_gc=4, cond_channels=8, enc_nc=8, enc_blocks=2, enc_mf_convs=2,
         n_gaussian=4,
     ),
+}
+
+
+@dataclass(frozen=True)
+class PDMConfig(JsonConfig):
+    """Sizes of a PDM. kernel_size K (odd), scale s, spatial (per-pixel kernels), zk_dim (length of z_k or
+    channels of the z_k map), k_hidden/k_layers (netK width/depth), n_hidden/n_layers (netN), init_sigma
+    (std in HR pixels of the initial Gaussian kernel; start wide: in our runs the adversarial game
+    shrinks a too-wide kernel steadily but overshoots when it has to widen a too-narrow one), init_noise (initial
+    noise std, [0,1] units), logit_smooth
+    (std, in kernel pixels, of a fixed Gaussian blur applied to netK's logits before the softmax; 0 = off)."""
+
+    name: str = "default"
+    scale: int = 4
+    kernel_size: int = 21
+    spatial: bool = False
+    zk_dim: int = 64
+    k_hidden: int = 64
+    k_layers: int = 3
+    n_hidden: int = 32
+    n_layers: int = 3
+    signal_dependent: bool = True
+    init_sigma: float = 2.0
+    init_noise: float = 0.01
+    logit_smooth: float = 1.5
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "scale": (1, 16), "kernel_size": (1, 63), "k_layers": (1, 64), "n_layers": (1, 64),
+        "init_sigma": (0.01, 100), "init_noise": (0, 1), "logit_smooth": (0, 100),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+
+
+PDM_PRESETS: dict[str, PDMConfig] = {
+    "default": PDMConfig(),
+    "variant": PDMConfig(name="variant", spatial=True, zk_dim=16),
+    "tiny": PDMConfig(name="tiny", zk_dim=8, k_hidden=32, k_layers=2, n_hidden=8, n_layers=2, init_sigma=2.5),
 }
 
 

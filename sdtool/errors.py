@@ -38,6 +38,20 @@ class UsageError(SdtoolError):
     """Options that contradict each other or ask for something impossible."""
 
 
+class WriteError(SdtoolError):
+    """A file cannot be written: the disk is full, the folder read-only or not ours, or the name too long.
+    `errno` is the operating system's error number, when there was one."""
+
+    def __init__(self, message: str = "", errno: int = 0):
+        super().__init__(message)
+        self.errno = errno
+
+
+class InputError(UsageError):
+    """An image passed to the Python API is not one it takes: not a tensor, wrong shape, dtype or value range,
+    NaN or infinite values."""
+
+
 class NonFiniteOutputError(SdtoolError):
     """The model produced NaN or infinite values (for example from corrupt weights)."""
 

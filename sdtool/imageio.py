@@ -1,16 +1,17 @@
 """Read and write images for `sdtool upscale` / `sdtool downscale` without losing what the file was.
 
 Decoding and encoding go through OpenCV (16-bit PNG/TIFF, alpha, every format we accept). Pillow (a
-dependency of `imageio`) only peeks at the header (EXIF orientation; grayscale, which OpenCV expands to
-BGRA with alpha) and writes 8-bit gray+alpha, which OpenCV cannot encode.
+dependency of `imageio`) only peeks at the header (EXIF orientation, ICC profile, frame count; grayscale,
+which OpenCV expands to BGRA with alpha) and writes 8-bit gray+alpha, which OpenCV cannot encode.
 
 Contract:
-    read_image(path) -> LoadedImage(rgb, alpha, info)
+    read_image(path) -> LoadedImage(rgb, alpha, info, notes)
         rgb:   numpy float32 H×W×3 in [0, 1] (gray files are replicated to three channels)
         alpha: numpy float32 H×W in [0, 1], or None
-        info:  ImageInfo (mode "gray"/"rgb", bit depth, format, EXIF orientation that was applied)
-    write_image(path, rgb, alpha, info) restores the mode, bit depth and alpha of `info` as far as the
-    output format allows, and writes atomically (temporary file in the same folder, then rename).
+        info:  ImageInfo (mode "gray"/"rgb", bit depth, format, EXIF orientation that was applied, metadata)
+        notes: e.g. that an animation or multi-page file had more frames than the first, which is used
+    write_image(path, rgb, alpha, info) restores the mode, bit depth, alpha, ICC profile and EXIF of `info` as
+    far as the output format allows (`sdtool.metadata`), and writes atomically (the one writer, `sdtool.files`).
 
 Gray output is the BT.601 luminance 0.299 R + 0.587 G + 0.114 B of the model's RGB output (the same
 weights as OpenCV's RGB2GRAY); for a gray input the model output is nearly gray, so this is close to
@@ -29,6 +30,7 @@ import numpy as np
 
 from sdtool.errors import ImageError
 from sdtool.files import write_bytes_atomic
+from sdtool.metadata import Metadata, embed_metadata, read_metadata
 from sdtool.quiet import quiet_stderr
 from sdtool.tiff import encode_tiff_with_alpha, read_rgba8_tiff
 
@@ -72,7 +74,8 @@ class ImageInfo:
 
     mode: "gray" or "rgb"; bit_depth: 8, 16 (integer samples) or 32 (float TIFF); format: "png", "jpeg",
     "webp", "tiff" or "bmp"; has_alpha: the file had an alpha channel; orientation: the EXIF orientation
-    tag (1..8, 1 = none) that was applied while reading, so pixels are upright; height/width: upright size.
+    tag (1..8, 1 = none) that was applied while reading, so pixels are upright; height/width: upright size;
+    metadata: the ICC profile and EXIF (orientation reset) that outputs keep (`sdtool.metadata`).
     """
 
     mode: str
@@ -82,15 +85,18 @@ class ImageInfo:
     orientation: int
     height: int
     width: int
+    metadata: Metadata = Metadata()
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """rgb: float32 H×W×3 in [0, 1]; alpha: float32 H×W in [0, 1] or None; info: see ImageInfo."""
+    """rgb: float32 H×W×3 in [0, 1]; alpha: float32 H×W in [0, 1] or None; info: see ImageInfo; notes: what the
+    reader did that the user should hear of (only the first frame of an animation or multi-page file used)."""
 
     rgb: np.ndarray
     alpha: Optional[np.ndarray]
     info: ImageInfo
+    notes: tuple[str, ...] = ()
 
 
 def is_image_path(path: PathLike) -> bool:
@@ -109,26 +115,55 @@ def format_of(path: PathLike) -> str:
 
 
 # ----------------------------------------------------------------------------------------- reading
-def _peek_header(data: bytes) -> tuple[Optional[str], int, Optional[tuple[int, int]]]:
-    """(Pillow mode or None, EXIF orientation 1..8, (width, height) or None) without decoding the pixels."""
+@dataclass(frozen=True)
+class _Header:
+    """What Pillow reads from a file's header without decoding the pixels."""
+
+    mode: Optional[str] = None
+    orientation: int = 1
+    size: Optional[tuple[int, int]] = None  # (width, height)
+    frames: int = 1
+    metadata: Metadata = Metadata()
+
+
+def _frames(im: "object") -> int:
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - a broken frame table: the first frame is still what we decode
+        return 1
+
+
+def _peek_header(data: bytes) -> _Header:
+    """Mode, EXIF orientation 1..8, size, frame count and metadata, without decoding the pixels."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with imageio
-        return None, 1, None
+        return _Header()
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # only the header is read here; our own limit applies (read_image)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            mode, size = im.mode, (int(im.size[0]), int(im.size[1]))
             try:
                 orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
             except Exception:  # a broken EXIF block must not make a readable image unreadable
                 orientation = 1
+            return _Header(im.mode, orientation if 1 <= orientation <= 8 else 1, (int(im.size[0]), int(im.size[1])),
+                           _frames(im), read_metadata(im))
     except Exception:
-        return None, 1, None
+        return _Header()
     finally:
         Image.MAX_IMAGE_PIXELS = limit
-    return mode, orientation if 1 <= orientation <= 8 else 1, size
+
+
+def _pixels(n: int) -> str:
+    """A pixel count as people read it: "16,384 pixels", "40,000,000,000 pixels (40000.0 MP)"."""
+    return f"{n:,} pixels" + (f" ({n / 1e6:.1f} MP)" if n >= 1_000_000 else "")
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: Optional[int]) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(f"{path}: {width}×{height} = {_pixels(width * height)}, over the limit of "
+                         f"{_pixels(max_pixels)} (raise {{max_pixels}} to process it)", ("max_pixels",))
 
 
 def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -179,12 +214,12 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageError(f"{path}: empty file")
-    pil_mode, orientation, size = _peek_header(data)
-    if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
-        raise ImageError(f"{path}: {size[0]}×{size[1]} is {size[0] * size[1] / 1e6:.1f} MP, over the limit of "
-                         f"{max_pixels / 1e6:.1f} MP (raise max_pixels to process it)")
+    header = _peek_header(data)
+    if header.size is not None:
+        _check_pixels(path, *header.size, max_pixels)
+    orientation = header.orientation
     arr = _decode(data, path, fmt, max_pixels)
-    gray = arr.shape[2] in (1, 2) or (pil_mode in _GRAY_PIL_MODES)
+    gray = arr.shape[2] in (1, 2) or (header.mode in _GRAY_PIL_MODES)
     color, alpha_raw = _split_channels(arr, gray, path)
     color_f, depth = _to_float(color, path)
     color_f = apply_orientation(color_f, orientation)
@@ -193,8 +228,9 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
     if alpha_raw is not None:
         alpha = apply_orientation(_to_float(alpha_raw, path)[0], orientation)
     info = ImageInfo(mode="gray" if gray else "rgb", bit_depth=depth, format=fmt, has_alpha=alpha is not None,
-                     orientation=orientation, height=rgb.shape[0], width=rgb.shape[1])
-    return LoadedImage(rgb=rgb, alpha=alpha, info=info)
+                     orientation=orientation, height=rgb.shape[0], width=rgb.shape[1], metadata=header.metadata)
+    notes = (f"{header.frames} frames (animated or multi-page): only the first is used",) if header.frames > 1 else ()
+    return LoadedImage(rgb=rgb, alpha=alpha, info=info, notes=notes)
 
 
 def _decode(data: bytes, path: Path, fmt: str, max_pixels: Optional[int]) -> np.ndarray:
@@ -209,8 +245,7 @@ def _decode(data: bytes, path: Path, fmt: str, max_pixels: Optional[int]) -> np.
     if arr is None or arr.size == 0:
         why = f": {said[0]}" if said else ""
         raise ImageError(f"{path}: cannot decode (corrupt or not a {fmt.upper()} image){why}")
-    if max_pixels is not None and arr.shape[0] * arr.shape[1] > max_pixels:
-        raise ImageError(f"{path}: {arr.shape[1]}×{arr.shape[0]} is over the limit of {max_pixels / 1e6:.1f} MP")
+    _check_pixels(path, arr.shape[1], arr.shape[0], max_pixels)
     if fmt == "tiff" and arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8:
         arr = read_rgba8_tiff(data, arr)
     return arr[:, :, None] if arr.ndim == 2 else arr
@@ -320,16 +355,14 @@ def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
 
 
 def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
-    """Write an H×W×3 uint8 RGB array (a sheet, a cached output) as PNG, atomically; ImageError on failure."""
+    """Write an H×W×3 uint8 RGB array (a sheet, a cached output) as PNG, atomically; WriteError when the file
+    system refuses."""
     import cv2
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover - only for invalid arrays
         raise ImageError(f"{path}: cannot encode PNG")
-    try:
-        write_bytes_atomic(path, buf.tobytes())
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    write_bytes_atomic(path, memoryview(buf))
 
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
@@ -337,7 +370,7 @@ def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], in
     """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format from its suffix), restoring the
     mode / bit depth / alpha of the input `info` as far as the format allows; quality: JPEG / WebP quality
     (1-100, default 95). Atomic. Returns what was written. Raises ImageError on an unsupported suffix or an
-    encoding / file-system failure."""
+    encoding failure, WriteError when the file system refuses (full, read-only, name too long)."""
     path = Path(path)
     fmt = format_of(path)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -347,8 +380,6 @@ def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], in
         data = encode_image(rgb, alpha, out_info, quality)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
-    try:
-        write_bytes_atomic(path, data)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    write_bytes_atomic(path, embed_metadata(data, fmt, info.metadata, mode=out_info.mode, width=out_info.width,
+                                            height=out_info.height, has_alpha=out_info.has_alpha))
     return out_info

@@ -23,18 +23,20 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 
-from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, run_jobs
+from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, pending, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.jobs import Naming, Task, file_seed, plan_jobs
 from sdtool.resize import resize_alpha, resize_image
-from sdtool.infer.sampling import Tiling, check_temperature
-from sdtool.tiling import MIN_TILE
+from sdtool.inputs import check_samples, check_temperature
 from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
 from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
+
+if TYPE_CHECKING:  # pragma: no cover - torch loads only once the weights are known to be good (process_images)
+    from sdtool.infer.sampling import Tiling
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -104,10 +106,10 @@ def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[
     x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
     out_h, out_w = output_size(s.task, h, w, s.outscale)
     alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
-    info = img.info
+    info, notes = img.info, list(img.notes)
     del img  # the decoded float copy: x holds the pixels now
     gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
-    tiling, notes = s.tiling, []
+    tiling = s.tiling
     for k, out_path in enumerate(job.outputs):
         comp, noise = draw(model, s.task, h, w, gen, s.component)  # also for skipped samples: fixed draw order
         if k not in todo:
@@ -181,16 +183,23 @@ def process_images(
     t_start = time.perf_counter()
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
-    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
-                               detail, delattice)
+    check_samples(samples)  # the outputs' names depend on these two; the other options are checked below
+    check_temperature(temperature)
     outscale, quality = _check_output(task, outscale, quality)
-    settings = replace(settings, outscale=outscale, quality=quality)
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     rank, world = distributed_rank()
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
                               samples=samples, temperature=temperature, component=component, out_is_dir=out_is_dir,
                               naming=Naming(suffix, ext), scale=outscale)
     jobs = jobs[rank::world]
+    if model is None and pending(jobs, overwrite):  # bad weights end the run before any work, and before torch loads
+        from sdtool.api import weights_file
+        from sdtool.checkpoint import check_weights
+
+        check_weights(weights_file(weights))
+    settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
+                               detail, delattice)
+    settings = replace(settings, outscale=outscale, quality=quality)
     result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
     holder: dict[str, Any] = {"model": model, "checked": False}
 
@@ -212,11 +221,12 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
                    delattice: Optional[bool] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
     from sdtool.colorfix import resolve_color_fix, resolve_detail
+    from sdtool.infer.sampling import Tiling
+    from sdtool.tiling import MIN_TILE
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
-    if samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(samples)
     check_temperature(temperature)
     if component is not None and task != "downscale":
         raise OptionError("component", "applies to downscale only")

@@ -32,7 +32,7 @@ import numpy as np
 
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.infer.batch import ProcessResult, ProgressCallback
+from sdtool.infer.batch import ProcessResult, ProgressCallback, pending
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import OptionError
 from sdtool.infer.jobs import file_seed, plan_jobs
@@ -192,6 +192,17 @@ def _pseudo_upscaler(method: str, device: Any) -> Optional[Callable[[Any], Any]]
     return upscale
 
 
+def sampler_weights(kind: str, weights: Optional[Path]) -> Path:
+    """The checkpoint a pdm, redeg or sdflow sampler loads: `weights`, else the shipped PDM / ReDeg / SDFlow
+    weights; CheckpointError when there is no such file."""
+    from sdtool.api import weights_file
+    from sdtool.resources import PDM_WEIGHTS, REDEG_WEIGHTS, weights_path
+
+    if kind in ("pdm", "redeg") and weights is None:
+        return weights_path(PDM_WEIGHTS if kind == "pdm" else REDEG_WEIGHTS)
+    return weights_file(weights)
+
+
 def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> _Sampler:
     """Build the sampler: classic (no weights), pdm (default: the shipped PDM weights), redeg (default: the
     shipped ReDeg weights), sdflow (default: the shipped SDFlow weights)."""
@@ -204,22 +215,15 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind == "pdm":
         from sdtool.model.pdm import load_pdm
 
-        from sdtool.resources import PDM_WEIGHTS, weights_path
-
-        if weights is None:
-            weights = weights_path(PDM_WEIGHTS)
-        return _Sampler(kind, load_pdm(weights, device), opts)
+        return _Sampler(kind, load_pdm(sampler_weights(kind, weights), device), opts)
     if kind == "redeg":
         from sdtool.api import resolve_device
         from sdtool.model.redeg import load_redeg
-        from sdtool.resources import REDEG_WEIGHTS, weights_path
 
-        if weights is None:
-            weights = weights_path(REDEG_WEIGHTS)
-        return _Sampler(kind, load_redeg(weights, resolve_device(device)), opts)
+        return _Sampler(kind, load_redeg(sampler_weights(kind, weights), resolve_device(device)), opts)
     from sdtool.api import load_model
 
-    model = load_model(weights, device=device)
+    model = load_model(sampler_weights(kind, weights), device=device)
     model.eval()
     return _Sampler(kind, model, opts)
 
@@ -232,7 +236,7 @@ def _to_tensor(rgb: np.ndarray) -> Any:
 
 def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
     from sdtool.degrade.sheet import write_sheet
-    from sdtool.imageio import write_bytes_atomic
+    from sdtool.files import write_bytes_atomic
 
     def npy(path: Path, arr: np.ndarray) -> None:
         import io
@@ -292,6 +296,13 @@ def sample_degradation(
     out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
     jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
                               samples=o.samples, temperature=o.temperature, component=None, out_is_dir=out_is_dir)
+    needed = o.sheet is not None or pending(jobs, o.overwrite, lambda out: side_outputs(out, o))
+    if sampler is None and o.model in ("sdflow", "pdm") and needed:  # bad weights end the run before any work
+        from sdtool.checkpoint import check_weights
+
+        check_weights(sampler_weights(o.model, Path(weights) if weights else None), o.model)
+    if sampler is None and o.model == "redeg" and needed:  # a ReDeg file is small: loading it is the check
+        sampler = load_sampler(o.model, Path(weights) if weights else None, device, o)
     result = ProcessResult(notices=notices, seed=seed)
     sheet_rows: list[Any] = []
     like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None
@@ -312,7 +323,7 @@ def sample_degradation(
         row = _sample_file(smp, job, todo, img, y, seed, o, step)
         if o.sheet is not None:
             sheet_rows.append(row)
-        return []
+        return list(img.notes)
 
     run_jobs(jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
              side_files=lambda out: side_outputs(out, o))
@@ -325,12 +336,11 @@ def sample_degradation(
 
 
 def _check_options(o: DegradeOptions) -> None:
-    from sdtool.infer.sampling import check_temperature
+    from sdtool.inputs import check_samples, check_temperature
 
     if o.model not in MODELS:
         raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {o.model!r}")
-    if o.samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(o.samples)
     check_temperature(o.temperature)
     if o.like is not None and o.model == "classic":
         raise OptionError("like", "needs {model} sdflow, pdm or redeg (the classic model has nothing to fit)", ("model",))

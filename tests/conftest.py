@@ -29,3 +29,23 @@ def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
     save_model(SDFlow(PRESETS["tiny"]).eval(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def saved_run(tmp_path_factory):
+    """A tiny training run of 2 iterations, checkpointed: (data folder, run folder). Tests copy it before changing
+    it."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from sdtool.cli.app import app
+    from tests.helpers import train_args, write_image_file
+
+    d = tmp_path_factory.mktemp("saved")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image_file(d / "lr" / f"{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        write_image_file(d / "hr" / f"{i}.png", rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    res = CliRunner().invoke(app, train_args(d, d / "run", "--iters", "2"))
+    assert res.exit_code == 0, res.output
+    return d, d / "run"

@@ -29,3 +29,9 @@ def sha256_of(path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_args(data, out, *extra: str) -> list:
+    """`sdtool train` on the LR/HR folders in `data` with the tiny model, on the CPU."""
+    return ["train", "--lr-dir", str(data / "lr"), "--hr-dir", str(data / "hr"), "--out", str(out), "--config", "tiny",
+            "--batch", "2", "--patch", "32", "--device", "cpu", "--image-loss-start", "2", *extra]

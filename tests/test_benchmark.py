@@ -62,6 +62,8 @@ def test_stablesr_layout_pairs_by_name_not_position(tmp_path):
         assert p.hr.name == p.lr.name
         hr, lr, notes = bm.read_pair(p)
         assert hr.shape == (64, 64, 3) and lr.shape == (16, 16, 3) and not notes
+    data = bm.load_dataset(str(tmp_path))
+    assert data.notices == (f"{tmp_path / 'test_HR' / 'a.png'}: no LR image with a matching name; left out",)
 
 
 def test_drealsr_original_tagged_names(tmp_path):

@@ -28,6 +28,8 @@ def _dataset(root: Path, names: list[str], side: int = 64) -> None:
 
 def test_bicubic_only_writes_json_csv_and_table(tmp_path):
     _dataset(tmp_path / "realsr", ["Canon_041_LR4.png", "Canon_012_LR4.png", "Nikon_050_LR4.png"])
+    hr_only = tmp_path / "realsr" / "test_HR" / "Canon_045_LR4.png"  # an HR image without its LR
+    hr_only.write_bytes((tmp_path / "realsr" / "test_HR" / "Canon_041_LR4.png").read_bytes())
     out = tmp_path / "rep" / "report.json"
     res = runner.invoke(app, ["benchmark", "--dataset", "realsr", "--data-root", str(tmp_path), "--split", "val",
                               "--method", "bicubic", "--no-model", "--out", str(out)])
@@ -41,6 +43,7 @@ def test_bicubic_only_writes_json_csv_and_table(tmp_path):
     assert rep["settings"]["dataset"] == "realsr" and rep["settings"]["pairs"] == 2
     assert (tmp_path / "rep" / "report.csv").read_text().count("\n") == 1 + 3
     assert "bicubic" in res.output and "PSNR-Y" in res.output and "report.json" in res.output
+    assert f"notice: {hr_only}: no LR image with a matching name; left out" in res.output
 
 
 def test_default_model_beside_bicubic(tmp_path, monkeypatch, tiny_model):

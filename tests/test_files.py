@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -14,7 +15,10 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.files import _host, claim_path, claimed, clean_stale_temporaries, try_claim, write_bytes_atomic
+from sdtool.errors import WriteError
+from sdtool.files import (
+    _host, claim_path, claimed, clean_stale_temporaries, temporary_path, try_claim, write_bytes_atomic,
+)
 from tests.helpers import sha256_of, write_image_file
 
 runner = CliRunner()
@@ -60,18 +64,61 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     assert try_claim(out) is not None
 
 
-def test_claims_stop_at_the_first_output_another_process_holds(tmp_path):
-    outs = [tmp_path / f"o{k}.png" for k in range(3)]
-    claim_path(outs[0]).write_text(f"{os.getpid()} {_host()} {time.time()}\n")  # a live holder of o0
-    with claimed(outs) as ours:
-        assert ours == [False, False, False]  # the holder of o0 takes the whole file, we take none of it
-        assert not claim_path(outs[1]).exists() and not claim_path(outs[2]).exists()
-    claim_path(outs[0]).unlink()
-    claim_path(outs[2]).write_text(f"{os.getpid()} {_host()} {time.time()}\n")
-    with claimed(outs) as ours:
-        assert ours == [True, True, False]
-        assert claim_path(outs[0]).exists()
-    assert not claim_path(outs[0]).exists() and not claim_path(outs[1]).exists()  # released on exit
+def test_a_file_is_claimed_once_through_its_first_output(tmp_path):
+    out = tmp_path / "o_s0.png"
+    claim_path(out).write_text(f"{os.getpid()} {_host()} {time.time()}\n")  # a live holder of the file
+    with claimed(out) as ours:
+        assert not ours
+    claim_path(out).unlink()
+    with claimed(out) as ours:
+        assert ours and [p.name for p in tmp_path.iterdir()] == [".o_s0.png.sdtool-claim"]
+    assert not list(tmp_path.iterdir())  # released on exit
+
+
+def test_claims_and_temporaries_of_long_names_have_short_names(tmp_path):
+    out = tmp_path / ("é" * 100 + "x" * 48 + ".png")  # 252 bytes: a legal name, too long for a prefix and suffix
+    assert len(os.fsencode(out.name)) == 252
+    with claimed(out) as ours:
+        assert ours and len(os.fsencode(claim_path(out).name)) <= 130
+    assert len(os.fsencode(temporary_path(out).name)) <= 200 and temporary_path(out).name.endswith(".tmp")
+    write_bytes_atomic(out, b"x")
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    with pytest.raises(WriteError, match="file name too long"):
+        write_bytes_atomic(tmp_path / ("y" * 256), b"x")
+    dead = _dead_pid()
+    left = temporary_path(out).name.replace(f"-{os.getpid()}-", f"-{dead}-")  # a killed writer's temporary
+    old = f".state.pt.sdtool-{dead}-0123abcd.tmp"  # the training state's temporary before one writer
+    for name in (left, old):
+        (tmp_path / name).write_bytes(b"partial")
+    assert sorted(p.name for p in clean_stale_temporaries(tmp_path)) == sorted([left, old])
+
+
+def test_writing_functions_that_hide_a_full_disk_raise_write_error(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+
+    class Full:  # the temporary on a disk that is full
+        def __init__(self, fd, mode):
+            self.fh = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def library(fh):  # like torch.save: catches the OS error and raises its own
+        try:
+            fh.write(b"abc")
+        except OSError:
+            raise RuntimeError("unexpected pos") from None
+
+    monkeypatch.setattr("sdtool.files.os.fdopen", Full)
+    with pytest.raises(WriteError, match="No space left on device"):
+        write_bytes_atomic(tmp_path / "s.pt", library)
+    assert not list(tmp_path.iterdir())
 
 
 def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):
@@ -115,7 +162,7 @@ def test_out_rules(tmp_path, tiny_weights):
         assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
 
 
-def test_nan_weights_fail_the_file_not_silently(tmp_path, tiny_weights):
+def test_nan_weights_are_refused_before_any_work(tmp_path, tiny_weights):
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
 
@@ -125,10 +172,11 @@ def test_nan_weights_fail_the_file_not_silently(tmp_path, tiny_weights):
     tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
     bad = tmp_path / "nan.safetensors"
     save_file(tensors, str(bad), metadata=meta)
-    src = write_image_file(tmp_path / "a.png", np.full((8, 8, 3), 90, np.uint8))
-    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "-w", str(bad), "--device", "cpu"])
-    assert res.exit_code == 1 and "NaN" in res.output
-    assert not (tmp_path / "o.png").exists()
+    src = write_image_file(tmp_path / "in" / "a.png", np.full((8, 8, 3), 90, np.uint8))
+    write_image_file(tmp_path / "in" / "b.png", np.full((8, 8, 3), 90, np.uint8))
+    res = runner.invoke(app, ["upscale", str(src.parent), str(tmp_path / "o"), "-w", str(bad), "--device", "cpu"])
+    assert res.exit_code == 2 and res.output.count("NaN") == 1, res.output  # once, not once per file
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
 def test_rgba_tiff_round_trip_keeps_straight_colours(tmp_path):
@@ -199,3 +247,23 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, tiny_w
         process_images(src, tmp_path / "o.png", temperature=float("inf"), weights=tiny_weights)
     res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "-w", str(tiny_weights), "-t", "inf"])
     assert res.exit_code == 2 and "error: --temperature must be a finite number" in res.output
+
+
+def test_many_samples_are_claimed_as_they_go_and_an_interrupt_leaves_nothing(tmp_path, tiny_weights):
+    from sdtool.pipeline import process_images
+
+    write_image_file(tmp_path / "a.png", np.full((16, 16, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    claims: list[int] = []
+
+    def progress(event):
+        if event.kind == "step":
+            claims.append(len(list(out.glob(".*.sdtool-claim"))))
+            if event.step >= 3:
+                raise KeyboardInterrupt  # what SIGTERM raises in the CLI (sdtool.cli.app)
+
+    with pytest.raises(KeyboardInterrupt):
+        process_images(tmp_path / "a.png", str(out) + "/", samples=1000, weights=tiny_weights, device="cpu",
+                       progress=progress)
+    assert claims and max(claims) == 1  # one claim for the file, none per sample up front
+    assert sorted(p.name for p in out.iterdir()) == ["a_s000.png", "a_s001.png"]  # stopped in the third: no trace

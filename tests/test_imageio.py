@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -176,3 +177,33 @@ def _save(path: Path, arr: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), arr)
     return path
 
+
+
+def test_icc_profile_and_exif_are_kept_with_the_orientation_reset(tmp_path):
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: read upright
+    exif[0x010F] = "Canon"
+    exif.get_ifd(0x8769)[0xA002] = 18  # pixel width: no longer true after x4, dropped
+    src = tmp_path / "in.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 18, 3), dtype=np.uint8)).save(
+        src, exif=exif.tobytes(), icc_profile=icc)
+    img = read_image(src)
+    for name in ("o.png", "o.jpg", "o.webp", "o.tiff", "o16.png"):
+        info = replace(img.info, bit_depth=16) if name == "o16.png" else img.info
+        write_image(tmp_path / name, img.rgb, img.alpha, info)
+        with Image.open(tmp_path / name) as im:
+            assert im.info.get("icc_profile") == icc and im.size == (20, 18), name
+            if name != "o.tiff":  # TIFF keeps the profile only
+                e = im.getexif()
+                assert e.get(0x0112) == 1 and e.get(0x010F) == "Canon" and 0xA002 not in e.get_ifd(0x8769), name
+        assert cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED).shape[:2] == (18, 20), name
+    gray_icc = icc[:16] + b"GRAY" + icc[20:]  # a gray profile cannot describe the RGB WebP a gray PNG becomes
+    Image.fromarray(np.full((6, 6), 90, np.uint8), "L").save(tmp_path / "g.png", icc_profile=gray_icc)
+    gray = read_image(tmp_path / "g.png")
+    for name, kept in (("g_out.png", True), ("g_out.webp", False)):
+        write_image(tmp_path / name, gray.rgb, gray.alpha, gray.info)
+        with Image.open(tmp_path / name) as im:
+            assert (im.info.get("icc_profile") == gray_icc) == kept, name

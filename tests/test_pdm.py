@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -129,3 +130,31 @@ def test_runner_schedule_keeps_the_discriminators_own_rate(tmp_path: Path) -> No
     resumed.run(resume=True)
     g, d = rates(resumed)
     assert g == pytest.approx(lr_at(5, longer)) and d == pytest.approx(4 * lr_at(5, longer))
+
+
+@pytest.mark.parametrize("config, fill, needle", [
+    ({"k_layers": 64}, None, "k_layers is 64, the file holds 2"),
+    ({"k_hidden": 4096}, None, "k_hidden is 4096, the file holds 32"),
+    ({"n_hidden": 10**9}, None, "n_hidden must be an integer in 1..4096"),
+    ({"kernel_size": 20}, None, "kernel_size must be odd"),
+    (None, float("nan"), "holds NaN or infinite values"),
+])
+def test_bad_pdm_weights_are_refused_before_building(tmp_path: Path, monkeypatch, config, fill, needle) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "pdm.safetensors"
+    save_pdm(PDM(PDM_PRESETS["tiny"]), path)
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    if config:
+        meta["config"] = json.dumps({**json.loads(meta["config"]), **config})
+    if fill is not None:
+        tensors = {k: torch.full_like(v, fill) for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata=meta)
+    monkeypatch.setattr(PDM, "__init__", lambda *a, **k: pytest.fail("a PDM was built for weights that do not fit"))
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        load_pdm(path)

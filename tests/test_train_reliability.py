@@ -126,3 +126,75 @@ def test_options_that_do_not_apply_to_pdm_are_refused(data, extra):
             "--model", "pdm", "--batch", "2", "--patch", "32", "--iters", "2", "--device", "cpu", *extra]
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "not used by --model pdm" in res.output, res.output
+
+
+def _copy_run(saved_run: tuple[Path, Path], to: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(saved_run[1], to))
+
+
+def _not_weights(p: Path) -> None:
+    import pickle
+
+    class Payload:  # a pickle that would run a command if it were ever unpickled
+        def __reduce__(self):
+            return (os.system, ("touch PWNED",))
+
+    p.write_bytes(pickle.dumps(Payload()))
+
+
+def _without_config_name(p: Path) -> None:
+    import torch
+
+    state = torch.load(p, weights_only=True)
+    settings = json.loads(state["settings"])
+    settings["extra"].pop("config")
+    torch.save({**state, "settings": json.dumps(settings)}, p)
+
+
+@pytest.mark.parametrize("spoil, extra, needle", [
+    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 3]), [], "truncated, damaged or not written by"),
+    (_not_weights, [], "truncated, damaged or not written by"),
+    (lambda p: __import__("torch").save({"it": 1}, p), [], "not a training state written by `sdtool train`"),
+    (lambda p: None, ["--config", "lite"], "the run was made with config tiny, not lite; resume it with --config tiny"),
+    (_without_config_name, ["--config", "lite"], "weights do not match the model config"),
+])
+def test_resume_from_a_state_that_does_not_fit_is_one_line_and_exit_2(saved_run, tmp_path, spoil, extra, needle):
+    run = _copy_run(saved_run, tmp_path / "run")
+    spoil(run / "state.pt")
+    before = {p.name: _sha(p) for p in run.iterdir()}
+    args = _args(saved_run[0], run, "--iters", "4", "--resume")
+    if extra:
+        args[args.index("--config") + 1] = extra[1]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert res.output.count("error:") == 1 and "Traceback" not in res.output
+    assert {p.name: _sha(p) for p in run.iterdir()} == before and not Path("PWNED").exists()
+
+
+def test_temporaries_of_a_killed_checkpoint_write_are_removed_by_the_next_run(saved_run, tmp_path):
+    from sdtool.files import temporary_path
+
+    run = _copy_run(saved_run, tmp_path / "run")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = [temporary_path(run / name).name.replace(f"-{os.getpid()}-", f"-{pid}-")
+            for name in ("model.safetensors", "state.pt", "settings.json")]
+    left.append(f".state.pt.sdtool-{pid}-0123abcd.tmp")  # the name the training state had before one writer
+    for name in left:
+        (run / name).write_bytes(b"partial")
+    res = runner.invoke(app, _args(saved_run[0], run, "--iters", "3", "--resume"))
+    assert res.exit_code == 0, res.output
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    assert all(f"{name}: removed, left by an interrupted run" in res.output for name in left), res.output
+
+
+def test_a_fresh_start_after_a_run_that_never_saved_logs_each_iteration_once(saved_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()  # what kill -9 during the first state.pt write leaves: a log, no state
+    (run / "log.jsonl").write_text(json.dumps({"type": "train", "it": 1}) + "\n" + '{"type": "tr')
+    res = runner.invoke(app, _args(saved_run[0], run, "--iters", "2", "--log-every", "1"))
+    assert res.exit_code == 0, res.output
+    its = [json.loads(line)["it"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert its == [1, 2]

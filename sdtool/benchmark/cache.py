@@ -75,6 +75,10 @@ def cached_image(root: Path, method: str, image: str) -> Optional[np.ndarray]:
     """The first SR sample that `method` made for `image` (uint8 H×W×3), or None."""
     import cv2
 
-    arr = cv2.imread(str(Path(root) / _safe(method) / f"{_safe(image)}.png"), cv2.IMREAD_COLOR)
+    try:  # bytes, then decode: cv2.imread crashes on a path that is not UTF-8
+        data = (Path(root) / _safe(method) / f"{_safe(image)}.png").read_bytes()
+    except OSError:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return None if arr is None else arr[:, :, ::-1].copy()
 

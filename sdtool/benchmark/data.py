@@ -65,12 +65,14 @@ class Pair:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Pairs sorted by name; `layout` says how they were found; `root` is the folder searched."""
+    """Pairs sorted by name; `layout` says how they were found; `root` is the folder searched; `notices` names the
+    images beside the pairs that found no partner and were left out."""
 
     name: str
     root: Path
     layout: str
     pairs: tuple[Pair, ...]
+    notices: tuple[str, ...] = ()
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -134,6 +136,20 @@ def _realsr_original(root: Path) -> list[Pair]:
                 pairs.append(Pair(stem, hr, lr))
                 break
     return pairs
+
+
+def left_out(pairs: Sequence[Pair], layout: str) -> list[str]:
+    """Notices for the images in the pairs' folders that are in no pair (an HR image without its LR, or the
+    reverse), so that a lower count than expected is explained."""
+    used = {p.hr for p in pairs} | {p.lr for p in pairs}
+    if layout.startswith("realsr-original"):  # HR and LR side by side, with other scales (LR2, LR3) beside them
+        return [f"{f}: no *_LR4 image beside it; left out" for d in sorted({p.hr.parent for p in pairs})
+                for f in images_in(d) if f not in used and f.stem.lower().endswith("_hr")]
+    notices = []
+    for other, folders in (("LR", {p.hr.parent for p in pairs}), ("HR", {p.lr.parent for p in pairs})):
+        notices += [f"{f}: no {other} image with a matching name; left out" for d in sorted(folders)
+                    for f in images_in(d) if f not in used]
+    return notices
 
 
 def find_pairs(root: Path) -> tuple[list[Pair], str]:
@@ -231,7 +247,8 @@ def load_dataset(
         raise DatasetError(f"{root}: no pairs in split '{split}'")
     if limit is not None:
         keep = keep[: max(limit, 0)]
-    return Dataset(name=name, root=root, layout=layout, pairs=tuple(names[n] for n in keep))
+    return Dataset(name=name, root=root, layout=layout, pairs=tuple(names[n] for n in keep),
+                   notices=tuple(left_out(pairs, layout)))
 
 
 def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -241,9 +258,11 @@ def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, list[str]]:
     reduced by MATLAB bicubic /4 first, after cropping the HR to a multiple of 4)."""
     from sdtool.imageio import read_image
 
-    hr = quantize(read_image(pair.hr).rgb.astype(np.float64) * 255.0)
-    lr = quantize(read_image(pair.lr).rgb.astype(np.float64) * 255.0)
-    notes: list[str] = []
+    hr_img, lr_img = read_image(pair.hr), read_image(pair.lr)
+    notes = [f"{p}: {note}" for p, img in ((pair.hr, hr_img), (pair.lr, lr_img)) for note in img.notes]
+    hr = quantize(hr_img.rgb.astype(np.float64) * 255.0)
+    lr = quantize(lr_img.rgb.astype(np.float64) * 255.0)
+    del hr_img, lr_img
     if hr.shape == lr.shape:
         h4, w4 = (hr.shape[0] // SCALE) * SCALE, (hr.shape[1] // SCALE) * SCALE
         hr, lr = hr[:h4, :w4], quantize(imresize_np(lr[:h4, :w4], 1 / SCALE))

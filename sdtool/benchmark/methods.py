@@ -13,7 +13,8 @@ import numpy as np
 from sdtool.benchmark.data import LR_TAGS, SCALE, Dataset, Pair, images_in, strip_tag
 from sdtool.config import DEFAULT_SR_TEMPERATURE
 from sdtool.errors import DatasetError, OptionError, UsageError
-from sdtool.infer.sampling import Tiling, check_temperature, draw, pad_input, run, sample
+from sdtool.infer.sampling import Tiling, draw, pad_input, run, sample
+from sdtool.inputs import check_temperature
 from sdtool.resize import imresize_np, quantize
 
 

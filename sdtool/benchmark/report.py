@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdtool.benchmark.run import DOWN_KEYS, SAMPLE_KEYS, SR_KEYS
+from sdtool.files import write_bytes_atomic
 
 def _clean(x: Any) -> Any:
     if isinstance(x, float):
@@ -33,19 +34,16 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path = out if out.suffix.lower() == ".json" else out.with_suffix(out.suffix + ".json")
     csv_path = json_path.with_suffix(".csv")
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, json_path)
+    write_bytes_atomic(json_path, (json.dumps(_clean(report), indent=2, allow_nan=False) + "\n").encode("utf-8"))
     keys = [k for k in (*SR_KEYS, *SAMPLE_KEYS, *DOWN_KEYS) if any(k in s for s in report["summary"].values())]
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "image", *keys])
-        for name, rows in report["per_image"].items():
-            for r in rows:
-                w.writerow([name, r["image"], *(_fmt_csv(r.get(k)) for k in keys)])
-            w.writerow([name, "MEAN", *(_fmt_csv(report["summary"][name].get(k)) for k in keys)])
-    os.replace(tmp, csv_path)
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["method", "image", *keys])
+    for name, rows in report["per_image"].items():
+        for r in rows:
+            w.writerow([name, r["image"], *(_fmt_csv(r.get(k)) for k in keys)])
+        w.writerow([name, "MEAN", *(_fmt_csv(report["summary"][name].get(k)) for k in keys)])
+    write_bytes_atomic(csv_path, table.getvalue().encode("utf-8"))
     return json_path, csv_path
 
 

@@ -21,6 +21,7 @@ from sdtool.benchmark.methods import (
 )
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.sampling import Tiling
+from sdtool.inputs import check_samples
 
 SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err", "lattice")
 
@@ -256,8 +257,7 @@ def run_benchmark(
 
     Keys: summary {method: {metric: mean}}, per_image {method: [rows]}, methods {method: settings, wall time,
     memory}, settings, versions, device, wall_time_s. See `RunOptions` for niqe_input, cache and save_sr."""
-    if samples < 1:
-        raise OptionError("samples", "must be at least 1")
+    check_samples(samples)
     if not methods:
         raise UsageError("nothing to benchmark")
     if niqe_input not in ("gray", "y"):

@@ -176,6 +176,8 @@ def benchmark(
 
     def work() -> None:
         data = bm.load_dataset(dataset, data_root, split, limit)
+        for notice in data.notices:
+            typer.echo(f"notice: {notice}", err=True)
         folders = [bm.folder_method(*_name_dir(item), data) for item in sr_dir or []]  # checked before any work
         methods = []
         if weights or method or not no_model or not (folders or baseline):

@@ -23,7 +23,9 @@ Weights = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed gives the same samples.")]
 Temperature = Annotated[
-    float, typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0); 0 gives the mean sample.")
+    float,
+    typer.Option("--temperature", "-t", help="Sampling temperature, 0 to 4: 0 gives the mean sample, 1 the learned "
+                 "spread."),
 ]
 Delattice = Annotated[
     bool,
@@ -35,7 +37,7 @@ Detail = Annotated[
     typer.Option("--detail", help="Strength of the model's detail above the wavelet guard's low band (0-2): below 1 "
                  f"trades texture for fidelity (PSNR), above 1 the reverse. Default: {DEFAULT_DETAIL:g} with --color-fix wavelet."),
 ]
-Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="Samples to draw per input image.")]
+Samples = Annotated[int, typer.Option("--samples", "-n", help="Samples to draw per input image (1 to 1000).")]
 Tile = Annotated[
     Optional[int],
     typer.Option("--tile", min=0, help="Tile size in input pixels (each tile's share; tiles reach half the overlap further "

@@ -1,6 +1,7 @@
 """The batch engine under `upscale`, `downscale` and `sample-degradation`: one loop over planned jobs that
-skips finished outputs, claims the rest (so several processes share a folder), runs the work for each file,
-and turns what happened into outcomes and progress events. It never prints.
+skips finished outputs, claims each file as its work starts (so several processes share a folder), runs the
+work for each file, and turns what happened into outcomes and progress events. It never prints. A file whose
+outputs the file system refuses (a name too long, a read-only folder, a full disk) fails alone.
 
 An output counts as finished when it exists (with its side files); it is then skipped unless `overwrite`.
 A file's work function gets the indices of the samples it must write and computes the others only as far
@@ -9,13 +10,15 @@ as the random draws need (sample k never depends on which other samples exist).
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from sdtool.errors import CheckpointError, SdtoolError, UsageError
-from sdtool.files import claimed, clean_stale_temporaries
+from sdtool.files import check_name, claimed, clean_stale_temporaries
 
 
 @dataclass
@@ -91,7 +94,13 @@ def _names(outputs: Sequence[Path]) -> str:
 
 
 def _finished(out: Path, side_files: Callable[[Path], list[Path]]) -> bool:
-    return all(p.exists() for p in [out, *side_files(out)])
+    return all(os.path.exists(p) for p in [out, *side_files(out)])  # False, not OSError, for a name too long
+
+
+def pending(jobs: Sequence[Job], overwrite: bool = False,
+            side_files: Callable[[Path], list[Path]] = lambda _p: []) -> bool:
+    """Whether `run_jobs` will have any output to write (a model is needed), judged as it judges each file."""
+    return any(overwrite or not _finished(out, side_files) for job in jobs for out in job.outputs)
 
 
 def run_jobs(
@@ -101,8 +110,8 @@ def run_jobs(
 ) -> None:
     """Run `work` for every job, filling `result`. run_finished: also call `work` (with nothing to write) for
     files whose outputs all exist, when it collects something else (a contact sheet). UsageError,
-    CheckpointError and KeyboardInterrupt stop the run (claims are released); any other failure is recorded
-    for its file and the others go on."""
+    CheckpointError and KeyboardInterrupt stop the run (claims are released); any other failure (a WriteError
+    too) is recorded for its file and the others go on."""
     emit = progress or (lambda _e: None)
     for message in result.notices:  # from planning (files that are not images, …)
         emit(ProgressEvent("notice", message=message))
@@ -126,33 +135,36 @@ def _run_one(job: Job, work: Work, overwrite: bool, side_files: Callable[[Path],
     if not todo and not run_finished:
         return FileOutcome(job.source, list(job.outputs), "skipped", notes=[exists_note])
     t0 = time.perf_counter()
-    with claimed([job.outputs[k] for k in todo]) as ours:
-        # Claimed by another process, or finished by one between our look and our claim: theirs.
-        mine = {k for k, ok in zip(todo, ours) if ok and (overwrite or not _finished(job.outputs[k], side_files))}
-        if not mine and not run_finished:
-            taken = [job.outputs[k] for k in todo]
-            return FileOutcome(job.source, list(job.outputs), "skipped",
-                               notes=[f"skipped, {_names(taken)} being written by another process"])
 
-        def step(done: float, steps: int) -> None:
-            emit(ProgressEvent("step", index=index, total=total, path=job.source, step=done, steps=steps))
+    def step(done: float, steps: int) -> None:
+        emit(ProgressEvent("step", index=index, total=total, path=job.source, step=done, steps=steps))
 
-        try:
+    try:
+        for k in todo:  # names the file system cannot store fail the file before any work
+            for path in (job.outputs[k], *side_files(job.outputs[k])):
+                check_name(path)
+        # One claim per file, taken when its work starts (none when it only collects finished outputs).
+        with claimed(job.outputs[0]) if todo else nullcontext(True) as ours:
+            # Claimed by another process, or finished by one between our look and our claim: theirs.
+            mine = {k for k in todo if ours and (overwrite or not _finished(job.outputs[k], side_files))}
+            if not mine and not run_finished:
+                note = f"skipped, {_names(job.outputs)} being written by another process" if not ours else exists_note
+                return FileOutcome(job.source, list(job.outputs), "skipped", notes=[note])
             notes = work(job, mine, step)
-        except (UsageError, CheckpointError, KeyboardInterrupt, SystemExit):
-            raise
-        except SdtoolError as exc:
-            return FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0, exception=exc)
-        except MemoryError:
-            return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: out of memory",
-                               time.perf_counter() - t0)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-            return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: {type(exc).__name__}: {exc}",
-                               time.perf_counter() - t0)
+    except (UsageError, CheckpointError, KeyboardInterrupt, SystemExit):
+        raise
+    except SdtoolError as exc:
+        return FileOutcome(job.source, list(job.outputs), "failed", str(exc), time.perf_counter() - t0, exception=exc)
+    except MemoryError:
+        return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: out of memory",
+                           time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
+        return FileOutcome(job.source, list(job.outputs), "failed", f"{job.source}: {type(exc).__name__}: {exc}",
+                           time.perf_counter() - t0)
     if not mine:
         return FileOutcome(job.source, list(job.outputs), "skipped", seconds=time.perf_counter() - t0,
                            notes=[exists_note])
     if len(mine) < len(job.outputs):
-        notes = [*notes, f"{len(job.outputs) - len(mine)} of {len(job.outputs)} outputs existed or were claimed; kept"]
+        notes = [*notes, f"{len(job.outputs) - len(mine)} of {len(job.outputs)} outputs existed; kept"]
     return FileOutcome(job.source, [job.outputs[k] for k in sorted(mine)], "done", seconds=time.perf_counter() - t0,
                        notes=notes)

@@ -85,7 +85,8 @@ def default_tag(task: Task, temperature: float, component: Optional[int], scale:
 def file_seed(seed: int, rel: Path) -> int:
     """Per-file seed from the base seed and the relative path (posix), so a file's samples do not
     depend on which other files are in the run."""
-    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode()).digest()
+    # surrogateescape: a name that is not UTF-8 (bytes from another system) seeds by its bytes; UTF-8 names as before
+    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -114,7 +115,16 @@ def plan_jobs(
     OUT not writable, `naming` with an OUT that names a file). out_is_dir: OUT was written with a trailing
     slash, so it names a folder. scale: the upscale's output scale, for names beside the input."""
     naming.check()
-    suffixes = sample_suffixes(samples)
+    try:
+        return _plan(input_path, output, sample_suffixes(samples), task, temperature, component, out_is_dir, naming,
+                     scale)
+    except OSError as exc:  # a path the file system refuses to look at (a name too long, a loop of links)
+        raise UsageError(f"{exc.filename or input_path}: {exc.strerror or exc}") from None
+
+
+def _plan(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
+          component: Optional[int], out_is_dir: bool, naming: Naming,
+          scale: Optional[float]) -> tuple[list[Job], list[str]]:
     if not input_path.exists():
         raise UsageError(f"{input_path}: no such file or folder")
     if output is not None:

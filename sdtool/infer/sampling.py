@@ -24,22 +24,13 @@ import torch
 from torch import Tensor
 
 from sdtool.infer.noise import NoiseField, draw_seed
+from sdtool.inputs import check_temperature
 from sdtool.tiling import (
     AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
     padded_size, run_tiled,
 )
 
 Op = Literal["upscale", "downscale"]
-
-
-def check_temperature(temperature: float) -> None:
-    """OptionError unless the sampling temperature is a finite number ≥ 0."""
-    from sdtool.errors import OptionError
-
-    if not math.isfinite(temperature):
-        raise OptionError("temperature", f"must be a finite number, got {temperature}")
-    if temperature < 0:
-        raise OptionError("temperature", f"must be >= 0, got {temperature}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +147,7 @@ def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, com
     Returns (the image, the tile used)."""
     from sdtool.colorfix import RowGuard
 
+    check_temperature(temperature)
     h, w = x.shape[2:]
     xp = pad_input(x, op)
     if op == "upscale":

@@ -13,52 +13,20 @@ Images are in [0,1]; the blur is applied at HR resolution exactly like sdtool.de
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from sdtool.config import JsonConfig
+from sdtool.checkpoint import PDM_FORMAT as FORMAT
+from sdtool.config import PDM_PRESETS, PDMConfig  # noqa: F401 - PDM_PRESETS: part of this module's API
 from sdtool.degrade import DegradationSample
 from sdtool.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Generator
 
-FORMAT = "sdtool-pdm"
-
-
-@dataclass(frozen=True)
-class PDMConfig(JsonConfig):
-    """Sizes of a PDM. kernel_size K (odd), scale s, spatial (per-pixel kernels), zk_dim (length of z_k or
-    channels of the z_k map), k_hidden/k_layers (netK width/depth), n_hidden/n_layers (netN), init_sigma
-    (std in HR pixels of the initial Gaussian kernel; start wide: in our runs the adversarial game
-    shrinks a too-wide kernel steadily but overshoots when it has to widen a too-narrow one), init_noise (initial noise std, [0,1] units), logit_smooth
-    (std, in kernel pixels, of a fixed Gaussian blur applied to netK's logits before the softmax; 0 = off)."""
-
-    name: str = "default"
-    scale: int = 4
-    kernel_size: int = 21
-    spatial: bool = False
-    zk_dim: int = 64
-    k_hidden: int = 64
-    k_layers: int = 3
-    n_hidden: int = 32
-    n_layers: int = 3
-    signal_dependent: bool = True
-    init_sigma: float = 2.0
-    init_noise: float = 0.01
-    logit_smooth: float = 1.5
-
-
-
-PDM_PRESETS: dict[str, PDMConfig] = {
-    "default": PDMConfig(),
-    "variant": PDMConfig(name="variant", spatial=True, zk_dim=16),
-    "tiny": PDMConfig(name="tiny", zk_dim=8, k_hidden=32, k_layers=2, n_hidden=8, n_layers=2, init_sigma=2.5),
-}
 
 
 def _gaussian_logits(size: int, sigma: float) -> Tensor:
@@ -215,8 +183,13 @@ class PDM(nn.Module):
         z_n: Optional[Tensor] = None,
     ) -> DegradationSample:
         """Sample degraded LR images of y (N×3×H×W in [0,1]). Latents not given are drawn from N(0, τ²)
-        with `generator`. Returns lr clamped to [0,1], kernel (N×K×K or N×K×K×h×w), noise map."""
+        with `generator`. Returns lr clamped to [0,1], kernel (N×K×K or N×K×K×h×w), noise map. Raises
+        InputError / OptionError for another y or a bad temperature (`sdtool.inputs`)."""
         from sdtool.degrade.ops import kernel_sigma
+        from sdtool.inputs import check_image, check_temperature
+
+        check_image(y, "y")
+        check_temperature(temperature)
 
         n, _, h, w = y.shape
         zk_s, zn_s = self.sample_latents(n, h, w, temperature, generator)
@@ -230,56 +203,29 @@ class PDM(nn.Module):
 
 
 def save_pdm(model: PDM, path: "str | Path", extra: Optional[dict[str, str]] = None) -> None:
-    """Write the PDM's weights as safetensors with the config JSON in the metadata (atomic rename)."""
-    from safetensors.torch import save_file
+    """Write the PDM's weights as safetensors with the config JSON in the metadata (the one atomic writer;
+    WriteError when the file system refuses)."""
+    from sdtool.checkpoint import atomic_save_tensors
 
-    path = Path(path)
     meta = {"format": FORMAT, "kind": "pdm", "config": model.config.to_json()}
     if extra:
         meta.update({str(k): str(v) for k, v in extra.items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc}") from exc
-
-
-def read_pdm_metadata(path: "str | Path") -> dict[str, str]:
-    """The safetensors metadata of a checkpoint, or CheckpointError."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises several types for truncated/foreign files
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
+    atomic_save_tensors(dict(model.state_dict()), path, meta)
 
 
 def load_pdm(path: "str | Path", device: str = "cpu") -> PDM:
     """Rebuild a PDM from a checkpoint written by save_pdm (or an exported `sdtool train --model pdm` run).
 
-    Raises CheckpointError when the file is missing, truncated, not a PDM or does not match its config.
+    The file is checked before the model is allocated (`sdtool.checkpoint.check_weights`). Raises
+    CheckpointError in one line when the file is missing, truncated, not a PDM or does not match its config.
     """
-    from safetensors.torch import load_file
+    from sdtool.checkpoint import check_finite, check_weights, load_state_strict, read_safetensors
 
-    meta = read_pdm_metadata(path)
-    if meta.get("kind", meta.get("model")) != "pdm" and meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a PDM checkpoint (metadata kind={meta.get('kind')!r})")
-    try:
-        config = PDMConfig.from_json(meta["config"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad PDM config in metadata: {exc}") from exc
+    config, _ = check_weights(path, "pdm")
+    state, _ = read_safetensors(path)
+    check_finite({k: v for k, v in state.items() if v.dtype not in (torch.float16, torch.float32, torch.float64)}, path)
     model = PDM(config)
-    try:
-        state = load_file(str(path))
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path} does not match its PDM config: {exc}") from exc
+    load_state_strict(model, state, path)
     return model.to(_resolve_device(device)).eval()
 
 

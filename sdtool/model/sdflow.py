@@ -26,6 +26,7 @@ from sdtool.flows import (
     ConditionalFlow, FlowStep, MixtureOfGaussians, Sequential, Squeeze, StandardNormal, Unsqueeze, transition,
 )
 from sdtool.flows.priors import randn
+from sdtool.inputs import check_image, check_temperature
 from sdtool.model.lattice import remove_lattice
 from sdtool.nets.extractor import ContentExtractor
 from sdtool.nets.precision import set_compute_dtype
@@ -187,7 +188,10 @@ class SDFlow(nn.Module):
         "adain" or "none" (the raw sample), see `sdtool.colorfix`; tiled callers pass "none" per tile and
         apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default).
         delattice: take out the 4-px lattice the HR flow's squeezes leave (`sdtool.model.lattice`); False
-        returns the flow's own sample."""
+        returns the flow's own sample.
+        Raises InputError for any other x (`sdtool.inputs.check_image`), OptionError for a bad temperature."""
+        check_image(x)
+        check_temperature(temperature)
         gain = resolve_detail(detail, check_color_fix(color_fix))
         out_device = x.device
         n, _, h, w = x.shape
@@ -212,7 +216,10 @@ class SDFlow(nn.Module):
         The degradation latent is μ_k + σ_k·τ·noise with one mixture component k per image
         (`component`, or drawn from `generator`); noise has shape `downscale_noise_shape(N, H, W)`.
         latent: the Gaussianised degradation latent z_d' itself (same shape; e.g. one transferred from a real
-        LR image), used as it is: temperature, component and noise are then ignored."""
+        LR image), used as it is: temperature, component and noise are then ignored.
+        Raises InputError for any other y (`sdtool.inputs.check_image`), OptionError for a bad temperature."""
+        check_image(y, "y")
+        check_temperature(temperature)
         out_device = y.device
         n, _, h, w = y.shape
         # At least 16 px so that the degradation latent (HR/8) is 2×2: reflection padding needs 2 px.
@@ -234,6 +241,7 @@ class SDFlow(nn.Module):
         """Gaussianised degradation latent of real LR images. x: N×3×h×w in [0, 1] (padded to even size)
         → z_d' N×12×ceil(h/2)×ceil(w/2), and info: `component` (most likely mixture component, (N,)),
         `z_c` (content latent), `responsibilities` (N×K)."""
+        check_image(x)
         xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 2, 2)
         _, parts = self.lr_log_prob(_nhwc(xp))
         resp = self.deg_prior.responsibilities(parts["z_dp"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +13,9 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from sdtool.errors import OptionError, UsageError
+from sdtool.checkpoint import load_state_strict
+from sdtool.errors import CheckpointError, OptionError, UsageError, WriteError
+from sdtool.files import clean_stale_temporaries, write_bytes_atomic
 from sdtool.train.config import RunSettings, lr_at
 from sdtool.train.dist import barrier, broadcast_module, world
 from sdtool.train.task import NonFiniteLoss, TrainingDiverged, TrainTask
@@ -60,14 +61,32 @@ class EMA:
             e.copy_(b)
 
 
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.sdtool-{os.getpid()}-{os.urandom(4).hex()}.tmp")  # never shared
+STATE_KEYS = frozenset({"it", "skipped", "kind", "modules", "ema", "optimizers", "settings"})
+
+
+def read_state(path: Path, device: torch.device) -> dict:
+    """The training state in `path` (tensors only, no pickled code); CheckpointError in one line when the file is
+    truncated or is not a state that `sdtool train` wrote."""
+    import warnings
+
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, OSError, … here
+        raise CheckpointError(f"{path}: cannot resume from it: truncated, damaged or not written by `sdtool train` "
+                              f"({path.stat().st_size} bytes)") from None
+    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
+        raise CheckpointError(f"{path}: cannot resume from it: not a training state written by `sdtool train`")
+    return state
+
+
+def _made_with(state: dict) -> Optional[str]:
+    """The model size (config name) the run in `state` was started with, when it says."""
+    try:
+        return json.loads(state["settings"]).get("extra", {}).get("config")
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 class Runner:
@@ -89,6 +108,7 @@ class Runner:
                            for name, opt in task.optimizers().items()}
         self.it = 0
         self.skipped = 0
+        self.saved_it = 0  # the iteration of the checkpoint on disk
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -103,20 +123,49 @@ class Runner:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state from `state_dict`; UsageError / CheckpointError in one line when it belongs to another
+        kind of run, another model size, or does not fit this run's model."""
+        path = self.out / STATE_FILE
         if state.get("kind") != self.task.kind:
-            raise UsageError(f"{self.out / STATE_FILE}: a '{state.get('kind')}' run cannot resume as '{self.task.kind}'")
-        for k, m in self.task.modules().items():
-            m.load_state_dict(state["modules"][k])
-        self.ema.model.load_state_dict(state["ema"])
-        for k, o in self.task.optimizers().items():
-            o.load_state_dict(state["optimizers"][k])
-        self.it, self.skipped = int(state["it"]), int(state["skipped"])
+            raise UsageError(f"{path}: a '{state.get('kind')}' run cannot resume as '{self.task.kind}'")
+        made_with, asked = _made_with(state), self.s.extra.get("config")
+        if made_with and asked and made_with != asked:
+            raise OptionError("", f"{self.out}: the run was made with config {made_with}, not {asked}; resume it "
+                              f"with {{config}} {made_with}", ("config",))
+        try:
+            for k, m in self.task.modules().items():
+                load_state_strict(m, state["modules"][k], path)
+            load_state_strict(self.ema.model, state["ema"], path)
+            for k, o in self.task.optimizers().items():
+                o.load_state_dict(state["optimizers"][k])
+            self.it, self.skipped = int(state["it"]), int(state["skipped"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: does not fit the model of this run ({why})") from None
 
     def save(self) -> None:
+        """state.pt, then model.safetensors, each through the one atomic writer: state.pt is never older than the
+        weights, and a failed write (a full disk) leaves both files as they were."""
         if self.rank != 0:
             return
-        self._export(self.out / MODEL_FILE)
-        _atomic_torch_save(self.state_dict(), self.out / STATE_FILE)
+        state = self.state_dict()
+        with self._writing():
+            write_bytes_atomic(self.out / STATE_FILE, lambda fh: torch.save(state, fh))
+            self._export(self.out / MODEL_FILE)
+        self.saved_it = self.it
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A file the run cannot write (a full disk) stops it with one line that says what was kept."""
+        try:
+            yield
+        except WriteError as exc:
+            raise WriteError(f"{exc.message}; {self._stopped()}", exc.errno) from None
+
+    def _stopped(self) -> str:
+        kept = (f"the checkpoint of iteration {self.saved_it} in {self.out} is kept" if self.saved_it
+                else "no checkpoint was written yet")
+        return f"training stopped at iteration {self.it}, {kept}"
 
     def _export(self, path: Path) -> None:
         """The EMA weights as a loadable checkpoint (config and provenance in the metadata)."""
@@ -132,30 +181,48 @@ class Runner:
         path = self.out / STATE_FILE
         if not path.is_file():
             return False
-        self.load_state_dict(torch.load(path, map_location=self.task.model.device, weights_only=True))
+        self.load_state_dict(read_state(path, self.task.model.device))
+        self.saved_it = self.it
         self._truncate_log()
         return True
 
     def _truncate_log(self) -> None:
-        """Drop log records past the checkpoint: the resumed run writes them again."""
+        """Drop log records past the checkpoint (on a fresh start, all: they belong to a run that never saved):
+        the run writes them again."""
         log = self.out / LOG_FILE
         if self.rank != 0 or not log.is_file():
             return
-        kept = []
-        for line in log.read_text().splitlines():
+        kept, lines = [], log.read_text().splitlines()
+        for line in lines:
             try:
                 if int(json.loads(line).get("it", 0)) <= self.it:
                     kept.append(line)
             except (ValueError, AttributeError):
                 continue  # a line cut by a kill
-        log.write_text("".join(k + "\n" for k in kept))
+        if len(kept) == len(lines):
+            return
+        with self._writing():
+            write_bytes_atomic(log, "".join(k + "\n" for k in kept).encode())
+
+    def _clean_temporaries(self) -> None:
+        """Remove the temporaries of a killed run (kill -9 during a checkpoint write), with a notice."""
+        if self.rank != 0:
+            return
+        for folder in (self.out, self.out / SNAPSHOT_DIR):
+            for stale in clean_stale_temporaries(folder):
+                if self.on_log:
+                    self.on_log({"type": "notice", "message": f"{stale}: removed, left by an interrupted run"})
 
     # ---------------------------------------------------------------- loop
     def _log(self, record: dict) -> None:
         if self.rank != 0:
             return
-        with open(self.out / LOG_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:  # appended, not rewritten: a line cut by a kill is dropped on resume (`_truncate_log`)
+            with open(self.out / LOG_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise WriteError(f"{self.out / LOG_FILE}: cannot write: {exc.strerror or exc}; {self._stopped()}",
+                             exc.errno or 0) from None
         if self.on_log:
             self.on_log(record)
 
@@ -165,7 +232,8 @@ class Runner:
         metrics = self.validator(self.ema.model)
         # Every validated state is kept, so a run can be cut at its best point by any metric afterwards
         # (validation curves of this model rise and fall; the last weights are not always the best).
-        self._export(self.out / SNAPSHOT_DIR / f"it_{self.it:06d}.safetensors")
+        with self._writing():
+            self._export(self.out / SNAPSHOT_DIR / f"it_{self.it:06d}.safetensors")
         self._log({"type": "val", "it": self.it, **metrics})
         return metrics
 
@@ -176,10 +244,13 @@ class Runner:
         if (self.out / STATE_FILE).exists() and not resume:
             raise OptionError("", f"{self.out}: holds a training run already; resume it ({{resume}}) or give another "
                               "{out}", ("resume", "out"))
+        self._clean_temporaries()
         if resume and not self.resume():
             raise OptionError("resume", f"{self.out}: no run to resume (no {STATE_FILE}); leave it out to start one")
-        if self.rank == 0 and not (self.out / "settings.json").exists():
-            (self.out / "settings.json").write_text(self.s.to_json())
+        if not resume and self.rank == 0:  # a fresh start: what a run that never saved left is not this run's
+            self._truncate_log()
+            with self._writing():
+                write_bytes_atomic(self.out / "settings.json", self.s.to_json().encode())
         with _deferred_interrupts() as stop:
             return self._loop(stop)
 

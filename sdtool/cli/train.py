@@ -1,4 +1,4 @@
-"""`sdtool train`: train SDFlow (or PDM) on two folders of unpaired LR and HR images."""
+"""`sdtool train`: train SDFlow (or PDM) on two folders of unpaired LR and HR images, or ReDeg on pairs."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def train(
     lr_dir: Annotated[Path, typer.Option("--lr-dir", help="Folder of real LR images.")],
     hr_dir: Annotated[Path, typer.Option("--hr-dir", help="Folder of HR images (unpaired by default).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: model.safetensors, state.pt, log.jsonl.")],
-    model: Annotated[str, typer.Option("--model", help="sdflow or pdm.")] = "sdflow",
-    config: Annotated[str, typer.Option("--config", help="Model size: paper, lite or tiny.")] = "lite",
+    model: Annotated[str, typer.Option("--model", help="sdflow, pdm, or redeg (ReDegNet-style degradation model, trained on pairs by file name).")] = "sdflow",
+    config: Annotated[str, typer.Option("--config", help="Model size: paper, lite or tiny (pdm: default, variant, tiny; redeg: default, tiny).")] = "lite",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Total iterations.")] = 1000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option("--patch", min=16, help="HR crop size (LR crops are a quarter).")] = 96,
@@ -40,8 +40,9 @@ def train(
     ds_chroma_blur: Annotated[Optional[str], typer.Option("--ds-chroma-blur", help="Further blur σ (LR px) of that target's colour (chroma) only, or 'auto' (matches the real LR's chroma/luma detail ratio, unpaired).")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", help="Comma-separated SDFlow parts to keep fixed, e.g. hr_flow,hf_flow,extractor.")] = None,
     loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME=VALUE", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
+    pseudo_hr_dir: Annotated[Optional[Path], typer.Option("--pseudo-hr-dir", help="redeg: an SR model's x4 outputs of the LR images (same names); DegNet then also learns from (LR, pseudo-HR) as at transfer time.")] = None,
 ) -> None:
-    """Train SDFlow (or PDM) on unpaired LR and HR images; resumable, multi-GPU with torchrun."""
+    """Train SDFlow (or PDM) on unpaired LR and HR images, or ReDeg on pairs; resumable, multi-GPU with torchrun."""
     from sdtool.train.launch import TrainOptions
 
     opts = TrainOptions.flat(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out, model=model, config=config, iters=iters,
@@ -49,7 +50,7 @@ def train(
                         disjoint=disjoint, name_filter=name_filter, val_lr=val_lr, val_hr=val_hr,
                         val_filter=val_filter, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
                         image_loss_start=image_loss_start, init=init, loss=tuple(loss or ()), ds_target_blur=ds_target_blur, ds_chroma_blur=ds_chroma_blur,
-                        freeze=tuple(p.strip() for p in (freeze or '').split(',') if p.strip()),
+                        freeze=tuple(p.strip() for p in (freeze or '').split(',') if p.strip()), pseudo_hr_dir=pseudo_hr_dir,
                         extra={"command": "sdtool train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""})
     result = run_guarded(lambda: _run_with_progress(opts, iters))
     typer.echo(f"done: {result.iterations} iterations ({result.skipped} skipped) in {result.seconds:.0f} s; "
@@ -59,8 +60,8 @@ def train(
 
 
 def _step_info(rec: dict) -> str:
-    return (f"loss {rec.get('total', float('nan')):.3f} nll {rec.get('nll_hr', 0):.2f}/{rec.get('nll_lr', 0):.2f} "
-            f"{rec['sec_per_it']:.2f}s/it")
+    nll = f" nll {rec['nll_hr']:.2f}/{rec.get('nll_lr', 0):.2f}" if "nll_hr" in rec else ""  # SDFlow only
+    return f"loss {rec.get('total', float('nan')):.3f}{nll} {rec['sec_per_it']:.2f}s/it"
 
 
 def _val_line(rec: dict) -> str:

@@ -25,7 +25,7 @@ class TrainOptions:
     lr_dir: Path
     hr_dir: Path
     run: RunSettings
-    model: str = "sdflow"  # or "pdm"
+    model: str = "sdflow"  # or "pdm", "redeg"
     config: str = "lite"
     device: str = "auto"
     resume: bool = False
@@ -41,6 +41,7 @@ class TrainOptions:
     ds_target_blur: Optional[str] = None  # "auto" (estimated from the unpaired folders) or σ in LR pixels
     ds_chroma_blur: Optional[str] = None  # the same for the extra blur of the target's chroma
     freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
+    pseudo_hr_dir: Optional[Path] = None  # redeg: an SR model's x4 outputs of the LR images, same names
 
     @classmethod
     def flat(cls, **kw) -> "TrainOptions":
@@ -51,9 +52,9 @@ class TrainOptions:
         return cls(run=RunSettings(**run), **kw)
 
 
-def parse_loss_overrides(items) -> dict:
-    """["cycle_l1=0.5", ...] → {"cycle_l1": 0.5}; UsageError naming a bad item."""
-    fields = {f.name: f.type for f in dataclasses.fields(LossWeights)}
+def parse_loss_overrides(items, weights_class: type = LossWeights) -> dict:
+    """["cycle_l1=0.5", ...] → {"cycle_l1": 0.5} for the fields of `weights_class`; UsageError naming a bad item."""
+    fields = {f.name: f.type for f in dataclasses.fields(weights_class)}
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -114,7 +115,11 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, we
         except ImportError:
             raise OptionError("model", "pdm is not available in this version") from None
         return make_pdm_task(o.config, device, settings)
-    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow or pdm")
+    if o.model == "redeg":
+        from sdtool.train.redeg_task import ReDegLossWeights, make_redeg_task
+
+        return make_redeg_task(o.config, device, settings, parse_loss_overrides(o.loss, ReDegLossWeights))
+    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow, pdm or redeg")
 
 
 def _number_or_auto(flag: str, value: str) -> Optional[float]:
@@ -179,11 +184,36 @@ def _check_options(o: TrainOptions) -> None:
         if given:
             names = ", ".join("{" + g + "}" for g in given)
             raise OptionError("", f"{names}: not used by {{model}} pdm", (*given, "model"))
+    if o.model == "redeg":
+        ignored = {"freeze": o.freeze, "init": o.init, "disjoint": o.disjoint, "ds_target_blur": o.ds_target_blur,
+                   "ds_chroma_blur": o.ds_chroma_blur, "image_loss_start": o.image_loss_start is not None}
+        given = [flag for flag, value in ignored.items() if value]
+        if given:
+            names = ", ".join("{" + g + "}" for g in given)
+            raise OptionError("", f"{names}: not used by {{model}} redeg (it trains on pairs)", (*given, "model"))
+        from sdtool.train.redeg_task import ReDegLossWeights
+
+        parse_loss_overrides(o.loss, ReDegLossWeights)  # bad items fail before any work
+        if o.run.patch < 128:
+            raise OptionError("patch", f"{o.run.patch}: {{model}} redeg needs HR crops of at least 128 (LR 32, the "
+                              "smallest side LPIPS takes)", ("model",))
+    elif o.pseudo_hr_dir is not None:
+        raise OptionError("pseudo_hr_dir", "is only used by {model} redeg", ("model",))
+    if o.pseudo_hr_dir is not None and not Path(o.pseudo_hr_dir).is_dir():
+        raise UsageError(f"{o.pseudo_hr_dir}: no such folder")
     if o.resume and not (out / "state.pt").is_file():
         raise OptionError("resume", f"{out}: no run to resume (no state.pt); leave it out to start one")
     for d in (o.lr_dir, o.hr_dir):
         if not Path(d).is_dir():
             raise UsageError(f"{d}: no such folder")
+
+
+def _redeg_sampler(o: TrainOptions, banks, lr_patch: int):
+    """Aligned crops of the pairs (and of the pseudo-HR images when given) for ReDeg."""
+    from sdtool.train.redeg_task import PairedCropSampler, load_pseudo_bank
+
+    pseudo = load_pseudo_bank(o.pseudo_hr_dir, 4 * lr_patch) if o.pseudo_hr_dir is not None else None
+    return PairedCropSampler(*banks, o.run.batch, lr_patch, seed=o.run.seed, pseudo=pseudo)
 
 
 def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
@@ -208,14 +238,23 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
         for warning in bank.unreadable:
             if on_log is not None:
                 on_log({"type": "notice", "message": f"skipped unreadable training image: {warning}"})
-    sampler = CropSampler(*banks, s.batch, lr_patch, seed=s.seed, rank=rank, paired=o.paired)
+    if o.model == "redeg":
+        sampler = _redeg_sampler(o, banks, lr_patch)
+    else:
+        sampler = CropSampler(*banks, s.batch, lr_patch, seed=s.seed, rank=rank, paired=o.paired)
     if weights is not None:
         weights = dataclasses.replace(weights, **_measure_domain(o, weights, sampler, lr_patch))
     task = _build_task(o, device, settings, weights)
     validator = None
-    if o.val_lr is not None and rank == 0:
+    if o.val_lr is not None and rank == 0 and o.model != "pdm":
         from sdtool.train.validate import load_pairs, make_validator
 
-        validator = make_validator(load_pairs(o.val_lr, o.val_hr, name_filter=o.val_filter))
-    runner = Runner(task, sampler, settings, validator if o.model == "sdflow" else None, on_log)
+        pairs = load_pairs(o.val_lr, o.val_hr, name_filter=o.val_filter)
+        if o.model == "redeg":
+            from sdtool.train.redeg_task import make_redeg_validator
+
+            validator = make_redeg_validator(pairs)
+        else:
+            validator = make_validator(pairs)
+    runner = Runner(task, sampler, settings, validator, on_log)
     return runner.run(resume=o.resume)

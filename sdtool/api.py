@@ -72,7 +72,7 @@ def shipped_upscaler(name: str) -> Path:
 
 
 def checkpoint_kind(path: Union[str, os.PathLike]) -> str:
-    """What a weights file holds, from its header alone: "sdflow", "sr" (an sdtool SR network), "pdm", or
+    """What a weights file holds, from its header alone: "sdflow", "sr" (an sdtool SR network), "pdm", "redeg", or
     "foreign" (anything else: left to spandrel). CheckpointError for a missing path or a folder."""
     from safetensors import safe_open
 
@@ -91,6 +91,8 @@ def checkpoint_kind(path: Union[str, os.PathLike]) -> str:
         return "sr"
     if meta.get("kind") == "pdm" or fmt == "sdtool-pdm":
         return "pdm"
+    if meta.get("kind") == "redeg":
+        return "redeg"
     return "foreign"
 
 
@@ -103,9 +105,9 @@ def load_upscaler(path: Optional[Union[str, os.PathLike]] = None, device: Union[
     kind = checkpoint_kind(path)
     if kind == "sdflow":
         return load_model(path, device)
-    if kind == "pdm":
-        raise CheckpointError(f"{path}: a PDM degradation model; it downscales (sample-degradation --model pdm), "
-                              "it does not upscale")
+    if kind in ("pdm", "redeg"):
+        raise CheckpointError(f"{path}: a {kind.upper() if kind == 'pdm' else 'ReDeg'} degradation model; it downscales "
+                              f"(sample-degradation --model {kind}), it does not upscale")
     dev = resolve_device(device)
     if kind == "sr":
         from sdtool.model.sr import load_sr

@@ -121,8 +121,8 @@ def make_pairs(
     t0 = time.perf_counter()
     _check(o)
     check_options(o.degrade)
-    if o.degrade.like is not None or o.degrade.sheet is not None:
-        raise OptionError("pairs", "cannot be combined with {like} or {sheet}", ("like", "sheet"))
+    if o.degrade.like is not None or o.degrade.sheet is not None or o.degrade.like_dir is not None:
+        raise OptionError("pairs", "cannot be combined with {like}, {like_dir} or {sheet}", ("like", "like_dir", "sheet"))
     out = Path(out)
     seed = secrets.randbits(31) if seed is None else int(seed)
     jobs, notices, pieces = plan_pairs(Path(input_path), out, o)

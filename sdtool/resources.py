@@ -17,6 +17,7 @@ from sdtool.errors import CheckpointError
 
 SDFLOW_WEIGHTS = "sdflow-lite.safetensors"
 PDM_WEIGHTS = "pdm-realsr.safetensors"
+REDEG_WEIGHTS = "redeg-realsr.safetensors"
 LPIPS_BACKBONE = "lpips_alex.safetensors"
 NIQE_PARAMS = "niqe_pris_params.npz"
 ENV_WEIGHTS = "SDTOOL_WEIGHTS"

@@ -4,13 +4,17 @@ Files, naming, skip-existing, atomic writes, per-file seeds, error handling and 
 `sdtool.pipeline` (the `downscale` task): `a/b.png` → `OUT/a/b.png` or `OUT/a/b_s00.png`, … . Side outputs
 sit next to each LR sample:
   --save-kernels: `<name>_kernel.png` (max = white) and `<name>_kernel.npy` (float32 K×K, or K×K×h×w for a
-                  spatially varying PDM), PDM / classic; SDFlow: `<name>_latent.npy` (z_d', 12×H/8×W/8).
+                  spatially varying PDM), PDM / classic; SDFlow: `<name>_latent.npy` (z_d', 12×H/8×W/8);
+                  ReDeg: `<name>_latent.npy` (Ω, float32 D).
+  --save-latent:  `<name>_latent.npy` alone (SDFlow, ReDeg).
   --save-noise:   `<name>_noise.png` (0.5 + n/0.2) and `<name>_noise.npy` (float32 h×w×3), PDM / classic.
   every model:    `<name>.json` with the sampled parameters (SDFlow: the mixture component) when any side
                   output is asked for.
 --sheet PATH writes one contact sheet PNG (per image: HR, its LR samples, kernels).
-Tiling: SDFlow uses the tiled runner of `sdtool.tiling` like `downscale`; PDM and classic are cheap
+Tiling: SDFlow uses the tiled runner of `sdtool.tiling` like `downscale`; PDM, ReDeg and classic are cheap
 convolutions and run on the whole image (a spatially varying PDM needs K²·h·w floats per channel).
+ReDeg's Ω: from `like` (one real LR image and its pseudo-HR, made by the shipped SDFlow or bicubic,
+`pseudo_hr`), drawn per sample from the Ω of every image in `like_dir`, or else from the model's own pool.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class DegradeOptions:
     save_noise: bool = False
     sheet: Optional[Path] = None
     like: Optional[Path] = None
+    like_dir: Optional[Path] = None  # ReDeg: a pool of real LR images, one drawn per sample
+    save_latent: bool = False
+    pseudo_hr: str = "sdflow"  # ReDeg's pseudo-HR of a real LR image: "sdflow" (the shipped SR) or "bicubic"
     tile: Optional[int] = None
     tile_overlap: int = 32
     overwrite: bool = False
@@ -60,12 +67,14 @@ def _side(path: Path, tag: str, suffix: str) -> Path:
 def side_outputs(out: Path, opts: DegradeOptions) -> list[Path]:
     """Side files written with LR sample `out` (for skip-existing and for the user)."""
     files: list[Path] = []
-    if opts.save_kernels:
-        files += [_side(out, "_latent", ".npy")] if opts.model == "sdflow" else [
-            _side(out, "_kernel", ".png"), _side(out, "_kernel", ".npy")]
-    if opts.save_noise and opts.model != "sdflow":
+    latent_models = ("sdflow", "redeg")
+    if (opts.save_kernels or opts.save_latent) and opts.model in latent_models:
+        files.append(_side(out, "_latent", ".npy"))
+    if opts.save_kernels and opts.model not in latent_models:
+        files += [_side(out, "_kernel", ".png"), _side(out, "_kernel", ".npy")]
+    if opts.save_noise and opts.model not in latent_models:
         files += [_side(out, "_noise", ".png"), _side(out, "_noise", ".npy")]
-    if opts.save_kernels or opts.save_noise:
+    if opts.save_kernels or opts.save_noise or opts.save_latent:
         files.append(_side(out, "", ".json"))
     return files
 
@@ -88,10 +97,19 @@ class _Sampler:
 
         if self.kind == "sdflow":
             self.transfer = transfer.sdflow_degradation_stats(self.model, real_lr)
+        elif self.kind == "redeg":
+            self.prepare_pool([real_lr], [self.opts.like.name if self.opts.like else "like"])
         elif self.kind == "pdm":
             self.transfer = transfer.fit_pdm_latents(self.model, real_lr, y_example)
         else:
-            raise OptionError("like", "needs {model} sdflow or pdm (the classic model has nothing to fit)", ("model",))
+            raise OptionError("like", "needs {model} sdflow, pdm or redeg (the classic model has nothing to fit)", ("model",))
+
+    def prepare_pool(self, real_lrs: list, names: list[str]) -> None:
+        """ReDeg: Ω of each real LR image (1×3×h×w) with its pseudo-HR, kept as the pool samples draw from."""
+        from sdtool.degrade.transfer import redeg_pool
+
+        self.transfer = {"pool": redeg_pool(self.model, real_lrs, _pseudo_upscaler(self.opts.pseudo_hr, self.device)),
+                         "names": names}
 
     def sample(self, y: Any, gen: Any, step: Callable[[float], None]) -> DegradationSample:
         import torch
@@ -99,6 +117,8 @@ class _Sampler:
         o = self.opts
         if self.kind == "classic":
             return self.model.sample(y, generator=gen)
+        if self.kind == "redeg":
+            return self._redeg(y, gen)
         if self.kind == "bicubic":
             from sdtool.resize import imresize
 
@@ -125,6 +145,18 @@ class _Sampler:
         return DegradationSample(lr=lr, latent=latent, component=torch.tensor([comp]),
                                  params=[{"component": comp, "transfer": self.transfer is not None}])
 
+    def _redeg(self, y: Any, gen: Any) -> DegradationSample:
+        """ReDeg with Ω drawn from the prepared pool (like / like_dir) or the model's own."""
+        import torch
+
+        if self.transfer is None:
+            return self.model.degrade(y, temperature=self.opts.temperature, generator=gen)
+        pool, names = self.transfer["pool"], self.transfer["names"]
+        i = int(torch.randint(pool.shape[0], (1,), generator=gen))
+        s = self.model.degrade(y, omega=pool[i : i + 1], temperature=self.opts.temperature, generator=gen)
+        s.params[0]["omega_from"] = names[i]
+        return s
+
     def _pdm(self, y: Any, gen: Any) -> DegradationSample:
         """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
         reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
@@ -147,14 +179,32 @@ class _Sampler:
                                  component=s.component, params=s.params)
 
 
-def sampler_weights(kind: str, weights: Optional[Path]) -> Path:
-    """The checkpoint a pdm or sdflow sampler loads: `weights`, else the shipped PDM / SDFlow weights;
-    CheckpointError when there is no such file."""
-    from sdtool.api import weights_file
-    from sdtool.resources import PDM_WEIGHTS, weights_path
+def _pseudo_upscaler(method: str, device: Any) -> Optional[Callable[[Any], Any]]:
+    """The x4 SR that makes ReDeg's pseudo-HR: the shipped SDFlow (seeded, default temperature and colour
+    guard) for "sdflow", None (= bicubic) for "bicubic"."""
+    import torch
 
-    if kind == "pdm" and weights is None:
-        return weights_path(PDM_WEIGHTS)
+    if method == "bicubic":
+        return None
+    from sdtool.api import load_model
+
+    sr = load_model(None, device=device)
+
+    def upscale(x: Any) -> Any:
+        with torch.no_grad():
+            return sr.upscale(x.to(sr.device), generator=torch.Generator().manual_seed(0)).to(x.device)
+
+    return upscale
+
+
+def sampler_weights(kind: str, weights: Optional[Path]) -> Path:
+    """The checkpoint a pdm, redeg or sdflow sampler loads: `weights`, else the shipped PDM / ReDeg / SDFlow
+    weights; CheckpointError when there is no such file."""
+    from sdtool.api import weights_file
+    from sdtool.resources import PDM_WEIGHTS, REDEG_WEIGHTS, weights_path
+
+    if kind in ("pdm", "redeg") and weights is None:
+        return weights_path(PDM_WEIGHTS if kind == "pdm" else REDEG_WEIGHTS)
     return weights_file(weights)
 
 
@@ -170,7 +220,7 @@ class MixSampler:
 
     @property
     def device(self) -> Any:
-        learned = [s for k, s in self.samplers.items() if k in ("sdflow", "pdm")]
+        learned = [s for k, s in self.samplers.items() if k in ("sdflow", "pdm", "redeg")]
         return (learned or list(self.samplers.values()))[0].device
 
     def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
@@ -190,9 +240,9 @@ class MixSampler:
 
 
 def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> "_Sampler | MixSampler":
-    """Build the sampler: classic and bicubic (no weights), pdm (default: the shipped PDM weights), sdflow
-    (default: the shipped SDFlow weights), mix (each of its degraders; `weights` goes to the learned one whose
-    kind it is)."""
+    """Build the sampler: classic and bicubic (no weights), pdm (default: the shipped PDM weights), redeg (default:
+    the shipped ReDeg weights), sdflow (default: the shipped SDFlow weights), mix (each of its degraders; `weights`
+    goes to the learned one whose kind it is)."""
     if kind == "mix":
         return _load_mix(weights, device, opts)
     if kind in ("classic", "bicubic") and weights is not None:
@@ -207,6 +257,11 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
         from sdtool.model.pdm import load_pdm
 
         return _Sampler(kind, load_pdm(sampler_weights(kind, weights), device), opts)
+    if kind == "redeg":
+        from sdtool.api import resolve_device
+        from sdtool.model.redeg import load_redeg
+
+        return _Sampler(kind, load_redeg(sampler_weights(kind, weights), resolve_device(device)), opts)
     from sdtool.api import load_model
 
     model = load_model(sampler_weights(kind, weights), device=device)
@@ -245,9 +300,9 @@ def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
         np.save(buf, arr.astype(np.float32))
         write_bytes_atomic(path, buf.getvalue())
 
+    if (opts.save_kernels or opts.save_latent) and s.latent is not None:
+        npy(_side(out, "_latent", ".npy"), s.latent[0].detach().cpu().numpy())
     if opts.save_kernels:
-        if s.latent is not None:
-            npy(_side(out, "_latent", ".npy"), s.latent[0].detach().cpu().numpy())
         if s.kernel is not None:
             k = s.kernel[0].detach().cpu().numpy()
             npy(_side(out, "_kernel", ".npy"), k)
@@ -258,7 +313,7 @@ def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
         n = s.noise[0].detach().cpu().permute(1, 2, 0).numpy()
         npy(_side(out, "_noise", ".npy"), n)
         write_sheet(_side(out, "_noise", ".png"), (np.clip(0.5 + n / 0.2, 0, 1) * 255 + 0.5).astype(np.uint8))
-    if opts.save_kernels or opts.save_noise:
+    if opts.save_kernels or opts.save_noise or opts.save_latent:
         meta = {"model": opts.model, "temperature": opts.temperature, "params": s.params[0] if s.params else {}}
         write_bytes_atomic(_side(out, "", ".json"), json.dumps(meta, indent=1).encode())
 
@@ -286,6 +341,7 @@ def sample_degradation(
     from sdtool.degrade.sheet import make_sheet, write_sheet
     from sdtool.imageio import read_image
     from sdtool.pipeline import DEFAULT_MAX_PIXELS
+    from sdtool.train.data import list_images
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
@@ -300,6 +356,8 @@ def sample_degradation(
         from sdtool.checkpoint import check_weights
 
         check_weights(sampler_weights(o.model, Path(weights) if weights else None), o.model)
+    if sampler is None and o.model == "redeg" and needed:  # a ReDeg file is small: loading it is the check
+        sampler = load_sampler(o.model, Path(weights) if weights else None, device, o)
     result = ProcessResult(notices=notices, seed=seed)
     sheet_rows: list[Any] = []
     like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None
@@ -314,6 +372,9 @@ def sample_degradation(
         smp.opts = o
         if like_rgb is not None and smp.transfer is None:
             smp.prepare_transfer(like_rgb, y)
+        if o.like_dir is not None and smp.transfer is None:
+            files = list_images(o.like_dir)
+            smp.prepare_pool([_to_tensor(read_image(f).rgb) for f in files], [f.name for f in files])
         row = _sample_file(smp, job, todo, img, y, seed, o, step)
         if o.sheet is not None:
             sheet_rows.append(row)
@@ -337,8 +398,8 @@ def check_options(o: DegradeOptions) -> None:
         raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {o.model!r}")
     check_samples(o.samples)
     check_temperature(o.temperature)
-    if o.like is not None and o.model not in ("sdflow", "pdm"):
-        raise OptionError("like", "needs {model} sdflow or pdm (the others have nothing to fit)", ("model",))
+    if o.like is not None and o.model not in ("sdflow", "pdm", "redeg"):
+        raise OptionError("like", "needs {model} sdflow, pdm or redeg (the others have nothing to fit)", ("model",))
     if o.model in ("bicubic", "mix") and (o.save_kernels or o.save_noise):
         raise OptionError("", f"{{save_kernels}} and {{save_noise}} need {{model}} sdflow, pdm or classic, not {o.model}",
                           ("save_kernels", "save_noise", "model"))
@@ -350,6 +411,18 @@ def check_options(o: DegradeOptions) -> None:
         parse_mix(o.mix)
     if o.like is not None and not Path(o.like).is_file():
         raise OptionError("like", f"{o.like}: no such file")
+    if o.like_dir is not None:
+        if o.model != "redeg":
+            raise OptionError("like_dir", "needs {model} redeg (a pool of degradations Ω)", ("model",))
+        if o.like is not None:
+            raise OptionError("like_dir", "and {like} exclude each other", ("like",))
+        if not Path(o.like_dir).is_dir():
+            raise OptionError("like_dir", f"{o.like_dir}: no such folder")
+    if o.save_latent and o.model not in ("sdflow", "redeg"):
+        raise OptionError("save_latent", "needs {model} sdflow or redeg (the others have kernels: {save_kernels})",
+                          ("model", "save_kernels"))
+    if o.pseudo_hr not in ("sdflow", "bicubic"):
+        raise OptionError("pseudo_hr", f"must be sdflow or bicubic, got {o.pseudo_hr!r}")
 
 
 def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,

@@ -143,7 +143,7 @@ class StandIn:
     def downscale_noise_shape(n, h, w):
         return (n, 3, math.ceil(h / 8), math.ceil(w / 8))
 
-    def upscale(self, x, temperature=0.8, generator=None, noise=None, color_fix="none"):
+    def upscale(self, x, temperature=0.8, generator=None, noise=None, color_fix="none", delattice=True):
         from sdtool.resize import imresize
 
         if noise is None:
@@ -199,7 +199,7 @@ def test_model_method_samples_diversity_and_downscaling(tmp_path):
 
 def test_large_inputs_use_the_tiled_runner():
     class Pointwise(StandIn):
-        def upscale(self, x, temperature=0.8, generator=None, noise=None, color_fix="none"):
+        def upscale(self, x, temperature=0.8, generator=None, noise=None, color_fix="none", delattice=True):
             return (x + 0.1 * temperature * noise).clamp(0, 1).repeat_interleave(4, 2).repeat_interleave(4, 3)
 
     m = Pointwise()

@@ -91,7 +91,7 @@ def test_pdm_weights_and_transfer(hr_dir: Path, tmp_path: Path) -> None:
     assert np.load(out / "a_noise.npy").shape == (16, 12, 3)
     classic = runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "x"), "--model", "classic",
                                   "--like", str(real)])
-    assert classic.exit_code == 2 and "--like needs --model sdflow or pdm" in classic.output
+    assert classic.exit_code == 2 and "--like needs --model sdflow, pdm or redeg" in classic.output
 
 
 def test_like_alone_transfers_with_sdflow(hr_dir: Path, tmp_path: Path, tiny_weights: Path) -> None:

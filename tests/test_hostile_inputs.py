@@ -111,6 +111,7 @@ def _assert_clean_outputs(out: Path) -> None:
 
 @pytest.mark.parametrize("command", [
     ["upscale"], ["downscale"], ["sample-degradation", "--model", "classic"], ["sample-degradation", "--model", "pdm"],
+    ["sample-degradation", "--model", "redeg"],
 ])
 def test_hostile_folder(tmp_path, tiny_weights, command):
     src = tmp_path / "in"

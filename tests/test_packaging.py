@@ -13,7 +13,8 @@ from sdtool import resources
 from sdtool.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = [resources.SDFLOW_WEIGHTS, resources.PDM_WEIGHTS, resources.LPIPS_BACKBONE, resources.NIQE_PARAMS]
+SHIPPED = [resources.SDFLOW_WEIGHTS, resources.PDM_WEIGHTS, resources.REDEG_WEIGHTS, resources.LPIPS_BACKBONE,
+           resources.NIQE_PARAMS]
 
 
 def _pyproject() -> dict:

@@ -38,8 +38,9 @@ def sample_degradation(
     output: OutputArg = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", show_default=False, help="sdflow (learned, shipped weights), pdm (learned blur kernel + "
-        "noise, shipped weights), classic (parametric), bicubic, or mix (see --mix). Default: classic, or sdflow "
-        "with --like.")] = None,
+        "noise, shipped weights), redeg (ReDegNet-style: a degradation Ω read from real LR images, shipped weights), "
+        "classic (parametric), bicubic, or mix (see --mix). Default: classic, sdflow with --like, redeg with "
+        "--like-dir.")] = None,
     mix: Annotated[Optional[str], typer.Option("--mix", help="With --model mix: KIND[+jpeg][+noise]=WEIGHT,... e.g. sdflow=0.6,sdflow+jpeg=0.3,classic=0.1 (JPEG / noise ranges: the classic options).")] = None,
     pairs: Annotated[bool, typer.Option("--pairs", help="Write training pairs: OUT/HR/NAME.png and OUT/LR/NAME.png (IN a folder; BasicSR-style paired layout).")] = False,
     sub_image: Annotated[Optional[int], typer.Option("--sub-image", help="With --pairs: cut HR images into pieces of this side (a multiple of 4).")] = None,
@@ -47,12 +48,15 @@ def sample_degradation(
     samples: Samples = 1,
     temperature: Temperature = DEFAULT_DOWN_TEMPERATURE,
     seed: Seed = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="SDFlow or PDM checkpoint.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="SDFlow, PDM or ReDeg checkpoint.")] = None,
     device: Device = "auto",
-    save_kernels: Annotated[bool, typer.Option("--save-kernels", help="Also write the kernel (.png, .npy); SDFlow: the latent (.npy).")] = False,
+    save_kernels: Annotated[bool, typer.Option("--save-kernels", help="Also write the kernel (.png, .npy); SDFlow, ReDeg: the latent (.npy).")] = False,
     save_noise: Annotated[bool, typer.Option("--save-noise", help="Also write the noise map (.png, .npy); PDM / classic.")] = False,
     sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Write one contact sheet PNG (HR, LR samples, kernels).")] = None,
-    like: Annotated[Optional[Path], typer.Option("--like", help="Transfer the degradation of this real LR image (sdflow, pdm).")] = None,
+    like: Annotated[Optional[Path], typer.Option("--like", help="Transfer the degradation of this real LR image (sdflow, pdm, redeg).")] = None,
+    like_dir: Annotated[Optional[Path], typer.Option("--like-dir", help="redeg: a folder of real LR images; each sample takes the degradation Ω of one of them at random.")] = None,
+    save_latent: Annotated[bool, typer.Option("--save-latent", help="Also write the degradation latent (.npy): SDFlow's z_d', ReDeg's Ω.")] = False,
+    pseudo_hr: Annotated[str, typer.Option("--pseudo-hr", help="redeg: the pseudo-HR of a real LR image, sdflow (the shipped SR) or bicubic.")] = "sdflow",
     tile: Tile = None,
     skip_existing: SkipExisting = False,
     overwrite: Overwrite = False,
@@ -65,7 +69,8 @@ def sample_degradation(
     poisson_prob: Annotated[float, typer.Option("--poisson-prob", help="classic: chance of Poisson noise.")] = 0.5,
     jpeg_prob: Annotated[float, typer.Option("--jpeg-prob", help="classic: chance of JPEG compression.")] = 0.7,
 ) -> None:
-    """Sample degraded x0.25 LR images of HR images with SDFlow, a trained PDM, parametric degradations or a mix.
+    """Sample degraded x0.25 LR images of HR images with SDFlow, a trained PDM, ReDeg, parametric degradations or a
+    mix.
 
     Sample k of a/b.png is OUT/a/b.png (one sample) or OUT/a/b_s00.png, ... ; side outputs are named
     b_kernel.png/.npy, b_noise.png/.npy, b_latent.npy and b.json next to it. With --pairs: OUT/HR/a/b.png and
@@ -75,7 +80,7 @@ def sample_degradation(
     from sdtool.sample_degradation import DegradeOptions, sample_degradation as run
 
     if model is None:
-        model = "sdflow" if like is not None else "classic"
+        model = "sdflow" if like is not None else "redeg" if like_dir is not None else "classic"
 
     def go():  # type: ignore[no-untyped-def]
         d = ClassicConfig()
@@ -87,8 +92,9 @@ def sample_degradation(
         )
         classic.validate()
         opts = DegradeOptions(model=model, samples=samples, temperature=temperature, save_kernels=save_kernels,
-                              save_noise=save_noise, sheet=sheet, like=like, tile=tile, overwrite=overwrite,
-                              max_pixels=max_pixels, classic=classic, mix=mix)
+                              save_noise=save_noise, sheet=sheet, like=like, like_dir=like_dir, save_latent=save_latent,
+                              pseudo_hr=pseudo_hr, tile=tile, overwrite=overwrite, max_pixels=max_pixels,
+                              classic=classic, mix=mix)
         with BatchReporter("sample-degradation") as reporter:
             if pairs or sub_image is not None or sub_step is not None:
                 return _pairs(opts, reporter)

@@ -1,5 +1,5 @@
-"""`sdtool train`: train SDFlow (or PDM) on two folders of unpaired LR and HR images, or an x4 SR network on
-HR images degraded by a frozen degrader."""
+"""`sdtool train`: train SDFlow (or PDM) on two folders of unpaired LR and HR images, ReDeg on pairs, or an x4 SR
+network on HR images degraded by a frozen degrader."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from sdtool.cli.progress import PlainProgress, live_terminal
 
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run folder: model.safetensors, state.pt, log.jsonl.")],
-    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Folder of real LR images (sdflow, pdm).")] = None,
+    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Folder of real LR images (sdflow, pdm, redeg).")] = None,
     hr_dir: Annotated[Optional[Path], typer.Option("--hr-dir", help="Folder of HR images (unpaired by default; sr: degraded on the fly).")] = None,
-    model: Annotated[str, typer.Option("--model", help="sdflow, pdm, or sr (a feed-forward x4 SR network).")] = "sdflow",
-    config: Annotated[str, typer.Option("--config", help="Model size: paper, lite or tiny (sr: tiny gives the test size of --arch).")] = "lite",
+    model: Annotated[str, typer.Option("--model", help="sdflow, pdm, redeg (ReDegNet-style degradation model, trained on pairs by file name), or sr (a feed-forward x4 SR network).")] = "sdflow",
+    config: Annotated[str, typer.Option("--config", help="Model size: paper, lite or tiny (pdm: default, variant, tiny; redeg: default, tiny; sr: tiny gives the test size of --arch).")] = "lite",
     arch: Annotated[str, typer.Option("--arch", help="sr: compact (SRVGG-style, fast on CPUs) or rrdb (ESRGAN, for GPUs).")] = "compact",
-    degradation: Annotated[str, typer.Option("--degradation", help="sr: the degrader that makes LR images on the fly: sdflow, pdm, classic, bicubic or mix.")] = "sdflow",
+    degradation: Annotated[str, typer.Option("--degradation", help="sr: the degrader that makes LR images on the fly: sdflow, pdm, redeg, classic, bicubic or mix.")] = "sdflow",
     mix: Annotated[Optional[str], typer.Option("--mix", help="sr, --degradation mix: KIND[+jpeg][+noise]=WEIGHT,... e.g. sdflow=0.7,sdflow+jpeg=0.3.")] = None,
-    degradation_weights: Annotated[Optional[Path], typer.Option("--degradation-weights", help="sr: SDFlow or PDM weights of the degrader (default: the shipped ones).")] = None,
+    degradation_weights: Annotated[Optional[Path], typer.Option("--degradation-weights", help="sr: SDFlow, PDM or ReDeg weights of the degrader (default: the shipped ones).")] = None,
     degradation_temperature: Annotated[Optional[float], typer.Option("--degradation-temperature", help="sr: sampling temperature of a learned degrader (default 0.8).")] = None,
     pairs: Annotated[Optional[Path], typer.Option("--pairs", help="sr: train on pairs made beforehand (the OUT of sample-degradation --pairs: HR/ and LR/) instead of --hr-dir.")] = None,
     ema_decay: Annotated[float, typer.Option("--ema-decay", min=0.0, max=1.0, help="Decay of the EMA weights that are saved.")] = 0.999,
@@ -48,9 +48,10 @@ def train(
     ds_chroma_blur: Annotated[Optional[str], typer.Option("--ds-chroma-blur", help="Further blur σ (LR px) of that target's colour (chroma) only, or 'auto' (matches the real LR's chroma/luma detail ratio, unpaired).")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", help="Comma-separated SDFlow parts to keep fixed, e.g. hr_flow,hf_flow,extractor.")] = None,
     loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME=VALUE", help="Override a loss weight, NAME=VALUE (repeatable), e.g. cycle_perceptual=1.0.")] = None,
+    pseudo_hr_dir: Annotated[Optional[Path], typer.Option("--pseudo-hr-dir", help="redeg: an SR model's x4 outputs of the LR images (same names); DegNet then also learns from (LR, pseudo-HR) as at transfer time.")] = None,
 ) -> None:
-    """Train SDFlow (or PDM) on unpaired LR and HR images, or (--model sr) an x4 SR network on HR images degraded
-    by a frozen degrader; resumable, multi-GPU with torchrun."""
+    """Train SDFlow (or PDM) on unpaired LR and HR images, ReDeg on pairs, or (--model sr) an x4 SR network on HR
+    images degraded by a frozen degrader; resumable, multi-GPU with torchrun."""
     from sdtool.train.launch import TrainOptions
 
     opts = TrainOptions.flat(lr_dir=lr_dir, hr_dir=hr_dir, out_dir=out, model=model, config=config, iters=iters,
@@ -61,6 +62,7 @@ def train(
                         freeze=tuple(p.strip() for p in (freeze or '').split(',') if p.strip()), arch=arch,
                         degradation=degradation, mix=mix, degradation_weights=degradation_weights,
                         degradation_temperature=degradation_temperature, pairs=pairs, ema_decay=ema_decay,
+                        pseudo_hr_dir=pseudo_hr_dir,
                         extra={"command": "sdtool train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""})
     result = run_guarded(lambda: _run_with_progress(opts, iters))
     typer.echo(f"done: {result.iterations} iterations ({result.skipped} skipped) in {result.seconds:.0f} s; "
@@ -70,8 +72,9 @@ def train(
 
 
 def _step_info(rec: dict) -> str:
-    what = f"l1 {rec['l1']:.4f}" if "l1" in rec else f"nll {rec.get('nll_hr', 0):.2f}/{rec.get('nll_lr', 0):.2f}"
-    return f"loss {rec.get('total', float('nan')):.3f} {what} {rec['sec_per_it']:.2f}s/it"
+    what = f" l1 {rec['l1']:.4f}" if "l1" in rec else ""  # SR networks
+    nll = f" nll {rec['nll_hr']:.2f}/{rec.get('nll_lr', 0):.2f}" if "nll_hr" in rec else ""  # SDFlow only
+    return f"loss {rec.get('total', float('nan')):.3f}{what}{nll} {rec['sec_per_it']:.2f}s/it"
 
 
 def _val_line(rec: dict) -> str:

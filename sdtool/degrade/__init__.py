@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-MODELS = ("sdflow", "pdm", "classic", "bicubic", "mix")
+MODELS = ("sdflow", "pdm", "classic", "redeg", "bicubic", "mix")
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -20,7 +20,7 @@ class DegradationSample:
 
     lr: N×3×h×w in [0,1], h = ceil(H/4). kernel: N×K×K (per image, sums to 1) or N×K×K×h×w (spatially
     varying) or None (SDFlow). noise: N×3×h×w noise map added at LR, [0,1] units (zero-mean), or None.
-    latent: SDFlow degradation latent z_d' N×12×ceil(H/8)×ceil(W/8) or None. component: LongTensor (N,)
+    latent: SDFlow degradation latent z_d' N×12×ceil(H/8)×ceil(W/8), ReDeg's Ω N×D, or None. component: LongTensor (N,)
     mixture component (SDFlow) or None. params: per-image dict of sampled parameters (classic; PDM fills
     the kernel width).
     """

@@ -117,3 +117,45 @@ class ClassicDegradation:
             p["poisson_peak"] = float(peak[i]) if bool(use_poisson[i]) else None
             p["jpeg_quality"] = int(q[i]) if bool(use_jpeg[i]) else None
         return DegradationSample(lr=lr, kernel=kernels.to(y.device), noise=noise, params=params)
+
+    def sample_params(self, n: int, gen: "Generator") -> list[dict[str, "Optional[float]"]]:
+        """n parameter sets (the keys of `sample`'s params) without applying them, so that `apply` can put one
+        degradation on several contents (ReDegNet's contrastive pairs, `sdtool.train.redeg_task`)."""
+        import torch
+
+        c = self.config
+        _, params = self.sample_kernels(n, gen)
+        sig = _uniform(*c.noise, n, gen)
+        use_poisson = torch.rand(n, generator=gen) < c.poisson_prob
+        peak = torch.exp(_uniform(math.log(c.poisson_peak[0]), math.log(c.poisson_peak[1]), n, gen))
+        use_jpeg = torch.rand(n, generator=gen) < c.jpeg_prob
+        q = torch.randint(c.jpeg_quality[0], c.jpeg_quality[1] + 1, (n,), generator=gen)
+        for i, p in enumerate(params):
+            p["noise_sigma_255"] = float(sig[i])
+            p["poisson_peak"] = float(peak[i]) if bool(use_poisson[i]) else None
+            p["jpeg_quality"] = int(q[i]) if bool(use_jpeg[i]) else None
+        return params
+
+    def apply(self, y: "Tensor", params: "list[dict[str, Optional[float]]]",
+              generator: "Optional[Generator]" = None) -> "Tensor":
+        """Degrade HR images y (N×3×H×W in [0,1]) with given parameters, one set per image (as `sample_params`
+        or `sample` return them) → LR N×3×h×w in [0,1]. Only the noise realisation comes from `generator`."""
+        import torch
+
+        from sdtool.degrade.ops import blur_downsample, gaussian_kernel, jpeg, poisson_noise
+
+        if len(params) != y.shape[0]:
+            raise ValueError(f"{len(params)} parameter sets for {y.shape[0]} images")
+        gen = generator if generator is not None else torch.Generator().manual_seed(torch.seed() % 2**63)
+        col = lambda key: torch.tensor([float(p[key]) for p in params])  # noqa: E731
+        k = gaussian_kernel(self.config.kernel_size, col("sigma_x"), col("sigma_y"), col("theta"))
+        clean = blur_downsample(y, k.to(y.device), self.config.scale).clamp(0, 1)
+        noise = torch.randn(clean.shape, generator=gen) * (col("noise_sigma_255") / 255.0).reshape(-1, 1, 1, 1)
+        for i, p in enumerate(params):
+            if p.get("poisson_peak") is not None:
+                noise[i] += poisson_noise(clean[i : i + 1].detach().cpu(), float(p["poisson_peak"]), gen)[0]
+        lr = (clean + noise.to(y.device)).clamp(0, 1)
+        for i, p in enumerate(params):
+            if p.get("jpeg_quality") is not None:
+                lr[i] = jpeg(lr[i : i + 1], int(p["jpeg_quality"]))[0]
+        return lr

@@ -3,7 +3,7 @@ the classic model's JPEG or noise (so that pairs from a learned degrader also te
 JPEGs). Used by `sample-degradation --model mix` / `--pairs` and by `train --model sr`.
 
 A mix is written `KIND[+EXTRA…]=WEIGHT,…`, e.g. `sdflow=0.6,sdflow+jpeg=0.3,classic=0.1`: KIND one of
-sdflow, pdm, classic, bicubic; EXTRA jpeg (quality uniform in the classic --jpeg-quality range) or noise
+sdflow, pdm, redeg, classic, bicubic; EXTRA jpeg (quality uniform in the classic --jpeg-quality range) or noise
 (Gaussian, std uniform in the classic --noise range, /255). Weights are normalised to sum to 1.
 """
 
@@ -18,7 +18,8 @@ from sdtool.errors import OptionError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Generator, Tensor
 
-BASE_KINDS = ("sdflow", "pdm", "classic", "bicubic")
+BASE_KINDS = ("sdflow", "pdm", "redeg", "classic", "bicubic")
+LEARNED_KINDS = ("sdflow", "pdm", "redeg")  # those with weights
 EXTRAS = ("jpeg", "noise")
 
 

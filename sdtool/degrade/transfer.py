@@ -13,11 +13,16 @@ kernel latent) and one scale for z_n so that the PDM applied to the new HR conte
 image in image statistics that the content hardly changes: the radially averaged log power spectrum and
 the per-channel std of the Laplacian (high frequencies = blur + noise). One kernel and one noise level
 transfer; spatially varying effects and JPEG do not (the PDM has no JPEG stage).
+
+ReDeg (`sdtool.model.redeg`): DegNet reads the real LR image beside a pseudo-HR made by an SR model (a
+ReDegNet face gets its pseudo-HQ from face restoration) and returns Ω; SynNet renders the new content with
+it. What transfers: what Ω learnt to encode from real pairs and classic degradations (blur, noise level and
+colour, compression), as a global description; not spatial layout.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from sdtool.degrade import DegradationSample
 
@@ -43,7 +48,7 @@ def _prior_params(model: Any, component: int) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- PDM
-def _radial_log_spectrum(x: "Tensor", bins: int = 16) -> "Tensor":
+def radial_log_spectrum(x: "Tensor", bins: int = 16) -> "Tensor":
     """Radially averaged log power spectrum of the grey version of x (N×3×h×w) → N×bins."""
     import torch
 
@@ -83,7 +88,7 @@ def fit_pdm_latents(
     gen = torch.Generator().manual_seed(seed)
     dev = model.device
     real = real_lr.to(dev)
-    target_spec = _radial_log_spectrum(real)
+    target_spec = radial_log_spectrum(real)
     target_lap = _laplacian_std(real)
     zk_shape, zn_shape = model.latent_shapes(1, y.shape[-2], y.shape[-1])
     z_k = torch.zeros(1, model.config.zk_dim, device=dev, requires_grad=True)
@@ -99,7 +104,7 @@ def fit_pdm_latents(
             k = model.net_k(zk)
             clean = blur_downsample(yy, k, model.config.scale)
             fake = clean + model.net_n(z_n * log_s.exp(), clean)
-            loss = (_radial_log_spectrum(fake) - target_spec).pow(2).mean() \
+            loss = (radial_log_spectrum(fake) - target_spec).pow(2).mean() \
                 + 10 * (torch.log(_laplacian_std(fake) + 1e-6) - torch.log(target_lap + 1e-6)).pow(2).mean() \
                 + 1e-3 * z_k.pow(2).mean()  # stay near the prior
             opt.zero_grad()
@@ -128,3 +133,42 @@ def pdm_transfer(
         p["transfer"] = True
         p["noise_scale"] = float(fitted["noise_scale"])
     return s
+
+
+# ---------------------------------------------------------------------------------------------- ReDeg
+def pseudo_hr(real_lr: "Tensor", upscale: "Optional[Callable[[Tensor], Tensor]]" = None) -> "Tensor":
+    """The pseudo-HR of a real LR image 1×3×h×w in [0,1]: `upscale` (an x4 SR, e.g. SDFlow's) or, when None,
+    bicubic ×4 (PyTorch, clamped). Returns 1×3×4h×4w in [0,1]."""
+    import torch.nn.functional as F
+
+    if upscale is not None:
+        return upscale(real_lr).clamp(0, 1)
+    return F.interpolate(real_lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def centre_crop(x: "Tensor", side: int) -> "Tensor":
+    """The central crop of x (N×C×h×w) at most side×side."""
+    h, w = x.shape[-2:]
+    ch, cw = min(h, side), min(w, side)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top : top + ch, left : left + cw]
+
+
+def redeg_omega(model: Any, real_lr: "Tensor", upscale: "Optional[Callable[[Tensor], Tensor]]" = None,
+                max_side: int = 192) -> "Tensor":
+    """ReDeg's Ω (1×D) of a real LR image 1×3×h×w in [0,1] that has no HR: DegNet reads the image's central
+    crop (≤ max_side², Ω is a global statistic and SR is the costly part) beside its pseudo-HR, as ReDegNet
+    reads a real face beside its restored one."""
+    import torch
+
+    crop = centre_crop(real_lr, max_side)
+    with torch.no_grad():
+        return model.omega(crop, pseudo_hr(crop, upscale))
+
+
+def redeg_pool(model: Any, real_lrs: "list[Tensor]", upscale: "Optional[Callable[[Tensor], Tensor]]" = None,
+               max_side: int = 192) -> "Tensor":
+    """Ω of several real LR images (each 1×3×h×w) → P×D: a degradation pool to sample from."""
+    import torch
+
+    return torch.cat([redeg_omega(model, x, upscale, max_side) for x in real_lrs])

@@ -26,7 +26,7 @@ class TrainOptions:
     lr_dir: Optional[Path]  # real LR images (sdflow, pdm)
     hr_dir: Optional[Path]  # HR images (sdflow, pdm; sr: degraded on the fly)
     run: RunSettings
-    model: str = "sdflow"  # or "pdm", "sr"
+    model: str = "sdflow"  # or "pdm", "redeg", "sr"
     config: str = "lite"
     device: str = "auto"
     resume: bool = False
@@ -42,6 +42,7 @@ class TrainOptions:
     ds_target_blur: Optional[str] = None  # "auto" (estimated from the unpaired folders) or σ in LR pixels
     ds_chroma_blur: Optional[str] = None  # the same for the extra blur of the target's chroma
     freeze: tuple[str, ...] = ()  # SDFlow parts left unchanged, e.g. ("hr_flow", "hf_flow", "extractor")
+    pseudo_hr_dir: Optional[Path] = None  # redeg: an SR model's x4 outputs of the LR images, same names
     # model "sr" (sdtool.train.sr_launch)
     arch: str = "compact"  # or "rrdb"
     degradation: str = "sdflow"  # sdflow, pdm, classic, bicubic or mix
@@ -60,7 +61,7 @@ class TrainOptions:
 
 
 def parse_loss_overrides(items, weights_class: type = LossWeights) -> dict:
-    """["cycle_l1=0.5", ...] → {"cycle_l1": 0.5}; UsageError naming a bad item."""
+    """["cycle_l1=0.5", ...] → {"cycle_l1": 0.5} for the fields of `weights_class`; UsageError naming a bad item."""
     fields = {f.name: f.type for f in dataclasses.fields(weights_class)}
     out = {}
     for item in items:
@@ -122,7 +123,11 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, we
         except ImportError:
             raise OptionError("model", "pdm is not available in this version") from None
         return make_pdm_task(o.config, device, settings)
-    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow, pdm or sr")
+    if o.model == "redeg":
+        from sdtool.train.redeg_task import ReDegLossWeights, make_redeg_task
+
+        return make_redeg_task(o.config, device, settings, parse_loss_overrides(o.loss, ReDegLossWeights))
+    raise OptionError("model", f"'{o.model}' is unknown: choose sdflow, pdm, redeg or sr")
 
 
 def _number_or_auto(flag: str, value: str) -> Optional[float]:
@@ -180,6 +185,17 @@ def _check_options(o: TrainOptions) -> None:
     out = Path(o.run.out_dir)
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{out}: is a file; give a folder for the run")
+    if o.model == "redeg":
+        from sdtool.train.redeg_task import ReDegLossWeights
+
+        parse_loss_overrides(o.loss, ReDegLossWeights)  # bad items fail before any work
+        if o.run.patch < 128:
+            raise OptionError("patch", f"{o.run.patch}: {{model}} redeg needs HR crops of at least 128 (LR 32, the "
+                              "smallest side LPIPS takes)", ("model",))
+    elif o.pseudo_hr_dir is not None:
+        raise OptionError("pseudo_hr_dir", "is only used by {model} redeg", ("model",))
+    if o.pseudo_hr_dir is not None and not Path(o.pseudo_hr_dir).is_dir():
+        raise UsageError(f"{o.pseudo_hr_dir}: no such folder")
     if o.resume and not (out / "state.pt").is_file():
         raise OptionError("resume", f"{out}: no run to resume (no state.pt); leave it out to start one")
     for d in (o.lr_dir, o.hr_dir, o.pairs):
@@ -196,6 +212,9 @@ def _check_model_options(o: TrainOptions) -> None:
                        "val_hr": o.val_hr, "ds_target_blur": o.ds_target_blur, "ds_chroma_blur": o.ds_chroma_blur,
                        "image_loss_start": o.image_loss_start is not None, **sr_only},
                "sdflow": sr_only,
+               "redeg": {"freeze": o.freeze, "init": o.init, "disjoint": o.disjoint, "ds_target_blur": o.ds_target_blur,
+                         "ds_chroma_blur": o.ds_chroma_blur, "image_loss_start": o.image_loss_start is not None,
+                         **sr_only},
                "sr": {"lr_dir": o.lr_dir, "paired": o.paired, "disjoint": o.disjoint, "freeze": o.freeze,
                       "ds_target_blur": o.ds_target_blur, "ds_chroma_blur": o.ds_chroma_blur}}.get(o.model, {})
     given = [flag for flag, value in ignored.items() if value]
@@ -208,6 +227,14 @@ def _check_model_options(o: TrainOptions) -> None:
                               "or on pairs made beforehand ({pairs}); give one", ("pairs", "model"))
     elif o.lr_dir is None or o.hr_dir is None:
         raise OptionError("lr_dir", f"and {{hr_dir}} are both needed by {{model}} {o.model}", ("hr_dir", "model"))
+
+
+def _redeg_sampler(o: TrainOptions, banks, lr_patch: int):
+    """Aligned crops of the pairs (and of the pseudo-HR images when given) for ReDeg."""
+    from sdtool.train.redeg_task import PairedCropSampler, load_pseudo_bank
+
+    pseudo = load_pseudo_bank(o.pseudo_hr_dir, 4 * lr_patch) if o.pseudo_hr_dir is not None else None
+    return PairedCropSampler(*banks, o.run.batch, lr_patch, seed=o.run.seed, pseudo=pseudo)
 
 
 def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
@@ -236,14 +263,23 @@ def train(o: TrainOptions, on_log: Optional[Callable[[dict], None]] = None) -> R
         for warning in bank.unreadable:
             if on_log is not None:
                 on_log({"type": "notice", "message": f"skipped unreadable training image: {warning}"})
-    sampler = CropSampler(*banks, s.batch, lr_patch, seed=s.seed, rank=rank, paired=o.paired)
+    if o.model == "redeg":
+        sampler = _redeg_sampler(o, banks, lr_patch)
+    else:
+        sampler = CropSampler(*banks, s.batch, lr_patch, seed=s.seed, rank=rank, paired=o.paired)
     if weights is not None:
         weights = dataclasses.replace(weights, **_measure_domain(o, weights, sampler, lr_patch))
     task = _build_task(o, device, settings, weights)
     validator = None
-    if o.val_lr is not None and rank == 0:
+    if o.val_lr is not None and rank == 0 and o.model != "pdm":
         from sdtool.train.validate import load_pairs, make_validator
 
-        validator = make_validator(load_pairs(o.val_lr, o.val_hr, name_filter=o.val_filter))
-    runner = Runner(task, sampler, settings, validator if o.model == "sdflow" else None, on_log)
+        pairs = load_pairs(o.val_lr, o.val_hr, name_filter=o.val_filter)
+        if o.model == "redeg":
+            from sdtool.train.redeg_task import make_redeg_validator
+
+            validator = make_redeg_validator(pairs)
+        else:
+            validator = make_validator(pairs)
+    runner = Runner(task, sampler, settings, validator, on_log)
     return runner.run(resume=o.resume)

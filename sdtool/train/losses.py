@@ -89,3 +89,31 @@ def lattice_loss(sr: Tensor, hr: Tensor) -> Tensor:
     subtracted in power: a lattice-free sample scores ~0."""
     excess = F.relu(lattice_power(sr) - lattice_power(hr.detach()).mean())
     return excess.add(1e-8).sqrt().mean()
+
+
+def _enlarge(x: Tensor, min_size: int) -> Tensor:
+    side = min(x.shape[-2:])
+    if side >= min_size:
+        return x
+    return F.interpolate(x, scale_factor=-(-min_size // side), mode="bilinear", align_corners=False)
+
+
+def gram_loss(perceptual: nn.Module, a: Tensor, b: Tensor, taps: int = 2, min_size: int = 64) -> Tensor:
+    """Style loss (Gatys et al. 2016): mean L1 between the Gram matrices G = F·Fᵀ / (C·H·W) of the first
+    `taps` ReLU feature maps of LPIPS's AlexNet trunk, for images a, b N×3×H×W in [0,1]. Crops smaller than
+    `min_size` are enlarged (bilinear) first, as in `perceptual_distance`. The Gram matrix keeps the
+    statistics of noise and texture and drops where things are."""
+    trunk = perceptual.net.features
+    stops = [i for i, layer in enumerate(trunk) if isinstance(layer, nn.ReLU)][:taps]
+    xs = [((_enlarge(t, min_size) * 2 - 1) - perceptual.shift) / perceptual.scale for t in (a, b)]
+    loss = a.new_zeros(())
+    for i, layer in enumerate(trunk[: stops[-1] + 1]):
+        xs = [layer(x) for x in xs]
+        if i in stops:
+            grams = []
+            for f in xs:
+                n, c, h, w = f.shape
+                flat = f.reshape(n, c, h * w)
+                grams.append(flat @ flat.transpose(1, 2) / (c * h * w))
+            loss = loss + (grams[0] - grams[1]).abs().mean()
+    return loss

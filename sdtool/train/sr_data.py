@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.degrade.mix import Mix, apply_extras
+from sdtool.degrade.mix import LEARNED_KINDS, Mix, apply_extras
 from sdtool.errors import DatasetError, OptionError
 from sdtool.train.data import ImageBank, _augment, _crop, _to_tensor
 from sdtool.train.task import stable_seed
@@ -23,12 +23,13 @@ from sdtool.train.task import stable_seed
 class BatchDegrader:
     """HR batch N×3×H×W in [0, 1] → LR N×3×H/4×W/4 in [0, 1] by a mix of degraders with frozen weights: one
     part per image (drawn from the generator), each part's degrader run once on its images, then its extras.
-    models: the loaded learned degraders by kind ("sdflow": SDFlow, "pdm": PDM)."""
+    models: the loaded learned degraders by kind ("sdflow": SDFlow, "pdm": PDM, "redeg": ReDeg, with Ω drawn from
+    its own pool)."""
 
     def __init__(self, mix: Mix, models: dict[str, Any], temperature: float, classic: ClassicConfig = ClassicConfig()):
         from sdtool.degrade.classic import ClassicDegradation
 
-        missing = [k for k in mix.kinds if k in ("sdflow", "pdm") and k not in models]
+        missing = [k for k in mix.kinds if k in LEARNED_KINDS and k not in models]
         if missing:
             raise OptionError("degradation", f"needs the {missing[0]} model, which was not loaded")
         self.mix, self.models, self.temperature = mix, models, temperature
@@ -56,6 +57,10 @@ class BatchDegrader:
         if kind == "classic":
             return self.classic.sample(hr, generator=gen).lr
         model = self.models[kind]
+        if kind == "redeg":
+            from sdtool.model.redeg import ReDegDegrader
+
+            return ReDegDegrader(model)(hr.to(model.device), gen)
         if kind == "pdm":
             return model.degrade(hr.to(model.device), temperature=self.temperature, generator=gen).lr
         noise = torch.randn(model.downscale_noise_shape(*hr.shape[:1], *hr.shape[2:]), generator=gen)
@@ -63,13 +68,14 @@ class BatchDegrader:
 
 
 def load_degraders(mix: Mix, weights: Optional[Path], device: torch.device) -> dict[str, Any]:
-    """The learned degraders a mix needs, frozen, in eval mode: the shipped SDFlow / PDM weights, or `weights`
-    for the kind that file holds."""
+    """The learned degraders a mix needs, frozen, in eval mode: the shipped SDFlow / PDM / ReDeg weights, or
+    `weights` for the kind that file holds."""
     from sdtool.api import checkpoint_kind, load_model
     from sdtool.model.pdm import load_pdm
+    from sdtool.model.redeg import load_redeg
     from sdtool.sample_degradation import sampler_weights
 
-    learned = [k for k in mix.kinds if k in ("sdflow", "pdm")]
+    learned = [k for k in mix.kinds if k in LEARNED_KINDS]
     target = checkpoint_kind(weights) if weights is not None else None
     if weights is not None and target not in learned:
         raise OptionError("degradation_weights", f"{weights}: a {target} checkpoint; the degradation uses "
@@ -77,7 +83,11 @@ def load_degraders(mix: Mix, weights: Optional[Path], device: torch.device) -> d
     models: dict[str, Any] = {}
     for kind in learned:
         path = weights if kind == target else None
-        model = load_model(path, device) if kind == "sdflow" else load_pdm(sampler_weights("pdm", path), str(device))
+        if kind == "sdflow":
+            model = load_model(path, device)
+        else:
+            model = (load_pdm(sampler_weights(kind, path), str(device)) if kind == "pdm"
+                     else load_redeg(sampler_weights(kind, path), device))
         model.eval().requires_grad_(False)
         models[kind] = model
     return models

@@ -128,6 +128,11 @@ def job_authors(authors: str, threads: int, repeats: int) -> dict:
         "ds_authors": their_ds,
         "ds_paper": lambda: ours.downscale((y + 1) / 2, 0.8, component=0),
     }
+    return _interleaved_best(cases, repeats)
+
+
+def _interleaved_best(cases: dict, repeats: int) -> dict:
+    """Best time of each case over `repeats` rounds, after one warm-up call each."""
     for fn in cases.values():
         fn()
     best = {k: float("inf") for k in cases}
@@ -205,13 +210,7 @@ def job_sr(threads: int, repeats: int, size: int = 128) -> dict:
         cases["x4plus-ncnn"] = lambda: ncnn_sr.upscale(net, rgb)
     except ImportError:
         pass
-    for fn in cases.values():
-        fn()
-    best = {k: float("inf") for k in cases}
-    for _ in range(repeats):  # interleaved, so a slow moment of the machine hits every case alike
-        for k, fn in cases.items():
-            best[k] = min(best[k], _best(fn, 1))
-    return {"seconds": best, "out_mp": (4 * size) ** 2 / 1e6}
+    return {"seconds": _interleaved_best(cases, repeats), "out_mp": (4 * size) ** 2 / 1e6}
 
 
 JOBS = {"inference": job_inference, "authors": job_authors, "train": job_train, "photo": job_photo, "sr": job_sr}

@@ -21,7 +21,7 @@ WINDOW_SIGMA = 3.0  # blocks (12 px): how local the pattern is; its reach (9 LR 
 # On RealSR validation σ 3 / 6 / 10 blocks gave lattice 3.1 / 1.3 / 1.1 and LPIPS within 0.0004 of each other.
 
 
-def _phases(x: Tensor) -> Tensor:
+def phases(x: Tensor) -> Tensor:
     """B×C×H×W → B×C·16×H/4×W/4: one channel per pixel phase within a 4×4 block."""
     b, c, h, w = x.shape
     p = PERIOD
@@ -38,7 +38,7 @@ def lattice_pattern(y: Tensor, window_sigma: float = WINDOW_SIGMA) -> Tensor:
     """The local period-4 pattern of y (B×C×H×W, H and W multiples of 4), same shape: for each pixel, its
     phase's local mean of the high-pass minus the local mean over all phases."""
     c = y.shape[1]
-    local = gaussian_blur(_phases(y - gaussian_blur(y, HIGH_PASS_SIGMA)), window_sigma)
+    local = gaussian_blur(phases(y - gaussian_blur(y, HIGH_PASS_SIGMA)), window_sigma)
     b, _, hb, wb = local.shape
     local = local.reshape(b, c, PERIOD * PERIOD, hb, wb)
     return _unphases((local - local.mean(dim=2, keepdim=True)).reshape(b, -1, hb, wb), c)

@@ -68,18 +68,17 @@ def g_loss(fake_logits: Tensor) -> Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def lattice_power(x: Tensor, period: int = 4) -> Tensor:
-    """Per-image power (B,) of the part of x's high frequencies that repeats every `period` pixels.
+def lattice_power(x: Tensor) -> Tensor:
+    """Per-image power (B,) of the part of x's high frequencies that repeats every 4 pixels (PERIOD).
 
-    The high-pass (x minus a Gaussian σ 2) is split into its period² phases; each phase's mean over the
-    image, less the mean over phases, is the periodic pattern: what puts power at the multiples of N/period
+    The high-pass (x minus a Gaussian σ 2) is split into its 16 pixel phases (`sdtool.model.lattice.phases`); each phase's mean over the
+    image, less the mean over phases, is the periodic pattern: what puts power at the multiples of N/4
     in the spectrum (`sdtool.metrics.lattice`). A photo's phases average out (its value is ~1/(H·W/16) of
-    its high-pass power); x: B×C×H×W, H and W multiples of period."""
-    b, c, h, w = x.shape
-    r = x - gaussian_blur(x, 2.0)
-    phases = r.reshape(b, c, h // period, period, w // period, period).permute(0, 1, 3, 5, 2, 4)
-    phases = phases.reshape(b, c * period * period, h // period, w // period)
-    means = phases.mean(dim=(2, 3)).reshape(b, c, period * period)
+    its high-pass power); x: B×C×H×W, H and W multiples of 4."""
+    from sdtool.model.lattice import HIGH_PASS_SIGMA, PERIOD, phases
+
+    b, c = x.shape[:2]
+    means = phases(x - gaussian_blur(x, HIGH_PASS_SIGMA)).mean(dim=(2, 3)).reshape(b, c, PERIOD * PERIOD)
     return (means - means.mean(dim=2, keepdim=True)).pow(2).mean(dim=(1, 2))
 
 

@@ -20,8 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-RECIPE = dict(image_loss_start=0, image_perceptual=0.1, cycle_input_blur=0.4, ds_mode_l1=16.0,
-              ds_target_blur=0.55, ds_target_chroma_blur=0.85)
+# The shipped weights' last stage (weights/sdflow-lite.md, stage 7), image phase from iteration 1.
+RECIPE = dict(image_loss_start=0, image_perceptual=0.1, cycle_input_blur=0.4, cycle_perceptual=32.0, ds_mode_l1=16.0,
+              ds_target_blur=0.55, ds_target_chroma_blur=0.85, lattice=100.0, sr_temperature_min=0.0)
 
 
 def batch(it: int, n: int, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +37,8 @@ def batch(it: int, n: int, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return smooth(patch // 4), smooth(patch)
 
 
-def run(config: str, init: str | None, steps: int, n: int, patch: int, threads: int) -> tuple[list[dict], list[float]]:
+def run(config: str, init: str | None, steps: int, n: int, patch: int, threads: int,
+        overrides: dict | None = None) -> tuple[list[dict], list[float]]:
     from sdtool.config import get_config
     from sdtool.model.sdflow import SDFlow
     from sdtool.train.config import LossWeights
@@ -50,7 +52,7 @@ def run(config: str, init: str | None, steps: int, n: int, patch: int, threads: 
         model = load_model(init, device="cpu")
     else:
         model = SDFlow(get_config(config))
-    task = SDFlowTask(model, LossWeights(**RECIPE), lr=5e-5, seed=0, perceptual=load_perceptual(torch.device("cpu")))
+    task = SDFlowTask(model, LossWeights(**{**RECIPE, **(overrides or {})}), lr=5e-5, seed=0, perceptual=load_perceptual(torch.device("cpu")))
     logs, seconds = [], []
     for it in range(1, steps + 1):
         lr, hr = batch(it, n, patch)
@@ -68,6 +70,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--loss", action="append", default=[], help="NAME=VALUE over the recipe (repeatable)")
     ap.add_argument("--out", help="write the record here")
     ap.add_argument("--against", help="compare with this record")
     a = ap.parse_args()
@@ -75,7 +78,9 @@ def main() -> int:
         from sdtool.resources import SDFLOW_WEIGHTS, weights_path
 
         a.init = str(weights_path(SDFLOW_WEIGHTS))
-    logs, seconds = run(a.config, a.init or None, a.steps, a.batch, a.patch, a.threads)
+    from sdtool.train.launch import parse_loss_overrides
+
+    logs, seconds = run(a.config, a.init or None, a.steps, a.batch, a.patch, a.threads, parse_loss_overrides(a.loss))
     print(f"{a.steps} steps, median {sorted(seconds)[len(seconds) // 2]:.3f} s a step (first {seconds[0]:.2f} s)")
     if a.out:
         with open(a.out, "w") as f:

@@ -54,10 +54,10 @@ class ActNorm(Transform):
     def inverse(self, z: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         return z * torch.exp(-self.log_scale) - self.loc, -self._logdet(z)
 
-    def affine(self, inverse: bool):
-        s = torch.exp(self.log_scale.detach().double().flatten())
-        loc = self.loc.detach().double().flatten()
-        ld = float(self.log_scale.detach().double().sum())
+    def affine(self, inverse: bool, dtype: torch.dtype = torch.float64):
+        s = torch.exp(self.log_scale.to(dtype).flatten())
+        loc = self.loc.to(dtype).flatten()
+        ld = self.log_scale.to(dtype).sum()
         if inverse:  # x = z / s − loc
             return torch.diag(1 / s), -loc, -ld
         return torch.diag(s), s * loc, ld

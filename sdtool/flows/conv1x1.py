@@ -48,9 +48,8 @@ class InvConv1x1(Transform):
         w_inv = torch.inverse(self.weight())
         return F.conv2d(z, w_inv[:, :, None, None]), -self._logdet(z)
 
-    def affine(self, inverse: bool):
-        with torch.no_grad():
-            w = self.weight().double()
-        zero = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
-        ld = float(self.w_s.detach().double().sum())
+    def affine(self, inverse: bool, dtype: torch.dtype = torch.float64):
+        w = self.weight().to(dtype)
+        zero = torch.zeros(w.shape[0], dtype=dtype, device=w.device)
+        ld = self.w_s.to(dtype).sum()
         return (torch.linalg.inv(w), zero, -ld) if inverse else (w, zero, ld)

@@ -39,3 +39,9 @@ def folding(enabled: bool) -> Iterator[None]:
 def folds(module: nn.Module) -> bool:
     """Whether `module` runs its folded inference form now: folding on, eval mode, no autograd."""
     return _FOLD[0] and not module.training and not torch.is_grad_enabled()
+
+
+def fuses(module: nn.Module) -> bool:
+    """Whether a flow sequence runs its affine runs as one composed map in training (flows.base.Sequential):
+    folding on (the same switch turns both off for checks of the plain path), training mode."""
+    return _FOLD[0] and module.training

@@ -49,6 +49,10 @@ class LossWeights:
     cycle_latent: float = 1.0  # L1 between extractor(generated LR) and the HR content latent
     cycle_input_blur: float = 0.0  # b: the cycle's LR input gets a Gaussian blur of σ ~ U(0, 2b) LR px, so the
     #   extractor also sees inputs as soft as real LR photographs while the degradation flow is still learning
+    # Work per step [ours, issue 25]: each trades a fraction of a term's samples for time, at the same expected loss.
+    nll_every: int = 1  # the two NLL terms (and the HF and degradation flows' forward passes) every k-th step, ×k
+    d_hr_crop: int = 0  # HR discriminator on one random crop of this side (HR px, multiple of 4) per step; 0: whole
+    cycle_fraction: float = 1.0  # the cycle terms on this fraction of the batch (at least one image)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,21 @@ def load_perceptual(device: torch.device) -> Optional[nn.Module]:
         return None
 
 
+@contextlib.contextmanager
+def _frozen(*nets: nn.Module):
+    """No parameter gradients for `nets` inside (their input gradients still flow). The generator's step
+    backpropagates through the discriminators; their weight gradients there were computed and then thrown away by
+    the discriminator step's zero_grad, a third of the step's discriminator work. Same numbers."""
+    params = [p for net in nets for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class SDFlowTask:
     """Losses (1) NLL of both domains, (2) content, (3) latent domain adversarial + β₁, β₂ penalties,
     (4) after `image_loss_start`, image-space L1 + perceptual + GAN on generated SR and LR images."""
@@ -50,6 +65,7 @@ class SDFlowTask:
         self.amp = amp and device.type == "cuda"
         self.perceptual = perceptual
         self.last_lattice = float("nan")
+        self._window: tuple[slice, slice] = (slice(None), slice(None))
         # Seeded on their own: their start must not depend on what else drew from the global RNG before
         # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
         with torch.random.fork_rng(devices=[]):
@@ -90,11 +106,18 @@ class SDFlowTask:
         y = L.dequantize(hr.to(device), g).contiguous(memory_format=self.memory_format)
         m.train()
         logs: dict[str, float] = {}
-        with self._autocast():
-            logp_hr, zc_hr = m.hr_log_prob(y)
-            logp_lr, parts = m.lr_log_prob(x)
+        nll_now = it % w.nll_every == 0
+        with self._autocast(), _frozen(self.d_latent, self.d_hr, self.d_lr):
+            if nll_now:
+                logp_hr, zc_hr = m.hr_log_prob(y)
+                logp_lr, parts = m.lr_log_prob(x)
+                nll_hr, nll_lr = L.bits_per_dim(logp_hr, y), L.bits_per_dim(logp_lr, x)
+            else:  # only the latents the other terms use: no HF or degradation flow
+                zc_hr = m.hr_latents(y)[0]
+                parts = {"z_lr": m.lr_flow(x)[0], "z_c": m.extractor(x)}
+                nll_hr = nll_lr = y.new_zeros(())
             zc_lr = parts["z_c"]
-            nll_hr, nll_lr = L.bits_per_dim(logp_hr, y), L.bits_per_dim(logp_lr, x)
+            self._window = self._draw_window(y.shape[-1], g)
             y_bic = imresize(y, 0.25)
             image = self.image_phase(it)
             decoded = self._decode_lr(zc_hr, zc_lr, self._draw_degradation(zc_hr, g) if image else None)
@@ -106,7 +129,7 @@ class SDFlowTask:
             adv = L.g_loss(-self.d_latent(zc_hr)) + L.g_loss(self.d_latent(zc_lr))
             zc_l2 = zc_hr.pow(2).mean() + zc_lr.pow(2).mean()
             deg_l2 = (parts["z_lr"] - zc_lr.detach()).pow(2).mean()
-            total = (w.nll * (nll_hr + nll_lr) + w.content * content + w.latent_adv * adv
+            total = (w.nll * w.nll_every * (nll_hr + nll_lr) + w.content * content + w.latent_adv * adv
                      + w.zc_l2 * zc_l2 + w.deg_l2 * deg_l2)
             fakes = {}
             if image:
@@ -115,7 +138,9 @@ class SDFlowTask:
                 logs["image"] = float(img_loss.detach())
                 if self.w.lattice:
                     logs["lattice"] = self.last_lattice
-        logs.update(nll_hr=float(nll_hr.detach()), nll_lr=float(nll_lr.detach()), content=float(content.detach()),
+        if nll_now:
+            logs.update(nll_hr=float(nll_hr.detach()), nll_lr=float(nll_lr.detach()))
+        logs.update(content=float(content.detach()),
                     latent_adv=float(adv.detach()), zc_l2=float(zc_l2.detach()), deg_l2=float(deg_l2.detach()),
                     total=float(total.detach()))
         if not torch.isfinite(total):
@@ -123,6 +148,19 @@ class SDFlowTask:
         self._step(self.opt_g, total, list(m.parameters()))
         logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
         return logs
+
+    def _draw_window(self, side: int, g: torch.Generator) -> tuple[slice, slice]:
+        """The HR discriminator's view this step: a d_hr_crop² window at a random offset (a multiple of 4, so the
+        4-px phase the lattice term cares about stays aligned), the same for real and generated images."""
+        c = self.w.d_hr_crop
+        if not c or c >= side:
+            return slice(None), slice(None)
+        top, left = (4 * torch.randint((side - c) // 4 + 1, (2,), generator=g)).tolist()
+        return slice(top, top + c), slice(left, left + c)
+
+    def _d_hr(self, img: Tensor) -> Tensor:
+        rows, cols = self._window
+        return self.d_hr(img[:, :, rows, cols])
 
     def _draw_degradation(self, zc_hr: Tensor, g: torch.Generator) -> dict[str, Tensor]:
         """Gaussianised degradation latents for the HR crops: a sample at the training temperature and, with
@@ -172,6 +210,9 @@ class SDFlowTask:
                                         + self._lattice_loss(y, sr))
         return loss, fakes
 
+    def _cycle_count(self, n: int) -> int:
+        return max(1, round(n * self.w.cycle_fraction))
+
     def _cycle_enabled(self) -> bool:
         return bool(self.w.cycle_l1 or self.w.cycle_perceptual or self.w.cycle_latent)
 
@@ -185,7 +226,8 @@ class SDFlowTask:
         noises = [self._noise(zc_lr, g)]
         out: dict[str, Tensor] = {}
         if self._cycle_enabled():
-            lr_in = ds.detach().clamp(-1, 1)  # detached: the downscaler cannot hide detail for the upscaler
+            lr_in = ds.detach()[: self._cycle_count(ds.shape[0])].clamp(-1, 1)  # detached: the downscaler cannot
+            #   hide detail for the upscaler
             if w.cycle_input_blur > 0:
                 u = float(torch.rand((), generator=g))
                 lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
@@ -220,7 +262,7 @@ class SDFlowTask:
             loss = loss + w.sr_color * L.color_low_freq(sr_lr, x, 2.0)
         if self.perceptual is not None and w.image_perceptual:
             loss = loss + w.image_perceptual * L.perceptual_distance(self.perceptual, sr_lr, x)
-        return loss + w.image_gan * L.g_loss(self.d_hr(sr)), sr.detach()
+        return loss + w.image_gan * L.g_loss(self._d_hr(sr)), sr.detach()
 
     def _hr_color_loss(self, y: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """An HR image's own content with fresh HF noise must decode to the same colours: measured, the HF
@@ -243,17 +285,18 @@ class SDFlowTask:
         w = self.w
         if "cycle" not in sr:
             return y.new_zeros(())
-        loss = w.cycle_latent * (sr["cycle_zc"] - zc_hr.detach()).abs().mean()
-        loss = loss + w.cycle_l1 * (sr["cycle"] - y).abs().mean()
+        k = sr["cycle"].shape[0]
+        loss = w.cycle_latent * (sr["cycle_zc"] - zc_hr[:k].detach()).abs().mean()
+        loss = loss + w.cycle_l1 * (sr["cycle"] - y[:k]).abs().mean()
         if self.perceptual is not None and w.cycle_perceptual:
-            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr["cycle"], y)
+            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr["cycle"], y[:k])
         return loss
 
     def _discriminator_step(self, zc_hr, zc_lr, x, y, fakes) -> float:
         with self._autocast():
             loss = L.d_loss(self.d_latent(zc_hr), self.d_latent(zc_lr))
             if "sr" in fakes:
-                loss = loss + L.d_loss(self.d_hr(y), self.d_hr(fakes["sr"]))
+                loss = loss + L.d_loss(self._d_hr(y), self._d_hr(fakes["sr"]))
             if "ds" in fakes:
                 loss = loss + L.d_loss(self.d_lr(x), self.d_lr(fakes["ds"]))
         if not torch.isfinite(loss):

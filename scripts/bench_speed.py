@@ -64,7 +64,7 @@ def job_inference(preset: str, task: str, size: int, tile: int, threads: int, re
     from sdtool.config import PRESETS
     from sdtool.infer.sampling import Tiling, draw, sample
     from sdtool.model.sdflow import SDFlow
-    from sdtool.tiling import DEFAULT_OVERLAP, tile_spans
+    from sdtool.infer.tiling import DEFAULT_OVERLAP, tile_spans
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -160,7 +160,7 @@ def job_photo(threads: int, width: int, height: int) -> dict:
     import torch
 
     from sdtool.imageio import write_rgb8_png
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

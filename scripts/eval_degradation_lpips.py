@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from sdtool.imageio import read_image
 from sdtool.metrics.lpips import lpips_distance
-from sdtool.sample_degradation import DegradeOptions, load_sampler
+from sdtool.infer.sample_degradation import DegradeOptions, load_sampler
 
 DATA = Path(os.environ.get("SDTOOL_DATA", "data"))
 METHODS = ("bicubic", "sdflow", "sdflow-like-a", "sdflow-like-b", "pdm", "pdm-like-a", "pdm-like-b",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sdtool import load_model
-from sdtool.colorfix import apply_color_fix
+from sdtool.infer.colorfix import apply_color_fix
 from sdtool.imageio import read_image
 from sdtool.metrics import psnr
 from sdtool.metrics.lattice import lattice_score

@@ -20,7 +20,7 @@ import torch
 def _guard(sr, lr, fix: str):
     """`apply_color_fix`; "wavelet[:LEVELS[:DETAIL]]" sets the wavelet guard's levels and detail gain (plain
     "wavelet" is upscale's default: WAVELET_LEVELS levels, detail DEFAULT_DETAIL)."""
-    from sdtool.colorfix import WAVELET_LEVELS, apply_color_fix
+    from sdtool.infer.colorfix import WAVELET_LEVELS, apply_color_fix
     from sdtool.config import DEFAULT_DETAIL
 
     if fix.startswith("wavelet"):

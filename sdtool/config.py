@@ -103,7 +103,7 @@ class SDFlowConfig(JsonConfig):
 # diversity of τ 0.8); the authors' code uses 0.8 for both.
 DEFAULT_SR_TEMPERATURE = 0.4
 DEFAULT_DOWN_TEMPERATURE = 0.8
-# Detail gain of upscale's wavelet colour guard (sdtool.colorfix), chosen on RealSR validation (README "Numbers").
+# Detail gain of upscale's wavelet colour guard (sdtool.infer.colorfix), chosen on RealSR validation (README "Numbers").
 DEFAULT_DETAIL = 0.75
 # Deterministic SR networks (`train --model sr`): the wavelet guard at detail 1 by default. On RealSR validation it
 # raised the SDFlow-pairs network from 25.29 dB / LPIPS 0.275 (raw) to 25.58 / 0.271 (README "SR networks").

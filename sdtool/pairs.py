@@ -6,7 +6,7 @@ sub-image of `sub_image`² HR pixels, cut every `sub_step` pixels with the last 
 `b_p000.png`, `b_p001.png`, … in row-major order) is cropped to a multiple of 4 and degraded `samples` times
 (`b_s00.png`, …): LR = degrader(HR), exactly a quarter of its size. Both are 8-bit RGB PNG (alpha dropped).
 
-Everything else is `sample-degradation`'s: the degraders (`sdtool.sample_degradation.load_sampler`,
+Everything else is `sample-degradation`'s: the degraders (`sdtool.infer.sample_degradation.load_sampler`,
 sdflow / pdm / classic / bicubic / mix), per-file seeds (sample k of a piece depends only on the seed, the
 file's relative path and the image), skipping of existing pairs, claims and atomic writes (`infer.batch`).
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback
-from sdtool.sample_degradation import DegradeOptions
+from sdtool.infer.sample_degradation import DegradeOptions
 
 
 @dataclass
@@ -115,7 +115,7 @@ def make_pairs(
     """Write HR/LR pairs of every image under the folder `input_path` to `out` (see the module docstring).
     result.done / skipped / failed are per source file; UsageError / CheckpointError stop the run."""
     from sdtool.infer.batch import run_jobs
-    from sdtool.sample_degradation import check_options, load_sampler
+    from sdtool.infer.sample_degradation import check_options, load_sampler
 
     o = options or PairOptions()
     t0 = time.perf_counter()
@@ -151,7 +151,7 @@ def _pair_file(smp: Any, job: Job, todo: set, boxes: list, seed: int, o: PairOpt
 
     from sdtool.imageio import read_image, write_rgb8_png
     from sdtool.infer.jobs import file_seed
-    from sdtool.pipeline import DEFAULT_MAX_PIXELS
+    from sdtool.infer.pipeline import DEFAULT_MAX_PIXELS
 
     max_pixels = o.degrade.max_pixels if o.degrade.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
     rgb = read_image(job.source, max_pixels=max_pixels).rgb

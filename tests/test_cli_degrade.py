@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.sample_degradation import DegradeOptions, _Sampler, sample_degradation
+from sdtool.infer.sample_degradation import DegradeOptions, _Sampler, sample_degradation
 from sdtool.imageio import read_image
 from sdtool.model.pdm import PDM, PDM_PRESETS, save_pdm
 

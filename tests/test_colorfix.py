@@ -1,4 +1,4 @@
-"""Colour guard (sdtool.colorfix), the colour error metric, and the colour anchors of training."""
+"""Colour guard (sdtool.infer.colorfix), the colour error metric, and the colour anchors of training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdtool.colorfix import adain_color_fix, apply_color_fix, low_band, wavelet_color_fix
+from sdtool.infer.colorfix import adain_color_fix, apply_color_fix, low_band, wavelet_color_fix
 from sdtool.metrics import color_error
-from sdtool.pipeline import process_images
+from sdtool.infer.pipeline import process_images
 from sdtool.train import losses as L
 from tests.helpers import perturb, write_image_file
 
@@ -129,7 +129,7 @@ def test_non_finite_weights_are_an_error(tiny_model):
 @pytest.mark.parametrize("method,detail", [("wavelet", 1.0), ("wavelet", 0.7), ("adain", 1.0)])
 def test_guard_on_row_bands_equals_guard_on_the_whole_image(method, detail):
     """Tiled runs hand the guard one band of rows at a time; the result is the whole-image guard's."""
-    from sdtool.colorfix import RowGuard
+    from sdtool.infer.colorfix import RowGuard
 
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, 37, 23, generator=g)
@@ -165,7 +165,7 @@ def test_detail_gain_scales_the_detail_and_keeps_the_colours():
 
 
 def test_detail_default_and_checks(tmp_path, tiny_model):
-    from sdtool.colorfix import resolve_detail
+    from sdtool.infer.colorfix import resolve_detail
     from sdtool.config import DEFAULT_DETAIL
     from sdtool.errors import UsageError
 

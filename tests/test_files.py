@@ -237,7 +237,7 @@ def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, t
 
 def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, tiny_weights):
     from sdtool.errors import OptionError
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     src = write_image_file(tmp_path / "a.png", np.full((8, 8, 3), 90, np.uint8))
     with pytest.raises(OptionError) as info:
@@ -250,7 +250,7 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, tiny_w
 
 
 def test_many_samples_are_claimed_as_they_go_and_an_interrupt_leaves_nothing(tmp_path, tiny_weights):
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     write_image_file(tmp_path / "a.png", np.full((16, 16, 3), 90, np.uint8))
     out = tmp_path / "out"

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from sdtool.config import PRESETS
-from sdtool.sample_degradation import DegradeOptions, load_sampler, sample_degradation
+from sdtool.infer.sample_degradation import DegradeOptions, load_sampler, sample_degradation
 from sdtool.model.sdflow import SDFlow
-from sdtool.pipeline import process_images
+from sdtool.infer.pipeline import process_images
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 

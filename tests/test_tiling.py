@@ -1,4 +1,4 @@
-"""sdtool.tiling: tile grid, blending, noise cuts, OOM fallback; tiled ≈ untiled for the tiny SDFlow."""
+"""sdtool.infer.tiling: tile grid, blending, noise cuts, OOM fallback; tiled ≈ untiled for the tiny SDFlow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sdtool.config import PRESETS
 from sdtool.model.sdflow import SDFlow
-from sdtool.tiling import TileOOMError, blend_window, run_tiled, tile_spans
+from sdtool.infer.tiling import TileOOMError, blend_window, run_tiled, tile_spans
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -170,7 +170,7 @@ def resolve_methods(
             raise UsageError(f"unknown method '{m}': available baselines: bicubic")
         if not any(x.name == "bicubic" for x in out):
             out.append(Method("bicubic", "bicubic"))
-    from sdtool.colorfix import resolve_color_fix, resolve_detail
+    from sdtool.infer.colorfix import resolve_color_fix, resolve_detail
 
     fix = resolve_color_fix(color_fix)
     gain = resolve_detail(detail, fix)

@@ -1,6 +1,6 @@
 """`sdtool sample-degradation`: sample realistic LR images (and their kernels / noise) from HR images.
 
-Parses options, calls `sdtool.sample_degradation.sample_degradation`, shows progress, prints failures and
+Parses options, calls `sdtool.infer.sample_degradation.sample_degradation`, shows progress, prints failures and
 notices as they happen and a summary.
 Exit codes as `upscale`: 0 all done or skipped, 1 some files failed, 2 bad usage or bad weights.
 """
@@ -77,7 +77,7 @@ def sample_degradation(
     OUT/LR/a/b.png (pieces b_p000.png, ... with --sub-image), PNG, LR exactly a quarter of HR.
     """
     from sdtool.degrade.classic import ClassicConfig
-    from sdtool.sample_degradation import DegradeOptions, sample_degradation as run
+    from sdtool.infer.sample_degradation import DegradeOptions, sample_degradation as run
 
     if model is None:
         model = "sdflow" if like is not None else "redeg" if like_dir is not None else "classic"

@@ -11,6 +11,7 @@ import typer
 
 from sdtool.cli.common import Device, run_guarded
 from sdtool.cli.progress import PlainProgress, live_terminal
+from sdtool.train.config import DEFAULT_LR
 
 
 def train(
@@ -29,7 +30,7 @@ def train(
     iters: Annotated[int, typer.Option("--iters", min=1, help="Total iterations.")] = 1000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option("--patch", min=16, help="HR crop size (LR crops are a quarter).")] = 96,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = DEFAULT_LR,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights and crops.")] = 0,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,

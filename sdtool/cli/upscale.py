@@ -1,6 +1,6 @@
 """`sdtool upscale` and `sdtool downscale`: x4 super-resolution / realistic /4 downscaling of files and folders.
 
-The work is `sdtool.pipeline.process_images`; this module parses options, shows progress (live bars when
+The work is `sdtool.infer.pipeline.process_images`; this module parses options, shows progress (live bars when
 stderr is a terminal, plain lines with an ETA otherwise), prints one line per failed file and a summary, and
 sets the exit code (0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
 """
@@ -75,7 +75,7 @@ def _summary(task: str, result: "ProcessResult") -> str:
 
 
 def _run(task: str, input_path: Path, output: Optional[str], **kwargs: Any) -> None:
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     def go() -> "ProcessResult":
         with BatchReporter(task) as reporter:

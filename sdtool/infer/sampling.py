@@ -25,7 +25,7 @@ from torch import Tensor
 
 from sdtool.infer.noise import NoiseField, draw_seed
 from sdtool.inputs import check_temperature
-from sdtool.tiling import (
+from sdtool.infer.tiling import (
     AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
     padded_size, run_tiled,
 )
@@ -94,7 +94,7 @@ def run(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, noise: Any, op: Op, t
     stride = 1 if op == "upscale" else DOWNSCALE_ALIGN
     res = run_tiled(fn, x, noise, scale=4.0 if op == "upscale" else 0.25, noise_stride=stride, noise_size=shape_fn,
                     tile=tile, overlap=overlap, align=stride, min_tile=MIN_TILE[op], device=device,
-                    autocast_dtype=None, on_oom=on_oom, on_tile=on_tile, sink=sink)
+                    on_oom=on_oom, on_tile=on_tile, sink=sink)
     return res.image, res.tile
 
 
@@ -141,11 +141,11 @@ def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, com
 
     noise: from `draw` (ignored when `latent`, a Gaussianised degradation latent z_d' of the noise's shape, is
     given for downscaling, e.g. a transferred one). color_fix, detail: the colour guard of SR outputs and its
-    detail gain (sdtool.colorfix). delattice: SR without the 4-px lattice of the decoder (sdtool.model.lattice).
+    detail gain (sdtool.infer.colorfix). delattice: SR without the 4-px lattice of the decoder (sdtool.model.lattice).
     depth: None returns a float32 1×3×4h×4w (or 1×3×ceil(h/4)×ceil(w/4)) CPU tensor in [0, 1]; 8, 16 or 32
     returns an H×W×3 numpy array in that bit depth (what the writer stores), with no float32 copy of the image.
     Returns (the image, the tile used)."""
-    from sdtool.colorfix import RowGuard
+    from sdtool.infer.colorfix import RowGuard
 
     check_temperature(temperature)
     h, w = x.shape[2:]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, check_color_fix, resolve_detail
+from sdtool.infer.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, check_color_fix, resolve_detail
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE, SDFlowConfig
 from sdtool.errors import NonFiniteOutputError
 from sdtool.flows import (
@@ -185,7 +185,7 @@ class SDFlow(nn.Module):
 
         noise: standard normal of shape `upscale_noise_shape(N, h, w)`; drawn from `generator` if None.
         The HF latent is temperature·noise (τ = 0 gives the mean sample). color_fix: "wavelet" (default),
-        "adain" or "none" (the raw sample), see `sdtool.colorfix`; tiled callers pass "none" per tile and
+        "adain" or "none" (the raw sample), see `sdtool.infer.colorfix`; tiled callers pass "none" per tile and
         apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default).
         delattice: take out the 4-px lattice the HR flow's squeezes leave (`sdtool.model.lattice`); False
         returns the flow's own sample.

@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from sdtool.colorfix import apply_color_fix, check_color_fix, resolve_detail
+from sdtool.infer.colorfix import apply_color_fix, check_color_fix, resolve_detail
 from sdtool.config import JsonConfig
 from sdtool.errors import CheckpointError, NonFiniteOutputError, OptionError
 from sdtool.nets.rrdbnet import RRDBNet
@@ -85,7 +85,7 @@ class DeterministicUpscaler:
                 delattice: bool = True) -> Tensor:
         """x4 SR. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1] on x's device. temperature, generator, noise
         and delattice (SDFlow's decoder lattice; these networks have none) are accepted for the common interface
-        and ignored; color_fix / detail as `sdtool.colorfix`."""
+        and ignored; color_fix / detail as `sdtool.infer.colorfix`."""
         gain = resolve_detail(detail, check_color_fix(color_fix))
         y = _finite(self._forward(x.to(self.device, torch.float32)).float()).clamp(0, 1)
         return apply_color_fix(y, x.to(y.device, torch.float32), color_fix, gain).to(x.device)

@@ -51,6 +51,9 @@ class LossWeights:
     #   extractor also sees inputs as soft as real LR photographs while the degradation flow is still learning
 
 
+DEFAULT_LR = 1e-4  # Adam learning rate of every trainer: `sdtool train --lr` [reading]
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How a run goes: sizes, optimiser, schedule, bookkeeping."""
@@ -59,7 +62,7 @@ class RunSettings:
     iters: int = 1000
     batch: int = 8
     patch: int = 96  # HR crop size; LR crops are patch // 4 [paper: 192, batch 32]
-    lr: float = 1e-4  # Adam learning rate [reading]
+    lr: float = DEFAULT_LR
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: int = 100  # linear learning-rate warm-up iterations
     lr_min_ratio: float = 0.1  # cosine decay to this fraction of lr at the last iteration
@@ -88,7 +91,3 @@ def lr_at(it: int, s: RunSettings) -> float:
     t = (it - s.warmup) / max(1, s.iters - s.warmup)
     t = min(1.0, t)
     return s.lr * (s.lr_min_ratio + (1 - s.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def weights_from_overrides(base: LossWeights, overrides: Optional[dict] = None) -> LossWeights:
-    return dataclasses.replace(base, **(overrides or {}))

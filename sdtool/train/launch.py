@@ -118,10 +118,8 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, we
         return SDFlowTask(model, weights, lr=settings.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=settings.seed,
                           paired=o.paired, amp=settings.amp, perceptual=load_perceptual(device))
     if o.model == "pdm":
-        try:
-            from sdtool.train.pdm_task import make_pdm_task
-        except ImportError:
-            raise OptionError("model", "pdm is not available in this version") from None
+        from sdtool.train.pdm_task import make_pdm_task
+
         return make_pdm_task(o.config, device, settings)
     if o.model == "redeg":
         from sdtool.train.redeg_task import ReDegLossWeights, make_redeg_task

@@ -37,7 +37,7 @@ def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optiona
 def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
     """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
     images against the real LR images (with the bicubic LR for comparison)."""
-    from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, resolve_detail
+    from sdtool.infer.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, resolve_detail
     from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lattice import lattice_score
     from sdtool.model.lattice import remove_lattice

@@ -114,7 +114,6 @@ def run_tiled(
     align: int = 1,
     min_tile: int = 16,
     device: torch.device | str = "cpu",
-    autocast_dtype: Optional[torch.dtype] = None,
     on_tile: Optional[Callable[[int, int], None]] = None,
     on_oom: Optional[Callable[[int], None]] = None,
     sink: Optional[RowSink] = None,
@@ -145,7 +144,7 @@ def run_tiled(
         gather = _Gather() if sink is None else None
         try:
             n_tiles = _run_once(fn, x, noise, scale, noise_stride, noise_size, tile, overlap, align, device,
-                                autocast_dtype, on_tile, sink or gather)
+                                on_tile, sink or gather)
             return TiledOutput(image=gather.image if gather else None, tile=tile, oom_retries=retries, tiles=n_tiles)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not is_oom(exc):
@@ -174,7 +173,6 @@ def _run_once(
     overlap: int,
     align: int,
     device: torch.device,
-    autocast_dtype: Optional[torch.dtype],
     on_tile: Optional[Callable[[int, int], None]],
     sink: RowSink,
 ) -> int:
@@ -184,11 +182,7 @@ def _run_once(
         xt = xt.to(device)
         nt = nt.to(device) if nt is not None else None
         with torch.no_grad():
-            if autocast_dtype is not None and device.type == "cuda":
-                with torch.autocast(device_type="cuda", dtype=autocast_dtype):
-                    y = fn(xt, nt)
-            else:
-                y = fn(xt, nt)
+            y = fn(xt, nt)
         return y.float().cpu()
 
     def cut_noise(y0: int, x0: int, th: int, tw: int) -> Optional[Tensor]:

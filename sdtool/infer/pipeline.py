@@ -172,7 +172,7 @@ def process_images(
     half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
     header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
-    (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
+    (`sdtool.infer.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
     delattice: take the decoder's 4-px lattice out of SR samples (None: yes; `sdtool.model.lattice`).
     mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT ending in "/" names a folder.
     outscale: upscale only, the output's scale (default 4): the x4 result is resized to outscale × the input
@@ -252,9 +252,9 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
                    max_pixels: Optional[int], detail: Optional[float] = None,
                    delattice: Optional[bool] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
-    from sdtool.colorfix import resolve_color_fix, resolve_detail
+    from sdtool.infer.colorfix import resolve_color_fix, resolve_detail
     from sdtool.infer.sampling import Tiling
-    from sdtool.tiling import MIN_TILE
+    from sdtool.infer.tiling import MIN_TILE
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")

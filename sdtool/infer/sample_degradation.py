@@ -1,7 +1,7 @@
 """Library behind `sdtool sample-degradation`: N sampled LR images per HR image, with side outputs.
 
 Files, naming, skip-existing, atomic writes, per-file seeds, error handling and results are those of
-`sdtool.pipeline` (the `downscale` task): `a/b.png` → `OUT/a/b.png` or `OUT/a/b_s00.png`, … . Side outputs
+`sdtool.infer.pipeline` (the `downscale` task): `a/b.png` → `OUT/a/b.png` or `OUT/a/b_s00.png`, … . Side outputs
 sit next to each LR sample:
   --save-kernels: `<name>_kernel.png` (max = white) and `<name>_kernel.npy` (float32 K×K, or K×K×h×w for a
                   spatially varying PDM), PDM / classic; SDFlow: `<name>_latent.npy` (z_d', 12×H/8×W/8);
@@ -11,7 +11,7 @@ sit next to each LR sample:
   every model:    `<name>.json` with the sampled parameters (SDFlow: the mixture component) when any side
                   output is asked for.
 --sheet PATH writes one contact sheet PNG (per image: HR, its LR samples, kernels).
-Tiling: SDFlow uses the tiled runner of `sdtool.tiling` like `downscale`; PDM, ReDeg and classic are cheap
+Tiling: SDFlow uses the tiled runner of `sdtool.infer.tiling` like `downscale`; PDM, ReDeg and classic are cheap
 convolutions and run on the whole image (a spatially varying PDM needs K²·h·w floats per channel).
 ReDeg's Ω: from `like` (one real LR image and its pseudo-HR, made by the shipped SDFlow or bicubic,
 `pseudo_hr`), drawn per sample from the Ω of every image in `like_dir`, or else from the model's own pool.
@@ -160,7 +160,7 @@ class _Sampler:
     def _pdm(self, y: Any, gen: Any) -> DegradationSample:
         """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
         reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
-        from sdtool.tiling import pad_reflect
+        from sdtool.infer.tiling import pad_reflect
 
         h, w = y.shape[-2:]
         yp = pad_reflect(y.cpu(), 1, 8).to(y.device) if min(h, w) < 8 else y
@@ -340,7 +340,7 @@ def sample_degradation(
     from sdtool.infer.batch import run_jobs
     from sdtool.degrade.sheet import make_sheet, write_sheet
     from sdtool.imageio import read_image
-    from sdtool.pipeline import DEFAULT_MAX_PIXELS
+    from sdtool.infer.pipeline import DEFAULT_MAX_PIXELS
     from sdtool.train.data import list_images
 
     o = options or DegradeOptions()

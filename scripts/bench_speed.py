@@ -123,8 +123,8 @@ def job_authors(authors: str, threads: int, repeats: int) -> dict:
 
     cases = {
         "sr_authors": their_sr,
-        "sr_paper": lambda: ours.upscale((x + 1) / 2, 0.8, color_fix="none"),
-        "sr_lite": lambda: lite.upscale((x + 1) / 2, 0.8, color_fix="none"),
+        "sr_paper": lambda: ours.upscale((x + 1) / 2, 0.8),
+        "sr_lite": lambda: lite.upscale((x + 1) / 2, 0.8),
         "ds_authors": their_ds,
         "ds_paper": lambda: ours.downscale((y + 1) / 2, 0.8, component=0),
     }

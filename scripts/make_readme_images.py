@@ -52,7 +52,7 @@ def main() -> None:
     bicubic = _np(imresize(x, 4.0))
     t = DEFAULT_SR_TEMPERATURE
     # the flow's own sample (no colour guard, lattice kept), then upscale's defaults
-    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), color_fix="none", delattice=False))
+    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), delattice=False))
     panels = [nearest, bicubic, raw, _np(m.upscale(x, 0.0))]
     panels += [_np(m.upscale(x, t, generator=torch.Generator().manual_seed(s))) for s in (1, 2)]
     _save(args.out / "upscale_face.png", _row(panels))

@@ -24,7 +24,7 @@ import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -265,6 +265,14 @@ def _split_channels(arr: np.ndarray, gray: bool, path: Path) -> tuple[np.ndarray
 
 
 # ----------------------------------------------------------------------------------------- writing
+def image_tensor(rgb: np.ndarray) -> Any:
+    """An H×W×3 image in [0, 1] (what `read_image` gives) as the float32 1×3×H×W CPU tensor the models take: the
+    one image-to-tensor step of the package."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma of an H×W×3 float array → H×W float32."""
     r, g, b = LUMA_WEIGHTS

@@ -13,7 +13,6 @@ file's relative path and the image), skipping of existing pairs, claims and atom
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ import numpy as np
 
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback
+from sdtool.infer.run import LazyModel
 from sdtool.infer.sample_degradation import DegradeOptions
+from sdtool.seeds import file_generator, resolve_seed
 
 
 @dataclass
@@ -124,21 +125,19 @@ def make_pairs(
     if o.degrade.like is not None or o.degrade.sheet is not None or o.degrade.like_dir is not None:
         raise OptionError("pairs", "cannot be combined with {like}, {like_dir} or {sheet}", ("like", "like_dir", "sheet"))
     out = Path(out)
-    seed = secrets.randbits(31) if seed is None else int(seed)
+    seed = resolve_seed(seed)
     jobs, notices, pieces = plan_pairs(Path(input_path), out, o)
     result = ProcessResult(notices=notices, seed=seed)
-    state: dict[str, Any] = {"sampler": sampler}
+    holder = LazyModel(lambda: load_sampler(o.degrade.model, Path(weights) if weights else None, device, o.degrade),
+                       sampler)
 
     def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
-        if state["sampler"] is None:
-            state["sampler"] = load_sampler(o.degrade.model, Path(weights) if weights else None, device, o.degrade)
-        _pair_file(state["sampler"], job, todo, pieces[job.source], seed, o, out, step)
+        _pair_file(holder.get(), job, todo, pieces[job.source], seed, o, out, step)
         return []
 
     run_jobs(jobs, work, result, overwrite=o.degrade.overwrite, progress=progress,
              side_files=lambda lr: [hr_twin(lr, out)])
-    if state["sampler"] is not None:
-        result.device = str(state["sampler"].device)
+    result.device = holder.device() or result.device
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -150,19 +149,18 @@ def _pair_file(smp: Any, job: Job, todo: set, boxes: list, seed: int, o: PairOpt
     import torch
 
     from sdtool.imageio import read_image, write_rgb8_png
-    from sdtool.infer.jobs import file_seed
-    from sdtool.infer.pipeline import DEFAULT_MAX_PIXELS
+    from sdtool.infer.run import Request
+    from sdtool.infer.sample_degradation import _max_pixels
 
-    max_pixels = o.degrade.max_pixels if o.degrade.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
-    rgb = read_image(job.source, max_pixels=max_pixels).rgb
-    gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
+    rgb = read_image(job.source, max_pixels=_max_pixels(o.degrade)).rgb
+    gen = file_generator(seed, job.rel)
     k, n = 0, len(job.outputs)
     for top, left, h, w in boxes:
         hr = np.ascontiguousarray(rgb[top:top + h, left:left + w])
         hr8 = (hr * 255.0 + 0.5).astype(np.uint8)
-        y = torch.from_numpy(hr8).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+        y = torch.from_numpy(hr8).permute(2, 0, 1).unsqueeze(0).float().div(255.0)  # the uint8 HR written
         for _ in range(o.degrade.samples):
-            s = smp.sample(y.to(smp.device), gen, lambda f, _k=k: step(_k + f, n))
+            s = smp.sample(y.to(smp.device), gen, Request(True, lambda f, _k=k: step(_k + f, n)))
             if k in todo:
                 lr = s.lr[0].detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
                 write_rgb8_png(hr_twin(job.outputs[k], out), hr8)

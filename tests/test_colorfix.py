@@ -60,8 +60,11 @@ def test_wavelet_keeps_detail_and_replaces_low_band():
 def test_unknown_guard_is_refused(tiny_model):
     with pytest.raises(ValueError, match="colour fix"):
         apply_color_fix(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 2, 2), "histogram")
-    with pytest.raises(ValueError):
-        tiny_model.upscale(torch.rand(1, 3, 4, 4), 0.0, color_fix="bogus")
+    from sdtool.api import upscale
+    from sdtool.errors import OptionError
+
+    with pytest.raises(OptionError, match="color_fix"):
+        upscale(torch.rand(1, 3, 4, 4), model=tiny_model, color_fix="bogus")
 
 
 def test_tiled_equals_untiled_with_the_guard(tmp_path, tiny_model):
@@ -123,7 +126,7 @@ def test_non_finite_weights_are_an_error(tiny_model):
     with torch.no_grad():
         next(tiny_model.hr_flow.parameters()).fill_(float("nan"))
     with pytest.raises(NonFiniteOutputError):
-        tiny_model.upscale(torch.rand(1, 3, 8, 8), 0.5, color_fix="none")
+        tiny_model.upscale(torch.rand(1, 3, 8, 8), 0.5)
 
 
 @pytest.mark.parametrize("method,detail", [("wavelet", 1.0), ("wavelet", 0.7), ("adain", 1.0)])

@@ -40,7 +40,7 @@ def test_sr_and_downscale_match(converted):
         z_dp = m.deg_prior.sample(torch.zeros(2, 12, 8, 8), 0.0, comp)
         ds = m.lr_from_content(c["hr_forward_zc"], z_dp)
         # the public API at temperature 0 (it clamps to [0, 1])
-        api_sr = m.upscale((c["lr_input"] + 1) / 2, temperature=0.0, color_fix="none", delattice=False)
+        api_sr = m.upscale((c["lr_input"] + 1) / 2, temperature=0.0, delattice=False)
         api_ds = m.downscale((c["hr_input"] + 1) / 2, temperature=0.0, component=0)
     assert (sr - c["sr_tau0"]).abs().max() < 1e-4
     assert (ds - c["ds_component0_tau0"]).abs().max() < 1e-4

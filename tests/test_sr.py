@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sdtool.api import upscale
 from sdtool.cli.app import app
 from sdtool.model.sr import SR_PRESETS, build_sr, export_state_dict, load_sr, save_sr
 from tests.helpers import perturb, write_image_file
@@ -109,7 +110,7 @@ def test_upscale_with_sr_weights_equals_the_network_tiled_or_not(tmp_path, sr_we
         assert res.exit_code == 0, res.output
     with torch.no_grad():  # an SR network's default colour guard: wavelet at detail 1
         x = torch.from_numpy(img[..., ::-1] / 255.0).permute(2, 0, 1)[None].float()
-        direct = load_sr(sr_weights).upscale(x, color_fix="wavelet", detail=1.0)
+        direct = upscale(x, model=load_sr(sr_weights))
     direct = (direct[0].permute(1, 2, 0).numpy() * 255).round()
     whole = iio.imread(tmp_path / "t0" / "a.png").astype(float)
     assert np.abs(whole - direct).max() <= 1  # write_image_file stores BGR with OpenCV: img[..., ::-1] is RGB

@@ -152,7 +152,7 @@ def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, com
     xp = pad_input(x, op)
     if op == "upscale":
         def fn(xt: Tensor, nt: Tensor) -> Tensor:
-            return model.upscale(xt, temperature=temperature, noise=nt, color_fix="none", delattice=delattice)
+            return model.upscale(xt, temperature=temperature, noise=nt, delattice=delattice)
         fn.noise_size = lambda th, tw: tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[attr-defined]
     else:
         def fn(xt: Tensor, nt: Tensor) -> Tensor:

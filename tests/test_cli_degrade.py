@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from sdtool.cli.app import app
 from sdtool.infer.sample_degradation import DegradeOptions, SDFlowDegrader, sample_degradation
 from sdtool.imageio import read_image
-from sdtool.model.pdm import PDM, PDM_PRESETS, save_pdm
+from sdtool.checkpoint import save_model as save_pdm
+from sdtool.model.pdm import PDM, PDM_PRESETS
 
 runner = CliRunner()
 

@@ -11,7 +11,9 @@ import torch
 
 from sdtool.degrade.ops import blur_downsample, gaussian_kernel, kernel_sigma
 from sdtool.errors import CheckpointError
-from sdtool.model.pdm import PDM, PDM_PRESETS, load_pdm, save_pdm
+from sdtool.checkpoint import load_pdm
+from sdtool.checkpoint import save_model as save_pdm
+from sdtool.model.pdm import PDM, PDM_PRESETS
 from sdtool.train.pdm_task import PDMTask, PDMTrainConfig, fit_pdm, learned_kernel_sigma
 
 

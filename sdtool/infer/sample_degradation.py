@@ -289,7 +289,7 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
 
         return ClassicDegrader(ClassicDegradation(opts.classic), opts)
     if kind == "pdm":
-        from sdtool.model.pdm import load_pdm
+        from sdtool.checkpoint import load_pdm
 
         return PDMDegrader(load_pdm(sampler_weights(kind, weights), device), opts)
     if kind == "redeg":

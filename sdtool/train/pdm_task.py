@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdtool.model.pdm import PDM, PDMConfig, pdm_export_metadata
+from sdtool.checkpoint import model_metadata
+from sdtool.model.pdm import PDM, PDMConfig
 
 from sdtool.train.config import DEFAULT_LR
 from sdtool.train.task import NonFiniteLoss
@@ -87,7 +88,7 @@ class PDMTask:
         return {"g": self.opt_g, "d": self.opt_d}
 
     def export_metadata(self) -> dict[str, str]:
-        return {k: str(v) for k, v in pdm_export_metadata(self.model).items()}
+        return {k: str(v) for k, v in model_metadata(self.model).items()}
 
     def _check(self, losses: dict[str, Tensor]) -> None:
         bad = [k for k, v in losses.items() if not bool(torch.isfinite(v).all())]

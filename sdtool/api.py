@@ -113,7 +113,8 @@ def load_upscaler(path: Optional[Union[str, os.PathLike]] = None, device: Union[
     if kind == "sdflow":
         return load_model(path, device)
     if kind in ("pdm", "redeg"):
-        raise CheckpointError(f"{path}: a {kind.upper() if kind == 'pdm' else 'ReDeg'} degradation model; it downscales "
+        raise CheckpointError(f"{path}: a {kind.upper() if kind == 'pdm' else 'ReDeg'} degradation model; it "
+                              "downscales "
                               f"(sample-degradation --model {kind}), it does not upscale")
     dev = resolve_device(device)
     if kind == "sr":

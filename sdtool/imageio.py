@@ -375,10 +375,11 @@ def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
                 quality: Optional[int] = None) -> ImageInfo:
-    """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format from its suffix), restoring the
-    mode / bit depth / alpha of the input `info` as far as the format allows; quality: JPEG / WebP quality
-    (1-100, default 95). Atomic. Returns what was written. Raises ImageError on an unsupported suffix or an
-    encoding failure, WriteError when the file system refuses (full, read-only, name too long)."""
+    """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format
+    from its suffix), restoring the mode / bit depth / alpha of the input `info` as far as the format allows;
+    quality: JPEG / WebP quality (1-100, default 95). Atomic. Returns what was written. Raises ImageError on an
+    unsupported suffix or an encoding failure, WriteError when the file system refuses (full, read-only, name
+    too long)."""
     path = Path(path)
     fmt = format_of(path)
     if rgb.ndim != 3 or rgb.shape[2] != 3:

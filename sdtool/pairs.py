@@ -123,7 +123,8 @@ def make_pairs(
     _check(o)
     check_options(o.degrade)
     if o.degrade.like is not None or o.degrade.sheet is not None or o.degrade.like_dir is not None:
-        raise OptionError("pairs", "cannot be combined with {like}, {like_dir} or {sheet}", ("like", "like_dir", "sheet"))
+        raise OptionError("pairs", "cannot be combined with {like}, {like_dir} or {sheet}", ("like", "like_dir",
+                                                                                             "sheet"))
     out = Path(out)
     seed = resolve_seed(seed)
     jobs, notices, pieces = plan_pairs(Path(input_path), out, o)

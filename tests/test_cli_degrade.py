@@ -64,7 +64,8 @@ def test_exit_codes(hr_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["sample-degradation", str(hr_dir / "a.png"), str(tmp_path / "pdm.png"), "--model", "pdm"])
     assert res.exit_code == 0, res.output
     assert read_image(tmp_path / "pdm.png").rgb.shape == (16, 12, 3)
-    assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o"), "--model", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o"), "--model",
+                               "nope"]).exit_code == 2
     assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o"), "--sigma", "3,1"]).exit_code == 2
     (hr_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     res = runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o2")])

@@ -128,7 +128,8 @@ def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):
     cmd = [sys.executable, "-m", "sdtool", "upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w",
            str(tiny_weights), "--seed", "3", "--samples", "3", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     done = [int(re.search(r"upscale: (\d+) done", o).group(1)) for o, _ in outs]

@@ -48,7 +48,8 @@ def outputs(tmp_path_factory) -> Path:
     m = _model()
     process_images(src, out / "up.png", model=m, seed=5, temperature=0.8, samples=2, color_fix="none",
                    delattice=False)
-    process_images(src, out / "up_tiled.png", model=m, seed=5, temperature=0.8, tile=16, tile_overlap=4, color_fix="none",
+    process_images(src, out / "up_tiled.png", model=m, seed=5, temperature=0.8, tile=16, tile_overlap=4,
+                   color_fix="none",
                    delattice=False)
     process_images(src, out / "down.png", task="downscale", model=m, seed=5, temperature=0.8, samples=2)
     for kind in ("classic", "pdm"):

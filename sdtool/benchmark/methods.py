@@ -22,7 +22,8 @@ class Method:
     """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
     SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
     colour guard `color_fix` and its detail gain `detail`; kind "folder" scores the x4 outputs another tool
-    wrote to `folder`; kind "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture spandrel reads)."""
+    wrote to `folder`; kind "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture
+    spandrel reads)."""
 
     name: str
     kind: str
@@ -90,7 +91,8 @@ def read_folder_output(method: Method, pair: Pair, hr_shape: tuple[int, ...]) ->
     except ImageError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if img.shape[:2] != hr_shape[:2]:
-        raise DatasetError(f"{path}: size {img.shape[1]}×{img.shape[0]}, expected the HR size {hr_shape[1]}×{hr_shape[0]}")
+        raise DatasetError(f"{path}: size {img.shape[1]}×{img.shape[0]}, expected the HR size "
+                           f"{hr_shape[1]}×{hr_shape[0]}")
     return img
 
 

@@ -63,7 +63,8 @@ def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
     return float(lpips_distance(to_tensor(a), to_tensor(b), device=device)[0])
 
 
-def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu", niqe_input: str = "gray") -> dict[str, float]:
+def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu",
+               niqe_input: str = "gray") -> dict[str, float]:
     """Every SR metric of one uint8-grid SR image against its HR and LR (see module docstring)."""
     from sdtool.metrics import color_error, niqe, psnr, ssim
 

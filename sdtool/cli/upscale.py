@@ -41,21 +41,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from sdtool.infer.batch import ProcessResult
 
 InputArg = Annotated[
-    Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).", show_default=False, metavar="IN")
+    Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).",
+                         show_default=False, metavar="IN")
 ]
 UpscaleWeights = Annotated[
     Optional[Path],
-    typer.Option("--weights", "-w", help="SDFlow checkpoint, an SR network from `sdtool train --model sr`, or any x4 model "
+    typer.Option("--weights", "-w", help="SDFlow checkpoint, an SR network from `sdtool train --model sr`, or any x4 "
+                                         "model "
                  "spandrel reads (.pth / .safetensors: ESRGAN, Real-ESRGAN, SwinIR, ...). Default: --model's weights."),
 ]
 ModelName = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="A shipped upscaler by name: sdflow (default; samples, temperature) or sr-compact "
+    typer.Option("--model", "-m", help="A shipped upscaler by name: sdflow (default; samples, temperature) or "
+                                       "sr-compact "
                  "(a fast deterministic network trained on SDFlow's degradations)."),
 ]
 UpscaleTemperature = Annotated[
     Optional[float],
-    typer.Option("--temperature", "-t", help=f"Sampling temperature (a finite number >= 0; default {DEFAULT_SR_TEMPERATURE:g}); "
+    typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0; default "
+                                             f"{DEFAULT_SR_TEMPERATURE:g}); "
                  "0 gives the mean sample. Refused for deterministic models."),
 ]
 Fp32 = Annotated[bool, typer.Option("--fp32", help="On CUDA, run the whole model in float32 (no bf16/fp16 autocast).")]
@@ -108,13 +112,17 @@ def upscale(
     weights: UpscaleWeights = None,
     device: Device = "auto",
     tile: Tile = None,
-    tile_overlap: Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")] = 16,
+    tile_overlap: Annotated[
+        int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")
+    ] = 16,
     skip_existing: SkipExisting = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
     color_fix: Annotated[
-        Optional[str], typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), adain "
-                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow and SR networks "
+        Optional[str], typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), "
+                                                        "adain "
+                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow and SR "
+                          "networks "
                           "(--detail 1 for these), none for spandrel models.")
     ] = None,
     detail: Detail = None,

@@ -72,7 +72,8 @@ def _with_suffix_tag(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
-def default_tag(task: Task, temperature: Optional[float], component: Optional[int], scale: Optional[float] = None) -> str:
+def default_tag(task: Task, temperature: Optional[float], component: Optional[int],
+                scale: Optional[float] = None) -> str:
     """What was done, for names written beside the input: "_x4_t0.8" (scale: the output scale, default 4) /
     "_x0.25_t0.8[_cK]"; "_x4" for a deterministic model (temperature None)."""
     if temperature is None:

@@ -199,7 +199,8 @@ def process_images(
     needs processing. For upscaling, `weights` may also be an SR network (`sdtool train --model sr`) or any x4
     model spandrel reads: such deterministic models (`deterministic = True`) have one output per input, so
     samples > 1 and a temperature are refused (OptionError), their default colour guard is the wavelet guard at
-    detail 1 (SR networks) or none (spandrel models), and outputs written beside the input are named NAME_x4.EXT. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
+    detail 1 (SR networks) or none (spandrel models), and outputs written beside the input are named NAME_x4.EXT.
+    tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
     tile_overlap: input pixels (default `DEFAULT_OVERLAP` of the task; rounded up to 8 for downscale;
     at most half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the

@@ -434,7 +434,8 @@ def check_options(o: DegradeOptions) -> None:
     if o.like is not None and o.model not in ("sdflow", "pdm", "redeg"):
         raise OptionError("like", "needs {model} sdflow, pdm or redeg (the others have nothing to fit)", ("model",))
     if o.model in ("bicubic", "mix") and (o.save_kernels or o.save_noise):
-        raise OptionError("", f"{{save_kernels}} and {{save_noise}} need {{model}} sdflow, pdm or classic, not {o.model}",
+        raise OptionError("", f"{{save_kernels}} and {{save_noise}} need {{model}} sdflow, pdm or classic, not "
+                              f"{o.model}",
                           ("save_kernels", "save_noise", "model"))
     if o.mix is not None:
         from sdtool.degrade.mix import parse_mix

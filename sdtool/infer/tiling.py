@@ -298,5 +298,6 @@ def pad_reflect(x: Any, mult: int, minimum: int) -> Any:
     th, tw = padded_size(h, mult, minimum), padded_size(w, mult, minimum)
     if (th, tw) == (h, w):
         return x
-    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h, w) == 1 else "reflect")
+    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h,
+                                                                                                w) == 1 else "reflect")
     return torch.from_numpy(np.ascontiguousarray(arr))

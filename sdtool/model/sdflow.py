@@ -113,7 +113,8 @@ class SDFlow(nn.Module):
 
     @staticmethod
     def downscale_noise_shape(n: int, h: int, w: int) -> tuple[int, int, int, int]:
-        """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8, at least 16)."""
+        """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8, at
+        least 16)."""
         return (n, DEG_CHANNELS, max(2, math.ceil(h / 8)), max(2, math.ceil(w / 8)))
 
     def set_compute_dtype(self, dtype: Optional[torch.dtype]) -> int:

@@ -31,7 +31,8 @@ class LossWeights:
     # Colour anchors [ours] (issue: SR samples drifted in colour, green most): the colour of whole regions has
     # to live in the content latent z_c, not in the sampled HF / degradation latents.
     sr_color: float = 2.0  # SR samples of real LR, downscaled, keep the LR input's low frequencies (σ 2 LR px)
-    hr_color: float = 2.0  # SR sample from an HR image's own z_c with fresh HF noise keeps its low frequencies (σ 8 HR px)
+    # SR sample from an HR image's own z_c with fresh HF noise keeps its low frequencies (σ 8 HR px)
+    hr_color: float = 2.0
     ds_color: float = 2.0  # generated LR images keep the HR image's low frequencies (σ 2 LR px)
     image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]

@@ -119,7 +119,8 @@ class SDFlowTask:
                     latent_adv=float(adv.detach()), zc_l2=float(zc_l2.detach()), deg_l2=float(deg_l2.detach()),
                     total=float(total.detach()))
         if not torch.isfinite(total):
-            raise NonFiniteLoss(f"non-finite loss at iteration {it}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+            raise NonFiniteLoss(f"non-finite loss at iteration {it}: " + ", ".join(f"{k}={v:.4g}" for k,
+                                                                                   v in logs.items()))
         self._step(self.opt_g, total, list(m.parameters()))
         logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
         return logs

@@ -12,7 +12,8 @@ from torch import nn
 from sdtool.errors import DatasetError
 
 
-def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optional[str] = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20,
+               name_filter: Optional[str] = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Pairs by identical file name (never by position): (name, lr H×W×3 float, hr 4H×4W×3 float)."""
     from sdtool.imageio import read_image
     from sdtool.train.data import list_images
@@ -34,7 +35,8 @@ def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optiona
     return pairs
 
 
-def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
+def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str,
+                                                                                                            float]]:
     """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
     images against the real LR images (with the bicubic LR for comparison)."""
     from sdtool.imageio import image_tensor as to_t

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from sdtool.errors import CheckpointError, UsageError
-from sdtool.resources import default_sdflow_weights as default_weights  # noqa: F401 - part of this module's API
+from sdtool.resources import default_sdflow_weights as default_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -56,12 +56,13 @@ def weights_file(path: Optional[Union[str, os.PathLike]] = None) -> Path:
     return path
 
 
-def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, "torch.device"] = "auto"):
+def load_model(path: Optional[Union[str, os.PathLike]] = None, device: Union[str, "torch.device"] = "auto") -> Any:
     """Load an SDFlow checkpoint (default: the shipped weights) in eval mode on `device`. The file is checked
     before any model is built (`sdtool.checkpoint.load_checkpoint`): CheckpointError in one line otherwise."""
     from sdtool.checkpoint import load_checkpoint
 
     path = weights_file(path)
+    model: Any
     model, provenance = load_checkpoint(path, resolve_device(device))
     model.provenance = provenance
     model.source_path = path
@@ -120,12 +121,12 @@ def load_upscaler(path: Optional[Union[str, os.PathLike]] = None, device: Union[
     if kind == "sr":
         from sdtool.model.sr import load_sr
 
-        model = load_sr(path, dev)
+        model: Any = load_sr(Path(path), dev)
         model.source_path = Path(path)
         return model
     from sdtool.model.sr import SpandrelUpscaler, load_spandrel
 
-    return SpandrelUpscaler(load_spandrel(path, dev), Path(path))
+    return SpandrelUpscaler(load_spandrel(Path(path), dev), Path(path))
 
 
 # ------------------------------------------------------------------------- what the commands do, as functions
@@ -211,7 +212,7 @@ def sample_degradation(input_path: Union[str, os.PathLike], output: Optional[Uni
     `sdtool.infer.sample_degradation.sample_degradation` and its `DegradeOptions`."""
     from sdtool.infer.sample_degradation import sample_degradation as run
 
-    return run(input_path, output, **kwargs)
+    return run(Path(input_path), Path(output) if output is not None else None, **kwargs)
 
 
 def benchmark(dataset: str = "realsr", *, weights: Sequence[Union[str, os.PathLike]] = (), data_root: Any = None,
@@ -224,7 +225,7 @@ def benchmark(dataset: str = "realsr", *, weights: Sequence[Union[str, os.PathLi
     from sdtool import benchmark as bm
 
     data = bm.load_dataset(dataset, data_root, split, limit)
-    chosen = bm.resolve_methods(list(weights), list(methods), list(temperatures), device=device)
+    chosen = bm.resolve_methods([Path(w) for w in weights], list(methods), list(temperatures), device=device)
     return bm.run_benchmark(data, chosen, samples=samples, seed=seed, **options)
 
 

@@ -37,10 +37,10 @@ def atomic_save_tensors(tensors: dict[str, "torch.Tensor"], path: PathLike, meta
 
 def model_metadata(model: "nn.Module") -> dict[str, str]:
     """The metadata that makes a file of `model` rebuild it: its format and config (SDFlow or PDM)."""
-    config = model.config
+    config: Any = model.config
     if isinstance(config, PDMConfig):
         return {"format": PDM_FORMAT, "kind": "pdm", "config": config.to_json()}
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}  # type: ignore[operator]
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
 
 
 def save_model(model: "nn.Module", path: PathLike, provenance: Optional[dict[str, Any]] = None,

@@ -350,7 +350,7 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
         raise ImageError(f"cannot encode {fmt.upper()}: {exc}") from None
     if not ok:
         raise ImageError(f"cannot encode {fmt.upper()}")
-    return memoryview(buf)  # no copy: an encoded 100+ MP photo is hundreds of MB
+    return buf.data  # a memoryview, no copy: an encoded 100+ MP photo is hundreds of MB
 
 
 def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
@@ -370,7 +370,7 @@ def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover - only for invalid arrays
         raise ImageError(f"{path}: cannot encode PNG")
-    write_bytes_atomic(path, memoryview(buf))
+    write_bytes_atomic(path, buf.data)
 
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,

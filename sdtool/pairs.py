@@ -150,7 +150,7 @@ def _pair_file(smp: Any, job: Job, todo: set, boxes: list, seed: int, o: PairOpt
     import torch
 
     from sdtool.imageio import read_image, write_rgb8_png
-    from sdtool.infer.run import Request
+    from sdtool.infer.run import Request, _sample_step
     from sdtool.infer.sample_degradation import _max_pixels
 
     rgb = read_image(job.source, max_pixels=_max_pixels(o.degrade)).rgb
@@ -161,7 +161,7 @@ def _pair_file(smp: Any, job: Job, todo: set, boxes: list, seed: int, o: PairOpt
         hr8 = (hr * 255.0 + 0.5).astype(np.uint8)
         y = torch.from_numpy(hr8).permute(2, 0, 1).unsqueeze(0).float().div(255.0)  # the uint8 HR written
         for _ in range(o.degrade.samples):
-            s = smp.sample(y.to(smp.device), gen, Request(True, lambda f, _k=k: step(_k + f, n)))
+            s = smp.sample(y.to(smp.device), gen, Request(True, _sample_step(step, k, n)))
             if k in todo:
                 lr = s.lr[0].detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
                 write_rgb8_png(hr_twin(job.outputs[k], out), hr8)

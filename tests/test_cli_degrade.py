@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.infer.sample_degradation import DegradeOptions, SDFlowDegrader, sample_degradation
+from sdtool.infer.sample_degradation import DegradeOptions, SDFlowSampler, sample_degradation
 from sdtool.imageio import read_image
 from sdtool.checkpoint import save_model as save_pdm
 from sdtool.model.pdm import PDM, PDM_PRESETS
@@ -112,7 +112,7 @@ def test_sdflow_sampling_and_transfer(hr_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     m = SDFlow(PRESETS["tiny"]).eval()
     opts = DegradeOptions(model="sdflow", samples=2, save_kernels=True)
-    res = sample_degradation(hr_dir, tmp_path / "s", options=opts, seed=0, sampler=SDFlowDegrader(m, opts))
+    res = sample_degradation(hr_dir, tmp_path / "s", options=opts, seed=0, sampler=SDFlowSampler(m, opts))
     assert not res.failed and len(res.done) == 2
     lat = np.load(tmp_path / "s" / "a_s00_latent.npy")
     assert lat.shape == (12, 8, 6)
@@ -121,5 +121,5 @@ def test_sdflow_sampling_and_transfer(hr_dir: Path, tmp_path: Path) -> None:
     _png(real, 32, 32, 9)
     opts2 = DegradeOptions(model="sdflow", like=real)
     res = sample_degradation(hr_dir / "a.png", tmp_path / "t.png", options=opts2, seed=0,
-                             sampler=SDFlowDegrader(m, opts2))
+                             sampler=SDFlowSampler(m, opts2))
     assert not res.failed and (tmp_path / "t.png").is_file()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdtool.config import PRESETS
-from sdtool.infer.sample_degradation import DegradeOptions, SDFlowDegrader, sample_degradation
+from sdtool.infer.sample_degradation import DegradeOptions, SDFlowSampler, sample_degradation
 from sdtool.model.sdflow import SDFlow
 from sdtool.infer.pipeline import process_images
 
@@ -55,7 +55,7 @@ def outputs(tmp_path_factory) -> Path:
     for kind in ("classic", "pdm"):
         sample_degradation(src, out / f"sd_{kind}.png", options=DegradeOptions(model=kind), seed=7)
     o = DegradeOptions(model="sdflow")
-    sample_degradation(src, out / "sd_sdflow.png", options=o, seed=7, sampler=SDFlowDegrader(m, o))
+    sample_degradation(src, out / "sd_sdflow.png", options=o, seed=7, sampler=SDFlowSampler(m, o))
     return out
 
 

@@ -131,7 +131,7 @@ def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: Any, col
     import torch
 
     x = to_tensor(lr)
-    _, noise = draw(model, "upscale", *lr.shape[:2], _generator(seed))
+    _, noise = draw(model, "upscale", lr.shape[0], lr.shape[1], _generator(seed))
     with torch.no_grad():
         y, _ = sample(model, "upscale", x, noise, temperature=temperature, tiling=tiling or Tiling(),
                       color_fix=color_fix, detail=detail, delattice=delattice)
@@ -144,7 +144,7 @@ def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: Any,
     seed), run as `downscale` runs it."""
     import torch
 
-    comp, noise = draw(model, "downscale", *hr.shape[:2], _generator(seed))
+    comp, noise = draw(model, "downscale", hr.shape[0], hr.shape[1], _generator(seed))
     with torch.no_grad():
         y, _ = sample(model, "downscale", to_tensor(hr), noise, temperature=temperature, component=comp,
                       tiling=tiling or Tiling())
@@ -232,4 +232,5 @@ def baseline_upscale(desc: Any, lr: np.ndarray, tiling: Optional[Tiling] = None)
     with torch.no_grad():
         y, _ = run(lambda xt, _n: desc(xt.to(desc.device)).float(), xp, dummy, "upscale", tiling or Tiling(),
                    desc.device, size=(h, w))
+    assert y is not None  # no sink: the runner returns the image
     return to_grid(y[..., : SCALE * h, : SCALE * w])

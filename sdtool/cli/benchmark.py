@@ -202,7 +202,7 @@ def benchmark(
             )
         json_path, csv_path = bm.write_report(report, target)
         _render(report, json_path, csv_path)
-        if sheet is not None:
+        if sheet is not None and cache is not None:  # checked above: a sheet needs the cache
             typer.echo(f"sheet: {bm.write_sheet(sheet, data, report, cache, sheet_count)}")
 
     run_guarded(work)
@@ -212,7 +212,7 @@ def benchmark(
 def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
     """Progress over the whole run naming the method and image: one live bar when stderr is a terminal, plain
     lines with an ETA otherwise."""
-    state = {"base": 0, "last": ""}
+    state: dict[str, Any] = {"base": 0, "last": ""}
 
     def overall(ev: Any) -> int:  # events count images per method; methods run one after the other
         if ev.method != state["last"] and state["last"]:

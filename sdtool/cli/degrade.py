@@ -122,7 +122,7 @@ def sample_degradation(
     if model is None:
         model = "sdflow" if like is not None else "redeg" if like_dir is not None else "classic"
 
-    def go():  # type: ignore[no-untyped-def]
+    def go():
         d = ClassicConfig()
         jq = _range(jpeg_quality, "jpeg-quality", d.jpeg_quality)
         classic = ClassicConfig(
@@ -140,7 +140,7 @@ def sample_degradation(
                 return _pairs(opts, reporter)
             return run(input_path, output, options=opts, weights=weights, device=device, seed=seed, progress=reporter)
 
-    def _pairs(opts, reporter):  # type: ignore[no-untyped-def]
+    def _pairs(opts, reporter):
         from sdtool.errors import OptionError
         from sdtool.pairs import PairOptions, make_pairs
 

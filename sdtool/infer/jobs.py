@@ -116,7 +116,7 @@ def plan_jobs(
         raise UsageError(f"{exc.filename or input_path}: {exc.strerror or exc}") from None
 
 
-def _plan(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
+def _plan(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: Optional[float],
           component: Optional[int], out_is_dir: bool, naming: Naming,
           scale: Optional[float]) -> tuple[list[Job], list[str]]:
     if not input_path.exists():

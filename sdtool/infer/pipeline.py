@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, pending, run_jobs
-from sdtool.infer.colorfix import ColorFix, guard_settings
 from sdtool.infer.jobs import Naming, Task, default_tag, sample_suffixes
 from sdtool.infer.run import LazyModel, Request, plan_run, sample_file
 from sdtool.inputs import check_samples, check_temperature
@@ -31,6 +30,7 @@ from sdtool.seeds import resolve_seed
 if TYPE_CHECKING:  # pragma: no cover - torch loads only once the weights are known to be good (process_images)
     import torch
 
+    from sdtool.infer.colorfix import ColorFix
     from sdtool.infer.sampling import Tiling
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ProcessResult", "ProgressEvent", "default_tag", "output_size", "process_images",
@@ -273,8 +273,9 @@ def _check_options(task: Task, samples: int, temperature: float, seed: Optional[
                    delattice: Optional[bool] = None, model_guard: Optional[str] = None) -> _Settings:
     """Validate the options of `process_images` (UsageError naming the option) and fill in defaults.
     model_guard: a deterministic model's default colour guard (None: SDFlow's)."""
+    from sdtool.infer.colorfix import guard_settings
     from sdtool.infer.sampling import Tiling
-    from sdtool.infer.tiling import MIN_TILE
+    from sdtool.config import MIN_TILE
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")

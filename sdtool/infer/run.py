@@ -109,6 +109,11 @@ class Sampler(Protocol):
 Writer = Callable[[int, Path, Any, bool], None]
 
 
+def _sample_step(step: StepCallback, k: int, n: int) -> Callable[[float], None]:
+    """Progress within sample k: fraction f of it done is step k + f of n."""
+    return lambda f: step(k + f, n)
+
+
 def sample_file(sampler: Sampler, job: Job, todo: set, x: "torch.Tensor", seed: int, write: Writer,
                 step: StepCallback, *, make_all: bool = False, depth: Optional[int] = None) -> list[str]:
     """Every sample of one file in order from the file's generator, writing those whose index is in `todo`
@@ -117,7 +122,7 @@ def sample_file(sampler: Sampler, job: Job, todo: set, x: "torch.Tensor", seed: 
     n = len(job.outputs)
     notes: list[str] = []
     for k, out in enumerate(job.outputs):
-        req = Request(make=k in todo or make_all, step=lambda f, _k=k: step(_k + f, n), depth=depth, notes=notes)
+        req = Request(make=k in todo or make_all, step=_sample_step(step, k, n), depth=depth, notes=notes)
         result = sampler.sample(x, gen, req)
         if result is not None and req.make:
             write(k, out, result, k in todo)

@@ -79,7 +79,7 @@ def side_outputs(out: Path, opts: DegradeOptions) -> list[Path]:
     return files
 
 
-class Degrader:
+class DegradationSampler:
     """A sampler of `sample-degradation` (see `sdtool.infer.run.Sampler`): sample(y, generator, request) →
     DegradationSample, y 1×3×H×W in [0, 1]. One subclass per model; `transfer` holds what `like` / `like_dir`
     fitted (for the models that can)."""
@@ -102,7 +102,7 @@ class Degrader:
         raise NotImplementedError
 
 
-class ClassicDegrader(Degrader):
+class ClassicSampler(DegradationSampler):
     """The classic blur / resize / noise / JPEG chain (`sdtool.degrade.classic`), on the CPU."""
 
     @property
@@ -115,7 +115,7 @@ class ClassicDegrader(Degrader):
         return self.model.sample(y.to(self.device), generator=gen)
 
 
-class BicubicDegrader(ClassicDegrader):
+class BicubicSampler(ClassicSampler):
     """MATLAB bicubic /4: no randomness."""
 
     def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
@@ -124,7 +124,7 @@ class BicubicDegrader(ClassicDegrader):
         return DegradationSample(lr=imresize(y.cpu(), 0.25).clamp(0, 1), params=[{}])
 
 
-class SDFlowDegrader(Degrader):
+class SDFlowSampler(DegradationSampler):
     """SDFlow's downscaling: the draws and the tiled run of `downscale` (`sdtool.infer.sampling`); a transfer
     (`like`) gives the latent's mean and spread instead of the mixture's."""
 
@@ -139,6 +139,7 @@ class SDFlowDegrader(Degrader):
         from sdtool.infer.sampling import Tiling, draw, noise_shape, sample
 
         o, (h, w) = self.opts, y.shape[-2:]
+        comp: Optional[int]
         if self.transfer is not None:
             comp = int(self.transfer["component"][0])
             eps = torch.randn(noise_shape(self.model, "downscale", h, w), generator=gen)
@@ -159,7 +160,7 @@ class SDFlowDegrader(Degrader):
                                  params=[{"component": comp, "transfer": self.transfer is not None}])
 
 
-class ReDegDegrader(Degrader):
+class ReDegSampler(DegradationSampler):
     """ReDeg with Ω drawn from the prepared pool (like / like_dir) or the model's own."""
 
     def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
@@ -185,7 +186,7 @@ class ReDegDegrader(Degrader):
         return s
 
 
-class PDMDegrader(Degrader):
+class PDMSampler(DegradationSampler):
     """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
     reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
 
@@ -246,12 +247,12 @@ def sampler_weights(kind: str, weights: Optional[Path]) -> Path:
     return weights_file(weights)
 
 
-class MixDegrader(Degrader):
+class MixSampler(DegradationSampler):
     """Degradations in given proportions (`sdtool.degrade.mix`): per sample, a part is drawn from the generator,
     its degrader runs, then the part's extras (JPEG, noise). params of the sample name the part. Every sample is
     made, skipped ones too: the extras draw from the generator after the part's degrader."""
 
-    def __init__(self, mix: Any, samplers: dict[str, Degrader], opts: DegradeOptions) -> None:
+    def __init__(self, mix: Any, samplers: dict[str, DegradationSampler], opts: DegradeOptions) -> None:
         super().__init__(mix, opts)
         self.mix, self.samplers = mix, samplers
 
@@ -274,7 +275,7 @@ class MixDegrader(Degrader):
                                  latent=s.latent, component=s.component, params=params)
 
 
-def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> Degrader:
+def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> DegradationSampler:
     """Build the sampler: classic and bicubic (no weights), pdm (default: the shipped PDM weights), redeg (default:
     the shipped ReDeg weights), sdflow (default: the shipped SDFlow weights), mix (each of its degraders; `weights`
     goes to the learned one whose kind it is)."""
@@ -283,26 +284,26 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind in ("classic", "bicubic") and weights is not None:
         raise OptionError("weights", f"does not apply to {{model}} {kind}", ("model",))
     if kind == "bicubic":
-        return BicubicDegrader(None, opts)
+        return BicubicSampler(None, opts)
     if kind == "classic":
         from sdtool.degrade.classic import ClassicDegradation
 
-        return ClassicDegrader(ClassicDegradation(opts.classic), opts)
+        return ClassicSampler(ClassicDegradation(opts.classic), opts)
     if kind == "pdm":
         from sdtool.checkpoint import load_pdm
 
-        return PDMDegrader(load_pdm(sampler_weights(kind, weights), device), opts)
+        return PDMSampler(load_pdm(sampler_weights(kind, weights), device), opts)
     if kind == "redeg":
         from sdtool.api import resolve_device
         from sdtool.model.redeg import load_redeg
 
-        return ReDegDegrader(load_redeg(sampler_weights(kind, weights), resolve_device(device)), opts)
+        return ReDegSampler(load_redeg(sampler_weights(kind, weights), resolve_device(device)), opts)
     from sdtool.api import load_model
 
-    return SDFlowDegrader(load_model(sampler_weights(kind, weights), device=device).eval(), opts)
+    return SDFlowSampler(load_model(sampler_weights(kind, weights), device=device).eval(), opts)
 
 
-def _load_mix(weights: Optional[Path], device: str, opts: DegradeOptions) -> MixDegrader:
+def _load_mix(weights: Optional[Path], device: str, opts: DegradeOptions) -> MixSampler:
     from sdtool.api import checkpoint_kind
     from sdtool.degrade.mix import parse_mix
 
@@ -313,7 +314,7 @@ def _load_mix(weights: Optional[Path], device: str, opts: DegradeOptions) -> Mix
     if target is not None and target not in mix.kinds:
         raise OptionError("weights", f"{weights}: a {target} checkpoint, but the mix has no {target} part")
     samplers = {k: load_sampler(k, weights if k == target else None, device, opts) for k in mix.kinds}
-    return MixDegrader(mix, samplers, opts)
+    return MixSampler(mix, samplers, opts)
 
 
 def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
@@ -353,7 +354,7 @@ def sample_degradation(
     weights: "Optional[str | Path]" = None,
     device: str = "auto",
     seed: Optional[int] = None,
-    sampler: Optional[Degrader] = None,
+    sampler: Optional[DegradationSampler] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> ProcessResult:
     """Sample `options.samples` degraded LR images for every HR image of a file or folder.
@@ -409,7 +410,7 @@ def _max_pixels(o: DegradeOptions) -> int:
     return o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
 
 
-def _prepared(smp: Degrader, o: DegradeOptions, like_rgb: Any, y: Any) -> Degrader:
+def _prepared(smp: DegradationSampler, o: DegradeOptions, like_rgb: Any, y: Any) -> DegradationSampler:
     """The sampler with the run's options, and what `like` / `like_dir` fit (once, at the first file)."""
     from sdtool.imageio import image_tensor, read_image
     from sdtool.train.data import list_images
@@ -459,7 +460,7 @@ def check_options(o: DegradeOptions) -> None:
         raise OptionError("pseudo_hr", f"must be sdflow or bicubic, got {o.pseudo_hr!r}")
 
 
-def _sample_file(smp: Degrader, job: Job, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,
+def _sample_file(smp: DegradationSampler, job: Job, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,
                  step: Callable[[float, int], None]) -> tuple[Any, list, list]:
     """Draw every sample of one file in order (the run loop), write those in `todo`; returns the contact-sheet
     row (every sample's LR and kernel when a sheet is asked for)."""

@@ -23,12 +23,12 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from torch import Tensor
 
-from sdtool.infer.noise import NoiseField, draw_seed
-from sdtool.inputs import check_temperature
-from sdtool.infer.tiling import (
-    AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
-    padded_size, run_tiled,
+from sdtool.config import (
+    AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE,
 )
+from sdtool.infer.noise import NoiseField, draw_seed
+from sdtool.infer.tiling import pad_reflect, padded_size, run_tiled
+from sdtool.inputs import check_temperature
 
 Op = Literal["upscale", "downscale"]
 
@@ -89,10 +89,13 @@ def run(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, noise: Any, op: Op, t
     its rows went to `sink`, and the tile used). size: the unpadded input size that automatic tiling looks
     at (default: x's)."""
     device = torch.device(device)
-    tile, overlap = tiling.resolve(op, *(size or x.shape[2:]), device)
+    height, width = size or (x.shape[2], x.shape[3])
+    tile, overlap = tiling.resolve(op, height, width, device)
     shape_fn = getattr(fn, "noise_size", None) or (lambda th, tw: (th, tw))
     stride = 1 if op == "upscale" else DOWNSCALE_ALIGN
-    res = run_tiled(fn, x, noise, scale=4.0 if op == "upscale" else 0.25, noise_stride=stride, noise_size=shape_fn,
+    # fn gets a noise cut whenever there is noise (always here): its Optional in run_tiled's type does not apply
+    res = run_tiled(fn, x, noise, scale=4.0 if op == "upscale" else 0.25, noise_stride=stride,  # type: ignore[arg-type]
+                    noise_size=shape_fn,
                     tile=tile, overlap=overlap, align=stride, min_tile=MIN_TILE[op], device=device,
                     on_oom=on_oom, on_tile=on_tile, sink=sink)
     return res.image, res.tile

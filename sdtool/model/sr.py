@@ -94,10 +94,10 @@ class SRNetMixin(DeterministicUpscaler):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device  # type: ignore[attr-defined]
+        return next(self.parameters()).device
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self(x)  # type: ignore[operator]
+        return self(x)
 
 
 class CompactSR(SRNetMixin, CompactSRNet):
@@ -120,7 +120,7 @@ def build_sr(config: SRConfig) -> nn.Module:
 
 
 def sr_metadata(model: nn.Module) -> dict[str, str]:
-    return {"format": SR_FORMAT, "format_version": "1", "config": model.config.to_json()}  # type: ignore[attr-defined]
+    return {"format": SR_FORMAT, "format_version": "1", "config": model.config.to_json()}
 
 
 def save_sr(model: nn.Module, path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
@@ -146,9 +146,9 @@ def load_sr(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.Modu
     model = build_sr(config)
     load_state_strict(model, tensors, path)
     try:
-        model.provenance = json.loads(meta.get("provenance", "{}"))  # type: ignore[assignment]
+        model.provenance = json.loads(meta.get("provenance", "{}"))
     except json.JSONDecodeError:
-        model.provenance = {}  # type: ignore[assignment]
+        model.provenance = {}
     return model.to(device).eval()
 
 
@@ -181,7 +181,7 @@ def export_sr(weights: PathLike, out: PathLike, overwrite: bool = False) -> str:
         raise OptionError("overwrite", f"{out}: exists; give another OUT or {{overwrite}}", ("overwrite",))
     model = load_sr(weights)
     export_state_dict(model, out)
-    return SPANDREL_NAMES[model.config.arch]  # type: ignore[attr-defined]
+    return SPANDREL_NAMES[model.config.arch]
 
 
 class SpandrelUpscaler(DeterministicUpscaler):

@@ -223,7 +223,7 @@ def make_pdm_task(config: str, device: torch.device, settings: Any) -> PDMTask:
         else:
             raise UsageError(f"unknown PDM size {name!r}; choose one of {sorted(PDM_PRESETS)}")
     lr = float(settings.lr)
-    tc = PDMTrainConfig(lr_g=lr, lr_d=DISC_RATE * lr, betas=tuple(getattr(settings, "betas", (0.5, 0.999))),  # type: ignore[arg-type]
+    tc = PDMTrainConfig(lr_g=lr, lr_d=DISC_RATE * lr, betas=tuple(getattr(settings, "betas", (0.5, 0.999))),
                         grad_clip=float(getattr(settings, "grad_clip", 10.0)))
     torch.manual_seed(int(getattr(settings, "seed", 0)))
     gen = torch.Generator().manual_seed(int(getattr(settings, "seed", 0)))

@@ -294,7 +294,7 @@ def make_redeg_task(config: str, device: torch.device, settings: Any, overrides:
     if name not in REDEG_PRESETS:
         raise UsageError(f"unknown ReDeg size {name!r}; choose one of {sorted(REDEG_PRESETS)}")
     weights = dataclasses.replace(ReDegLossWeights(), **(overrides or {}))
-    return ReDegTask(REDEG_PRESETS[name], weights, lr=float(settings.lr), betas=tuple(settings.betas),  # type: ignore[arg-type]
+    return ReDegTask(REDEG_PRESETS[name], weights, lr=float(settings.lr), betas=tuple(settings.betas),
                      grad_clip=float(settings.grad_clip), device=device, seed=int(settings.seed))
 
 

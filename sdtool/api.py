@@ -217,15 +217,18 @@ def sample_degradation(input_path: Union[str, os.PathLike], output: Optional[Uni
 
 def benchmark(dataset: str = "realsr", *, weights: Sequence[Union[str, os.PathLike]] = (), data_root: Any = None,
               methods: Sequence[str] = (), temperatures: Sequence[float] = (), samples: int = 1, seed: int = 0,
-              device: str = "auto", split: str = "all", limit: Optional[int] = None, **options: Any) -> dict:
-    """`sdtool benchmark` without the files: scores the shipped SDFlow (or `weights`, and `methods` such as
-    "bicubic") on a paired dataset; returns the report dict (`sdtool.benchmark.run_benchmark`, whose further
-    options — downscale, tiling, save_sr, cache, … — pass through). Sample k of a pair is the one
+              device: str = "auto", split: str = "all", limit: Optional[int] = None, default_model: bool = True,
+              **options: Any) -> dict:
+    """`sdtool benchmark` without the files: scores the shipped SDFlow (unless `default_model` is False, or
+    `weights` are given) and `methods` such as "bicubic" on a paired dataset; returns the report dict
+    (`sdtool.benchmark.run_benchmark`, whose further options — downscale, tiling, save_sr, cache, … — pass
+    through). Sample k of a pair is the one
     `upscale LR --seed seed` draws (`sdtool.seeds`)."""
     from sdtool import benchmark as bm
 
     data = bm.load_dataset(dataset, data_root, split, limit)
-    chosen = bm.resolve_methods([Path(w) for w in weights], list(methods), list(temperatures), device=device)
+    chosen = bm.resolve_methods([Path(w) for w in weights], list(methods), list(temperatures), device=device,
+                                default_model=default_model)
     return bm.run_benchmark(data, chosen, samples=samples, seed=seed, **options)
 
 

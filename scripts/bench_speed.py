@@ -83,7 +83,7 @@ def job_inference(preset: str, task: str, size: int, tile: int, threads: int, re
     from sdtool.config import PRESETS
     from sdtool.infer.sampling import Tiling, draw, sample
     from sdtool.model.sdflow import SDFlow
-    from sdtool.tiling import DEFAULT_OVERLAP, tile_spans
+    from sdtool.infer.tiling import DEFAULT_OVERLAP, tile_spans
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -172,9 +172,9 @@ def job_authors(authors: str, threads: int, repeats: int) -> dict:
 
     cases = {
         "sr_authors": their_sr,
-        "sr_paper": lambda: ours.upscale((x + 1) / 2, 0.8, color_fix="none", delattice=False),
-        "sr_paper_loaded": lambda: loaded.upscale((x + 1) / 2, 0.8, color_fix="none", delattice=False),
-        "sr_lite": lambda: lite.upscale((x + 1) / 2, 0.8, color_fix="none", delattice=False),
+        "sr_paper": lambda: ours.upscale((x + 1) / 2, 0.8, delattice=False),
+        "sr_paper_loaded": lambda: loaded.upscale((x + 1) / 2, 0.8, delattice=False),
+        "sr_lite": lambda: lite.upscale((x + 1) / 2, 0.8, delattice=False),
         "ds_authors": their_ds,
         "ds_paper": lambda: ours.downscale((y + 1) / 2, 0.8, component=0),
     }
@@ -290,7 +290,7 @@ def job_photo(threads: int, width: int, height: int) -> dict:
     import torch
 
     from sdtool.imageio import write_rgb8_png
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

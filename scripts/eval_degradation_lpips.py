@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from sdtool.imageio import read_image
 from sdtool.metrics.lpips import lpips_distance
-from sdtool.sample_degradation import DegradeOptions, load_sampler
+from sdtool.infer.run import Request
+from sdtool.infer.sample_degradation import DegradeOptions, load_sampler
 
 DATA = Path(os.environ.get("SDTOOL_DATA", "data"))
 METHODS = ("bicubic", "sdflow", "sdflow-like-a", "sdflow-like-b", "pdm", "pdm-like-a", "pdm-like-b",
@@ -77,7 +78,7 @@ def legacy(argv: list[str]) -> None:
     for i, name in enumerate(pairs("realsr")):
         hr, lr = tensor(root("realsr") / "test_HR" / name), tensor(root("realsr") / "test_LR" / name)
         g = torch.Generator().manual_seed(41 + i % 10)
-        vals.append(float(lpips_distance(s.sample(hr, g, lambda f: None).lr.cpu(), lr)[0]))
+        vals.append(float(lpips_distance(s.sample(hr, g, Request(True, lambda f: None)).lr.cpu(), lr)[0]))
         bic.append(float(lpips_distance(bicubic(hr), lr)[0]))
     print(f"{kind} {weights} T={opts.temperature}: LPIPS sampled-vs-real mean {sum(vals)/len(vals):.4f} (n={len(vals)}); "
           f"bicubic-vs-real {sum(bic)/len(bic):.4f}")
@@ -119,7 +120,7 @@ class Method:
                 s.transfer = {"pool": self.omega_cache[key], "names": [src]}
             else:
                 s.prepare_transfer(real, hr)
-        return s.sample(hr, g, lambda f: None).lr.cpu()
+        return s.sample(hr, g, Request(True, lambda f: None)).lr.cpu()
 
 
 def table(args: argparse.Namespace) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sdtool import load_model
-from sdtool.colorfix import apply_color_fix
+from sdtool.infer.colorfix import apply_color_fix
 from sdtool.imageio import read_image
 from sdtool.metrics import psnr
 from sdtool.metrics.lattice import lattice_score
@@ -42,7 +42,7 @@ def sweep(model, pairs, sigmas: list[float], details: list[float]) -> None:
     rows: dict[tuple[float, float], list[list[float]]] = {}
     for i, (_, lr, hr) in enumerate(pairs):
         x = _t(lr)
-        raw = model.upscale(x, 0.4, generator=torch.Generator().manual_seed(i), color_fix="none", delattice=False)
+        raw = model.upscale(x, 0.4, generator=torch.Generator().manual_seed(i), delattice=False)
         for sigma in [0.0, *sigmas]:
             y = raw if sigma == 0 else remove_lattice(raw, sigma).clamp(0, 1)
             for g in details:

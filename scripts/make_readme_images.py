@@ -14,6 +14,7 @@ import torch
 from sdtool import load_model
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.imageio import ImageInfo, read_image, write_image
+from sdtool.infer.colorfix import guard
 from sdtool.resize import imresize
 
 
@@ -52,9 +53,9 @@ def main() -> None:
     bicubic = _np(imresize(x, 4.0))
     t = DEFAULT_SR_TEMPERATURE
     # the flow's own sample (no colour guard, lattice kept), then upscale's defaults
-    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), color_fix="none", delattice=False))
-    panels = [nearest, bicubic, raw, _np(m.upscale(x, 0.0))]
-    panels += [_np(m.upscale(x, t, generator=torch.Generator().manual_seed(s))) for s in (1, 2)]
+    raw = _np(m.upscale(x, t, generator=torch.Generator().manual_seed(1), delattice=False))
+    panels = [nearest, bicubic, raw, _np(guard(m.upscale(x, 0.0), x))]
+    panels += [_np(guard(m.upscale(x, t, generator=torch.Generator().manual_seed(s)), x)) for s in (1, 2)]
     _save(args.out / "upscale_face.png", _row(panels))
     if args.kodak is not None:
         hr = read_image(args.kodak).rgb[100:356, 100:356]  # 256×256 HR → 64×64 LR, shown ×3

@@ -20,7 +20,7 @@ import torch
 def _guard(sr, lr, fix: str):
     """`apply_color_fix`; "wavelet[:LEVELS[:DETAIL]]" sets the wavelet guard's levels and detail gain (plain
     "wavelet" is upscale's default: WAVELET_LEVELS levels, detail DEFAULT_DETAIL)."""
-    from sdtool.colorfix import WAVELET_LEVELS, apply_color_fix
+    from sdtool.infer.colorfix import WAVELET_LEVELS, apply_color_fix
     from sdtool.config import DEFAULT_DETAIL
 
     if fix.startswith("wavelet"):
@@ -34,7 +34,8 @@ def _guard(sr, lr, fix: str):
 def main() -> None:
     from sdtool.api import load_model
     from sdtool.benchmark import load_dataset, read_pair, to_grid, to_tensor
-    from sdtool.benchmark.methods import model_upscale, sample_seed
+    from sdtool.benchmark.methods import model_upscale
+    from sdtool.seeds import file_generator
     from sdtool.metrics import color_error, diversity, psnr
     from sdtool.metrics.lpips import lpips_distance
 
@@ -56,7 +57,8 @@ def main() -> None:
         divs = []
         for pair in data.pairs:
             hr, lr, _ = read_pair(pair)
-            raw = [model_upscale(model, lr, t, sample_seed(a.seed, pair.name, k, "sr")) for k in range(2)]
+            gen = file_generator(a.seed, Path(pair.lr.name))  # the samples `upscale LR --seed S` draws
+            raw = [model_upscale(model, lr, t, gen) for _ in range(2)]
             divs.append(diversity(np.stack(raw)))
             for fix in fixes:
                 sr = to_grid(_guard(to_tensor(raw[0]), to_tensor(lr), fix))

@@ -1,4 +1,7 @@
-"""Safetensors checkpoints whose metadata holds the model config, so a file alone rebuilds its model."""
+"""Safetensors checkpoints whose metadata holds the model config, so a file alone rebuilds its model: the one
+checkpoint module for SDFlow and PDM (`save_model`, `load_checkpoint`, keyed on the metadata's format), written
+through the one atomic writer (`sdtool.files`). The SR networks' files (`sdtool.model.sr`) use its writer and
+strict loader too."""
 
 from __future__ import annotations
 
@@ -32,17 +35,26 @@ def atomic_save_tensors(tensors: dict[str, "torch.Tensor"], path: PathLike, meta
     write_bytes_atomic(path, data)
 
 
-def save_model(model: "nn.Module", path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
-    """Save an SDFlow model: every parameter and buffer (ActNorm `initialized` flags included) as tensors,
-    the config and provenance as JSON metadata."""
-    config: SDFlowConfig = model.config  # type: ignore[assignment]
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": config.to_json(),
-        "provenance": json.dumps(provenance or {}, sort_keys=True),
-    }
+def model_metadata(model: "nn.Module") -> dict[str, str]:
+    """The metadata that makes a file of `model` rebuild it: its format and config (SDFlow or PDM)."""
+    config: Any = model.config
+    if isinstance(config, PDMConfig):
+        return {"format": PDM_FORMAT, "kind": "pdm", "config": config.to_json()}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
+
+
+def save_model(model: "nn.Module", path: PathLike, provenance: Optional[dict[str, Any]] = None,
+               extra: Optional[dict[str, Any]] = None) -> None:
+    """Save an SDFlow or PDM model: every parameter and buffer (ActNorm `initialized` flags included) as tensors,
+    the format, config and provenance (and any `extra` entries) as metadata."""
+    meta = {**model_metadata(model), "provenance": json.dumps(provenance or {}, sort_keys=True)}
+    meta.update({str(k): str(v) for k, v in (extra or {}).items()})
     atomic_save_tensors(dict(model.state_dict()), path, meta)
+
+
+def format_kind(meta: dict[str, str]) -> str:
+    """"pdm" for a PDM checkpoint's metadata, "sdflow" otherwise (`read_config` names a wrong format)."""
+    return "pdm" if meta.get("format") == PDM_FORMAT or meta.get("kind", meta.get("model")) == "pdm" else "sdflow"
 
 
 def _unreadable(path: Path, exc: Exception) -> CheckpointError:
@@ -194,24 +206,42 @@ def load_state_strict(model: "nn.Module", tensors: dict[str, "torch.Tensor"], pa
     model.load_state_dict(tensors, strict=True)
 
 
-def load_checkpoint(path: PathLike, device: Union[str, "torch.device"] = "cpu"
+def load_checkpoint(path: PathLike, device: Union[str, "torch.device"] = "cpu", kind: Optional[str] = None
                     ) -> tuple["nn.Module", dict[str, Any]]:
-    """Rebuild an SDFlow model from a checkpoint file alone; returns (model in eval mode, provenance).
+    """Rebuild an SDFlow or PDM model from a checkpoint file alone, by the format in its metadata (or `kind`, which
+    it must then be); returns (model in eval mode on `device`, provenance). device: as `sdtool.api.resolve_device`.
 
     The file is checked before the model is built (`check_weights`; tensors numpy cannot hold, such as bfloat16,
     are checked for NaN / inf once loaded). Raises CheckpointError in one line."""
     import torch
 
-    from sdtool.model.sdflow import SDFlow
+    from sdtool.api import resolve_device
 
-    config, meta = check_weights(path)
+    kind = kind or format_kind(read_header(path)[1])
+    config, meta = check_weights(path, kind)
     tensors, _ = read_safetensors(path)
     checked = (torch.float16, torch.float32, torch.float64)  # by check_weights
     check_finite({k: v for k, v in tensors.items() if v.dtype not in checked}, path)
-    model = SDFlow(config)
+    model = _build(kind, config)
     load_state_strict(model, tensors, path)
     try:
         provenance = json.loads(meta.get("provenance", "{}"))
     except json.JSONDecodeError:
         provenance = {}
-    return model.to(device).eval(), provenance
+    return model.to(resolve_device(device)).eval(), provenance
+
+
+def _build(kind: str, config: Any) -> "nn.Module":
+    if kind == "pdm":
+        from sdtool.model.pdm import PDM
+
+        return PDM(config)
+    from sdtool.model.sdflow import SDFlow
+
+    return SDFlow(config)
+
+
+def load_pdm(path: PathLike, device: Union[str, "torch.device"] = "cpu") -> Any:
+    """A PDM from its checkpoint (`save_model` of a PDM, or an exported `sdtool train --model pdm` run);
+    CheckpointError in one line when the file is missing, truncated, not a PDM or does not match its config."""
+    return load_checkpoint(path, device, kind="pdm")[0]

@@ -29,7 +29,8 @@ def _check_field(name: str, kind: str, value: object, limits: tuple[float, float
     elif kind == "int":
         ok, want = type(value) is int and lo <= value <= hi, f"an integer in {lo:g}..{hi:g}"
     elif kind == "float":
-        ok = type(value) in (int, float) and math.isfinite(value) and lo <= value <= hi  # type: ignore[arg-type]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number and math.isfinite(value) and lo <= value <= hi  # type: ignore[operator,arg-type]
         want = f"a number in {lo:g}..{hi:g}"
     else:  # tuple[int, int, …]
         n = kind.count("int")
@@ -103,7 +104,17 @@ class SDFlowConfig(JsonConfig):
 # diversity of τ 0.8); the authors' code uses 0.8 for both.
 DEFAULT_SR_TEMPERATURE = 0.4
 DEFAULT_DOWN_TEMPERATURE = 0.8
-# Detail gain of upscale's wavelet colour guard (sdtool.colorfix), chosen on RealSR validation (README "Numbers").
+
+# Tiling defaults, in input pixels. Tiling is on by default when the input has more pixels than
+# AUTO_TILE_PIXELS (CPU) or AUTO_TILE_PIXELS_CUDA (GPU); the tile side is DEFAULT_TILE[task].
+AUTO_TILE_PIXELS = 512 * 512
+AUTO_TILE_PIXELS_CUDA = 1024 * 1024
+DEFAULT_TILE: dict[str, int] = {"upscale": 192, "downscale": 512}
+DEFAULT_OVERLAP: dict[str, int] = {"upscale": 16, "downscale": 32}
+DOWNSCALE_ALIGN = 8  # HR pixels per downscale-noise pixel: tile origins must sit on this grid
+MIN_TILE: dict[str, int] = {"upscale": 16, "downscale": 64}
+
+# Detail gain of upscale's wavelet colour guard (sdtool.infer.colorfix), chosen on RealSR validation (README "Numbers").
 DEFAULT_DETAIL = 0.75
 # Deterministic SR networks (`train --model sr`): the wavelet guard at detail 1 by default. On RealSR validation it
 # raised the SDFlow-pairs network from 25.29 dB / LPIPS 0.275 (raw) to 25.58 / 0.271 (README "SR networks").

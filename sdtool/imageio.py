@@ -24,7 +24,7 @@ import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -265,6 +265,14 @@ def _split_channels(arr: np.ndarray, gray: bool, path: Path) -> tuple[np.ndarray
 
 
 # ----------------------------------------------------------------------------------------- writing
+def image_tensor(rgb: np.ndarray) -> Any:
+    """An H×W×3 image in [0, 1] (what `read_image` gives) as the float32 1×3×H×W CPU tensor the models take: the
+    one image-to-tensor step of the package."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma of an H×W×3 float array → H×W float32."""
     r, g, b = LUMA_WEIGHTS
@@ -342,7 +350,7 @@ def encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
         raise ImageError(f"cannot encode {fmt.upper()}: {exc}") from None
     if not ok:
         raise ImageError(f"cannot encode {fmt.upper()}")
-    return memoryview(buf)  # no copy: an encoded 100+ MP photo is hundreds of MB
+    return buf.data  # a memoryview, no copy: an encoded 100+ MP photo is hundreds of MB
 
 
 def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, fmt: str) -> bytes:
@@ -362,15 +370,16 @@ def write_rgb8_png(path: PathLike, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:  # pragma: no cover - only for invalid arrays
         raise ImageError(f"{path}: cannot encode PNG")
-    write_bytes_atomic(path, memoryview(buf))
+    write_bytes_atomic(path, buf.data)
 
 
 def write_image(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray], info: ImageInfo,
                 quality: Optional[int] = None) -> ImageInfo:
-    """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format from its suffix), restoring the
-    mode / bit depth / alpha of the input `info` as far as the format allows; quality: JPEG / WebP quality
-    (1-100, default 95). Atomic. Returns what was written. Raises ImageError on an unsupported suffix or an
-    encoding failure, WriteError when the file system refuses (full, read-only, name too long)."""
+    """Write float RGB H×W×3 in [0, 1] (or uint8 / uint16 RGB already quantised; + alpha H×W) to `path` (format
+    from its suffix), restoring the mode / bit depth / alpha of the input `info` as far as the format allows;
+    quality: JPEG / WebP quality (1-100, default 95). Atomic. Returns what was written. Raises ImageError on an
+    unsupported suffix or an encoding failure, WriteError when the file system refuses (full, read-only, name
+    too long)."""
     path = Path(path)
     fmt = format_of(path)
     if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -6,14 +6,13 @@ sub-image of `sub_image`² HR pixels, cut every `sub_step` pixels with the last 
 `b_p000.png`, `b_p001.png`, … in row-major order) is cropped to a multiple of 4 and degraded `samples` times
 (`b_s00.png`, …): LR = degrader(HR), exactly a quarter of its size. Both are 8-bit RGB PNG (alpha dropped).
 
-Everything else is `sample-degradation`'s: the degraders (`sdtool.sample_degradation.load_sampler`,
+Everything else is `sample-degradation`'s: the degraders (`sdtool.infer.sample_degradation.load_sampler`,
 sdflow / pdm / classic / bicubic / mix), per-file seeds (sample k of a piece depends only on the seed, the
 file's relative path and the image), skipping of existing pairs, claims and atomic writes (`infer.batch`).
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ import numpy as np
 
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.batch import Job, ProcessResult, ProgressCallback
-from sdtool.sample_degradation import DegradeOptions
+from sdtool.infer.run import LazyModel
+from sdtool.infer.sample_degradation import DegradeOptions
+from sdtool.seeds import file_generator, resolve_seed
 
 
 @dataclass
@@ -115,30 +116,29 @@ def make_pairs(
     """Write HR/LR pairs of every image under the folder `input_path` to `out` (see the module docstring).
     result.done / skipped / failed are per source file; UsageError / CheckpointError stop the run."""
     from sdtool.infer.batch import run_jobs
-    from sdtool.sample_degradation import check_options, load_sampler
+    from sdtool.infer.sample_degradation import check_options, load_sampler
 
     o = options or PairOptions()
     t0 = time.perf_counter()
     _check(o)
     check_options(o.degrade)
     if o.degrade.like is not None or o.degrade.sheet is not None or o.degrade.like_dir is not None:
-        raise OptionError("pairs", "cannot be combined with {like}, {like_dir} or {sheet}", ("like", "like_dir", "sheet"))
+        raise OptionError("pairs", "cannot be combined with {like}, {like_dir} or {sheet}", ("like", "like_dir",
+                                                                                             "sheet"))
     out = Path(out)
-    seed = secrets.randbits(31) if seed is None else int(seed)
+    seed = resolve_seed(seed)
     jobs, notices, pieces = plan_pairs(Path(input_path), out, o)
     result = ProcessResult(notices=notices, seed=seed)
-    state: dict[str, Any] = {"sampler": sampler}
+    holder = LazyModel(lambda: load_sampler(o.degrade.model, Path(weights) if weights else None, device, o.degrade),
+                       sampler)
 
     def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
-        if state["sampler"] is None:
-            state["sampler"] = load_sampler(o.degrade.model, Path(weights) if weights else None, device, o.degrade)
-        _pair_file(state["sampler"], job, todo, pieces[job.source], seed, o, out, step)
+        _pair_file(holder.get(), job, todo, pieces[job.source], seed, o, out, step)
         return []
 
     run_jobs(jobs, work, result, overwrite=o.degrade.overwrite, progress=progress,
              side_files=lambda lr: [hr_twin(lr, out)])
-    if state["sampler"] is not None:
-        result.device = str(state["sampler"].device)
+    result.device = holder.device() or result.device
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -150,19 +150,18 @@ def _pair_file(smp: Any, job: Job, todo: set, boxes: list, seed: int, o: PairOpt
     import torch
 
     from sdtool.imageio import read_image, write_rgb8_png
-    from sdtool.infer.jobs import file_seed
-    from sdtool.pipeline import DEFAULT_MAX_PIXELS
+    from sdtool.infer.run import Request, _sample_step
+    from sdtool.infer.sample_degradation import _max_pixels
 
-    max_pixels = o.degrade.max_pixels if o.degrade.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
-    rgb = read_image(job.source, max_pixels=max_pixels).rgb
-    gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
+    rgb = read_image(job.source, max_pixels=_max_pixels(o.degrade)).rgb
+    gen = file_generator(seed, job.rel)
     k, n = 0, len(job.outputs)
     for top, left, h, w in boxes:
         hr = np.ascontiguousarray(rgb[top:top + h, left:left + w])
         hr8 = (hr * 255.0 + 0.5).astype(np.uint8)
-        y = torch.from_numpy(hr8).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+        y = torch.from_numpy(hr8).permute(2, 0, 1).unsqueeze(0).float().div(255.0)  # the uint8 HR written
         for _ in range(o.degrade.samples):
-            s = smp.sample(y.to(smp.device), gen, lambda f, _k=k: step(_k + f, n))
+            s = smp.sample(y.to(smp.device), gen, Request(True, _sample_step(step, k, n)))
             if k in todo:
                 lr = s.lr[0].detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
                 write_rgb8_png(hr_twin(job.outputs[k], out), hr8)

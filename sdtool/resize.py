@@ -172,6 +172,7 @@ def _resample_taps(x: "torch.Tensor", dim: int, in_len: int, out_len: int, scale
     for t in range(src.shape[1]):
         term = x.index_select(dim, idx[:, t]) * wt[:, t].view(shape)
         out = term if out is None else out.add_(term)
+    assert out is not None  # src has at least one tap
     return out
 
 

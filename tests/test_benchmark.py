@@ -37,7 +37,8 @@ def _save(path: Path, img: np.ndarray) -> None:
 
 def make_pair(seed: int, hr_side: int = 192) -> tuple[np.ndarray, np.ndarray]:
     hr = scene(hr_side, hr_side, seed)
-    lr = quantize(imresize_np(hr, 0.25) + np.random.default_rng(seed + 100).normal(0, 4, (hr_side // 4, hr_side // 4, 3)))
+    lr = quantize(imresize_np(hr, 0.25) + np.random.default_rng(seed + 100).normal(0, 4, (hr_side // 4, hr_side // 4,
+                                                                                          3)))
     return hr, lr
 
 
@@ -85,8 +86,8 @@ def test_realsr_original_layout_uses_test_and_reduces_full_size_lr(tmp_path):
         _save(tmp_path / "Canon" / split / "4" / "Canon_001_LR4.png", lr_full)
     pairs, layout = bm.find_pairs(tmp_path)
     assert len(pairs) == 1 and "Test" in pairs[0].hr.parts and pairs[0].name == "Canon_001"
-    h, l, notes = bm.read_pair(pairs[0])
-    assert h.shape == (64, 64, 3) and l.shape == (16, 16, 3) and notes
+    hr, lr, notes = bm.read_pair(pairs[0])
+    assert hr.shape == (64, 64, 3) and lr.shape == (16, 16, 3) and notes
 
 
 def test_mismatched_sizes_are_refused_with_the_name(tmp_path):

@@ -87,7 +87,8 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, monkeypatch, args, code, 
 def test_mismatched_pair_is_refused(tmp_path):
     _dataset(tmp_path, ["a.png"])
     iio.imwrite(tmp_path / "test_LR" / "a.png", np.zeros((15, 16, 3), np.uint8))
-    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path), "-m", "bicubic", "--no-model", "-o", str(tmp_path / "r.json")])
+    res = runner.invoke(app, ["benchmark", "-d", str(tmp_path), "-m", "bicubic", "--no-model", "-o",
+                              str(tmp_path / "r.json")])
     assert res.exit_code == 1
     assert "a: HR 64×64 is not 4× LR 16×15" in res.output
 

@@ -10,9 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
-from sdtool.sample_degradation import DegradeOptions, _Sampler, sample_degradation
+from sdtool.infer.sample_degradation import DegradeOptions, SDFlowSampler, sample_degradation
 from sdtool.imageio import read_image
-from sdtool.model.pdm import PDM, PDM_PRESETS, save_pdm
+from sdtool.checkpoint import save_model as save_pdm
+from sdtool.model.pdm import PDM, PDM_PRESETS
 
 runner = CliRunner()
 
@@ -63,7 +64,8 @@ def test_exit_codes(hr_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["sample-degradation", str(hr_dir / "a.png"), str(tmp_path / "pdm.png"), "--model", "pdm"])
     assert res.exit_code == 0, res.output
     assert read_image(tmp_path / "pdm.png").rgb.shape == (16, 12, 3)
-    assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o"), "--model", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o"), "--model",
+                               "nope"]).exit_code == 2
     assert runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o"), "--sigma", "3,1"]).exit_code == 2
     (hr_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     res = runner.invoke(app, ["sample-degradation", str(hr_dir), str(tmp_path / "o2")])
@@ -110,7 +112,7 @@ def test_sdflow_sampling_and_transfer(hr_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     m = SDFlow(PRESETS["tiny"]).eval()
     opts = DegradeOptions(model="sdflow", samples=2, save_kernels=True)
-    res = sample_degradation(hr_dir, tmp_path / "s", options=opts, seed=0, sampler=_Sampler("sdflow", m, opts))
+    res = sample_degradation(hr_dir, tmp_path / "s", options=opts, seed=0, sampler=SDFlowSampler(m, opts))
     assert not res.failed and len(res.done) == 2
     lat = np.load(tmp_path / "s" / "a_s00_latent.npy")
     assert lat.shape == (12, 8, 6)
@@ -119,5 +121,5 @@ def test_sdflow_sampling_and_transfer(hr_dir: Path, tmp_path: Path) -> None:
     _png(real, 32, 32, 9)
     opts2 = DegradeOptions(model="sdflow", like=real)
     res = sample_degradation(hr_dir / "a.png", tmp_path / "t.png", options=opts2, seed=0,
-                             sampler=_Sampler("sdflow", m, opts2))
+                             sampler=SDFlowSampler(m, opts2))
     assert not res.failed and (tmp_path / "t.png").is_file()

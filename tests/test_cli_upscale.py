@@ -41,7 +41,8 @@ def test_folder_with_corrupt_file_exits_1_and_does_the_rest(tmp_path: Path, weig
     (tmp_path / "in" / "b" / "broken.png").write_bytes(b"nope")
     (tmp_path / "in" / "notes.txt").write_text("x")
     sums = {p: sha256_of(p) for p in (tmp_path / "in").rglob("*") if p.is_file()}
-    res = runner.invoke(app, ["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w", str(weights), "--seed", "1"])
+    res = runner.invoke(app, ["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w", str(weights), "--seed",
+                              "1"])
     assert res.exit_code == 1, res.output
     assert "broken.png" in res.output and "cannot decode" in res.output
     assert "notes.txt" in res.output and "skipped" in res.output
@@ -87,7 +88,8 @@ def test_optional_out_writes_beside_input_and_a_rerun_skips(tmp_path: Path, weig
 
 def test_missing_weights_names_the_file(tmp_path: Path) -> None:
     src = write_image_file(tmp_path / "a.png", _img(6, 6))
-    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tmp_path / "gone.safetensors")])
+    res = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--weights",
+                              str(tmp_path / "gone.safetensors")])
     assert res.exit_code == 2  # bad --weights: usage, nothing done
     assert "gone.safetensors" in res.output
     assert not (tmp_path / "o.png").exists()

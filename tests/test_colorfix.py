@@ -1,4 +1,4 @@
-"""Colour guard (sdtool.colorfix), the colour error metric, and the colour anchors of training."""
+"""Colour guard (sdtool.infer.colorfix), the colour error metric, and the colour anchors of training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdtool.colorfix import adain_color_fix, apply_color_fix, low_band, wavelet_color_fix
+from sdtool.infer.colorfix import adain_color_fix, apply_color_fix, low_band, wavelet_color_fix
 from sdtool.metrics import color_error
-from sdtool.pipeline import process_images
+from sdtool.infer.pipeline import process_images
 from sdtool.train import losses as L
 from tests.helpers import perturb, write_image_file
 
@@ -60,8 +60,11 @@ def test_wavelet_keeps_detail_and_replaces_low_band():
 def test_unknown_guard_is_refused(tiny_model):
     with pytest.raises(ValueError, match="colour fix"):
         apply_color_fix(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 2, 2), "histogram")
-    with pytest.raises(ValueError):
-        tiny_model.upscale(torch.rand(1, 3, 4, 4), 0.0, color_fix="bogus")
+    from sdtool.api import upscale
+    from sdtool.errors import OptionError
+
+    with pytest.raises(OptionError, match="color_fix"):
+        upscale(torch.rand(1, 3, 4, 4), model=tiny_model, color_fix="bogus")
 
 
 def test_tiled_equals_untiled_with_the_guard(tmp_path, tiny_model):
@@ -123,13 +126,13 @@ def test_non_finite_weights_are_an_error(tiny_model):
     with torch.no_grad():
         next(tiny_model.hr_flow.parameters()).fill_(float("nan"))
     with pytest.raises(NonFiniteOutputError):
-        tiny_model.upscale(torch.rand(1, 3, 8, 8), 0.5, color_fix="none")
+        tiny_model.upscale(torch.rand(1, 3, 8, 8), 0.5)
 
 
 @pytest.mark.parametrize("method,detail", [("wavelet", 1.0), ("wavelet", 0.7), ("adain", 1.0)])
 def test_guard_on_row_bands_equals_guard_on_the_whole_image(method, detail):
     """Tiled runs hand the guard one band of rows at a time; the result is the whole-image guard's."""
-    from sdtool.colorfix import RowGuard
+    from sdtool.infer.colorfix import RowGuard
 
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, 37, 23, generator=g)
@@ -165,7 +168,7 @@ def test_detail_gain_scales_the_detail_and_keeps_the_colours():
 
 
 def test_detail_default_and_checks(tmp_path, tiny_model):
-    from sdtool.colorfix import resolve_detail
+    from sdtool.infer.colorfix import resolve_detail
     from sdtool.config import DEFAULT_DETAIL
     from sdtool.errors import UsageError
 

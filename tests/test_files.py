@@ -128,7 +128,8 @@ def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):
     cmd = [sys.executable, "-m", "sdtool", "upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w",
            str(tiny_weights), "--seed", "3", "--samples", "3", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     done = [int(re.search(r"upscale: (\d+) done", o).group(1)) for o, _ in outs]
@@ -237,7 +238,7 @@ def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, t
 
 def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, tiny_weights):
     from sdtool.errors import OptionError
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     src = write_image_file(tmp_path / "a.png", np.full((8, 8, 3), 90, np.uint8))
     with pytest.raises(OptionError) as info:
@@ -250,7 +251,7 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path, tiny_w
 
 
 def test_many_samples_are_claimed_as_they_go_and_an_interrupt_leaves_nothing(tmp_path, tiny_weights):
-    from sdtool.pipeline import process_images
+    from sdtool.infer.pipeline import process_images
 
     write_image_file(tmp_path / "a.png", np.full((16, 16, 3), 90, np.uint8))
     out = tmp_path / "out"

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from sdtool.config import PRESETS
-from sdtool.sample_degradation import DegradeOptions, load_sampler, sample_degradation
+from sdtool.infer.sample_degradation import DegradeOptions, SDFlowSampler, sample_degradation
 from sdtool.model.sdflow import SDFlow
-from sdtool.pipeline import process_images
+from sdtool.infer.pipeline import process_images
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
@@ -48,15 +48,14 @@ def outputs(tmp_path_factory) -> Path:
     m = _model()
     process_images(src, out / "up.png", model=m, seed=5, temperature=0.8, samples=2, color_fix="none",
                    delattice=False)
-    process_images(src, out / "up_tiled.png", model=m, seed=5, temperature=0.8, tile=16, tile_overlap=4, color_fix="none",
+    process_images(src, out / "up_tiled.png", model=m, seed=5, temperature=0.8, tile=16, tile_overlap=4,
+                   color_fix="none",
                    delattice=False)
     process_images(src, out / "down.png", task="downscale", model=m, seed=5, temperature=0.8, samples=2)
     for kind in ("classic", "pdm"):
         sample_degradation(src, out / f"sd_{kind}.png", options=DegradeOptions(model=kind), seed=7)
     o = DegradeOptions(model="sdflow")
-    sampler = load_sampler("classic", None, "cpu", o)
-    sampler.kind, sampler.model = "sdflow", m  # the tiny model behind the SDFlow sampler
-    sample_degradation(src, out / "sd_sdflow.png", options=o, seed=7, sampler=sampler)
+    sample_degradation(src, out / "sd_sdflow.png", options=o, seed=7, sampler=SDFlowSampler(m, o))
     return out
 
 

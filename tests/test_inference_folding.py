@@ -54,7 +54,7 @@ def test_folded_model_equals_plain_model():
     dn = torch.randn(m.downscale_noise_shape(1, 48, 40), generator=g)
 
     def run():
-        return m.upscale(x, 0.8, noise=noise, color_fix="none"), m.downscale(y, 0.8, component=1, noise=dn)
+        return m.upscale(x, 0.8, noise=noise), m.downscale(y, 0.8, component=1, noise=dn)
 
     with folding(False):
         plain = run()
@@ -68,13 +68,13 @@ def test_fold_is_recomputed_when_weights_change():
     m = _model()
     x = torch.rand(1, 3, 12, 12)
     noise = torch.randn(m.upscale_noise_shape(1, 12, 12))
-    before = m.upscale(x, 0.5, noise=noise, color_fix="none")
+    before = m.upscale(x, 0.5, noise=noise)
     other = _model(scale=0.03)
     m.load_state_dict(other.state_dict())
-    after = m.upscale(x, 0.5, noise=noise, color_fix="none")
+    after = m.upscale(x, 0.5, noise=noise)
     assert not torch.allclose(before, after, atol=1e-3)
     with folding(False):
-        plain = m.upscale(x, 0.5, noise=noise, color_fix="none")
+        plain = m.upscale(x, 0.5, noise=noise)
     assert (after - plain).abs().max().item() <= 1e-5
 
 

@@ -11,7 +11,8 @@ def test_any_cut_equals_the_same_region_of_the_whole_field():
     f = NoiseField(seed=123, channels=5, height=2 * BLOCK + 17, width=BLOCK + 3)
     whole = f.full()
     assert whole.shape == (1, 5, 2 * BLOCK + 17, BLOCK + 3)
-    for y0, x0, h, w in [(0, 0, 1, 1), (BLOCK - 2, BLOCK - 1, 5, 4), (10, 0, 2 * BLOCK, BLOCK + 3), (2 * BLOCK + 16, BLOCK + 2, 1, 1)]:
+    for y0, x0, h, w in [(0, 0, 1, 1), (BLOCK - 2, BLOCK - 1, 5, 4), (10, 0, 2 * BLOCK, BLOCK + 3), (2 * BLOCK + 16,
+                                                                                                     BLOCK + 2, 1, 1)]:
         assert torch.equal(f.cut(y0, x0, h, w), whole[:, :, y0: y0 + h, x0: x0 + w])
 
 

@@ -40,7 +40,7 @@ def test_sr_and_downscale_match(converted):
         z_dp = m.deg_prior.sample(torch.zeros(2, 12, 8, 8), 0.0, comp)
         ds = m.lr_from_content(c["hr_forward_zc"], z_dp)
         # the public API at temperature 0 (it clamps to [0, 1])
-        api_sr = m.upscale((c["lr_input"] + 1) / 2, temperature=0.0, color_fix="none", delattice=False)
+        api_sr = m.upscale((c["lr_input"] + 1) / 2, temperature=0.0, delattice=False)
         api_ds = m.downscale((c["hr_input"] + 1) / 2, temperature=0.0, component=0)
     assert (sr - c["sr_tau0"]).abs().max() < 1e-4
     assert (ds - c["ds_component0_tau0"]).abs().max() < 1e-4
@@ -55,7 +55,9 @@ def test_latents_and_densities_match(converted):
         logp_hr, _ = m.hr_log_prob(c["hr_input"])
         z_lr, logdet_lr = m.lr_flow(c["lr_input"])
         _, parts = m.lr_log_prob(c["lr_input"])
-        z_d, _ = m.deg_flow.inverse(m.deg_prior.sample(torch.zeros(2, 12, 8, 8), 0.0, torch.zeros(2, dtype=torch.long)), c["hr_forward_zc"])
+        z_d, _ = m.deg_flow.inverse(m.deg_prior.sample(torch.zeros(2, 12, 8, 8), 0.0, torch.zeros(2,
+                                                                                                  dtype=torch.long)),
+                                                                                                      c["hr_forward_zc"])
     assert (z_c - c["hr_forward_zc"]).abs().max() < 1e-4
     assert (z_lr - c["lr_flow_forward_z"]).abs().max() < 1e-4
     assert (parts["z_c"] - c["lr_encoder_zc"]).abs().max() < 1e-4

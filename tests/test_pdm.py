@@ -11,7 +11,9 @@ import torch
 
 from sdtool.degrade.ops import blur_downsample, gaussian_kernel, kernel_sigma
 from sdtool.errors import CheckpointError
-from sdtool.model.pdm import PDM, PDM_PRESETS, load_pdm, save_pdm
+from sdtool.checkpoint import load_pdm
+from sdtool.checkpoint import save_model as save_pdm
+from sdtool.model.pdm import PDM, PDM_PRESETS
 from sdtool.train.pdm_task import PDMTask, PDMTrainConfig, fit_pdm, learned_kernel_sigma
 
 
@@ -103,7 +105,8 @@ def test_recovers_known_gaussian_kernel_and_noise() -> None:
     model, hist = fit_pdm(lr, hr_other, 300, PDM_PRESETS["tiny"],
                           PDMTrainConfig(lr_g=5e-4, lr_d=2e-3, d_width=16), batch=16, lr_patch=16, seed=0)
     sigma, noise = learned_kernel_sigma(model)
-    print(f"recovered kernel sigma {sigma:.3f} (true 1.6), noise {noise * 255:.2f}/255 (true 5), {time.time() - t0:.1f}s")
+    print(f"recovered kernel sigma {sigma:.3f} (true 1.6), noise {noise * 255:.2f}/255 (true 5), "
+          f"{time.time() - t0:.1f}s")
     assert abs(sigma - 1.6) / 1.6 < 0.20
     assert abs(noise - 5 / 255) / (5 / 255) < 0.30
 
@@ -120,7 +123,8 @@ def test_runner_schedule_keeps_the_discriminators_own_rate(tmp_path: Path) -> No
         return opts["g"].param_groups[0]["lr"], opts["d"].param_groups[0]["lr"]
 
     s = RunSettings(out_dir=tmp_path / "run", iters=3, batch=2, patch=32, lr=1e-4, warmup=2, ckpt_every=2)
-    sampler = lambda it: (torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32))
+    def sampler(it):
+        return torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
     runner = Runner(make_pdm_task("tiny", torch.device("cpu"), s), sampler, s)
     runner.run()
     g, d = rates(runner)

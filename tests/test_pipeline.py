@@ -1,4 +1,4 @@
-"""sdtool.pipeline with the tiny SDFlow: formats, naming, skip-existing, seeds, tiling, errors, rank split."""
+"""sdtool.infer.pipeline with the tiny SDFlow: formats, naming, skip-existing, seeds, tiling, errors, rank split."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from PIL import Image
 from sdtool.config import PRESETS
 from sdtool.errors import UsageError
 from sdtool.model.sdflow import SDFlow
-from sdtool.pipeline import ProgressEvent, file_seed, process_images, sample_suffixes
+from sdtool.infer.pipeline import ProgressEvent, process_images, sample_suffixes
+from sdtool.seeds import file_seed
 from tests.helpers import sha256_of, write_image_file
 
 RNG = np.random.default_rng(7)

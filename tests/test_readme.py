@@ -141,7 +141,8 @@ def test_readme_command_runs_as_written(command: str, world: Path, monkeypatch: 
     monkeypatch.delenv("SDTOOL_WEIGHTS", raising=False)  # the README means the shipped weights
     run = command
     if command.startswith("sdtool train"):  # the tiny test size, given or not
-        run = command.replace(*TRAIN_SUBSTITUTION) if TRAIN_SUBSTITUTION[0] in command else f"{command} {TRAIN_SUBSTITUTION[1]}"
+        old, new = TRAIN_SUBSTITUTION
+        run = command.replace(old, new) if old in command else f"{command} {new}"
     res = CliRunner().invoke(app, shlex.split(run)[1:])
     assert res.exit_code == 0, f"{command}\n{res.output}"
     assert " 0 failed" in res.output or not re.search(r"\d+ failed", res.output)

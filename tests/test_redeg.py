@@ -49,7 +49,8 @@ def test_render_shapes_seeds_and_degrader() -> None:
 
 
 def test_checkpoint_roundtrip_and_errors(tmp_path: Path) -> None:
-    from sdtool.model.pdm import PDM, PDM_PRESETS, save_pdm
+    from sdtool.checkpoint import save_model as save_pdm
+    from sdtool.model.pdm import PDM, PDM_PRESETS
 
     m = _tiny(pool=5)
     path = tmp_path / "r.safetensors"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sdtool.api import upscale
 from sdtool.cli.app import app
 from sdtool.model.sr import SR_PRESETS, build_sr, export_state_dict, load_sr, save_sr
 from tests.helpers import perturb, write_image_file
@@ -109,7 +110,7 @@ def test_upscale_with_sr_weights_equals_the_network_tiled_or_not(tmp_path, sr_we
         assert res.exit_code == 0, res.output
     with torch.no_grad():  # an SR network's default colour guard: wavelet at detail 1
         x = torch.from_numpy(img[..., ::-1] / 255.0).permute(2, 0, 1)[None].float()
-        direct = load_sr(sr_weights).upscale(x, color_fix="wavelet", detail=1.0)
+        direct = upscale(x, model=load_sr(sr_weights))
     direct = (direct[0].permute(1, 2, 0).numpy() * 255).round()
     whole = iio.imread(tmp_path / "t0" / "a.png").astype(float)
     assert np.abs(whole - direct).max() <= 1  # write_image_file stores BGR with OpenCV: img[..., ::-1] is RGB
@@ -171,7 +172,8 @@ def test_pairs_match_by_name_and_lr_is_a_quarter(tmp_path):
     hr_names = sorted(p.relative_to(out / "HR").as_posix() for p in (out / "HR").rglob("*.png"))
     assert lr_names == hr_names
     # a: 70×66 in 32² pieces every 24 px, the last flush: rows 0, 24, 38 × cols 0, 24, 34; b: 40×48 → 2 × 2
-    assert len([n for n in lr_names if n.startswith("a_p")]) == 9 and len([n for n in lr_names if n.startswith("sub/b_p")]) == 4
+    assert len([n for n in lr_names if n.startswith("a_p")]) == 9
+    assert len([n for n in lr_names if n.startswith("sub/b_p")]) == 4
     assert not any("tiny" in n for n in lr_names)
     import imageio.v3 as iio
 
@@ -194,7 +196,8 @@ def test_pairs_of_a_mix_with_jpeg_are_seeded(tmp_path):
     assert names == ["a_s00.png", "a_s01.png", "a_s02.png"]
     for n in names:
         assert (tmp_path / "one" / "LR" / n).read_bytes() == (tmp_path / "two" / "LR" / n).read_bytes()
-    res = runner.invoke(app, ["sample-degradation", str(tmp_path / "hr"), str(tmp_path / "x"), "--pairs", "-m", "classic",
+    res = runner.invoke(app, ["sample-degradation", str(tmp_path / "hr"), str(tmp_path / "x"), "--pairs", "-m",
+                              "classic",
                               "--mix", "classic=1"])
     assert res.exit_code == 2 and "--mix applies to --model mix" in res.output
 
@@ -247,7 +250,8 @@ def test_train_sr_resume_is_exact_and_exports_an_sr_checkpoint(tmp_path):
     with pytest.raises(Killed):
         train(_sr_opts(tmp_path / "b"), on_log=kill_at_4)
     train(_sr_opts(tmp_path / "b", resume=True))
-    a, b = load_file(tmp_path / "a" / "run" / "model.safetensors"), load_file(tmp_path / "b" / "run" / "model.safetensors")
+    a = load_file(tmp_path / "a" / "run" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "run" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(x) for x in (tmp_path / "a" / "run" / "log.jsonl").read_text().splitlines()]
     assert "gan" not in log[2] and {"l1", "perceptual", "gan", "d"} <= set(log[3])  # L1 phase, then the GAN phase

@@ -1,4 +1,4 @@
-"""sdtool.tiling: tile grid, blending, noise cuts, OOM fallback; tiled ≈ untiled for the tiny SDFlow."""
+"""sdtool.infer.tiling: tile grid, blending, noise cuts, OOM fallback; tiled ≈ untiled for the tiny SDFlow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sdtool.config import PRESETS
 from sdtool.model.sdflow import SDFlow
-from sdtool.tiling import TileOOMError, blend_window, run_tiled, tile_spans
+from sdtool.infer.tiling import TileOOMError, blend_window, run_tiled, tile_spans
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -45,7 +45,9 @@ def test_blend_window_is_positive_and_ramps() -> None:
 
 def _up_local(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     """Stand-in x4 map whose output pixel depends only on its own LR pixel and noise pixel."""
-    return x.repeat_interleave(4, 2).repeat_interleave(4, 3) + 0.1 * n[:, :3].repeat_interleave(4, 2).repeat_interleave(4, 3)
+    return x.repeat_interleave(4, 2).repeat_interleave(4, 3) + 0.1 * n[:, :3].repeat_interleave(4,
+                                                                                                2).repeat_interleave(4,
+                                                                                                                     3)
 
 
 def _down_local(y: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -80,7 +82,8 @@ def test_local_map_tiled_equals_untiled_downscale() -> None:
 
 def test_misaligned_noise_would_be_detected() -> None:
     with pytest.raises(ValueError, match="multiple of noise_stride"):
-        run_tiled(_down_local, torch.rand(1, 3, 64, 64), torch.randn(1, 12, 8, 8), scale=0.25, noise_stride=8, align=4, tile=32)
+        run_tiled(_down_local, torch.rand(1, 3, 64, 64), torch.randn(1, 12, 8, 8), scale=0.25, noise_stride=8, align=4,
+                  tile=32)
 
 
 def test_oom_halves_the_tile_and_goes_on() -> None:

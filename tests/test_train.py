@@ -110,7 +110,8 @@ def test_nan_batch_is_skipped(tmp_path):
     def on_log(rec):
         snapshots[rec["it"]] = {k: v.clone() for k, v in task.model.state_dict().items()}
 
-    runner = Runner(task, sampler, RunSettings(out_dir=tmp_path / "nan", iters=3, ckpt_every=3, log_every=1), on_log=on_log)
+    runner = Runner(task, sampler, RunSettings(out_dir=tmp_path / "nan", iters=3, ckpt_every=3, log_every=1),
+                    on_log=on_log)
     result = runner.run()
     assert result.skipped == 1
     skips = [r for r in _log(tmp_path / "nan") if r["type"] == "skip"]
@@ -157,7 +158,8 @@ def test_cli_train_and_use_weights(tmp_path, monkeypatch):
     # The validated state is kept beside the run and equals the final weights (validation ran at the end).
     snap = load_model(out / "validated" / "it_000002.safetensors", device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(snap.state_dict().values(), m.state_dict().values()))
-    res = CliRunner().invoke(app, ["train", "--lr-dir", str(tmp_path / "nope"), "--hr-dir", str(hr_dir), "--out", str(out / "x")])
+    res = CliRunner().invoke(app, ["train", "--lr-dir", str(tmp_path / "nope"), "--hr-dir", str(hr_dir), "--out",
+                                   str(out / "x")])
     assert res.exit_code == 2 and "nope: no such folder" in res.output
 
 
@@ -199,7 +201,8 @@ def test_cycle_loss_trains_the_upscaling_path():
     loss = task._cycle_loss(y, zc_hr, task._sr_samples(zc_hr, zc_hr, ds, g))
     assert loss.ndim == 0 and float(loss.detach()) > 0
     loss.backward()
-    grad = lambda mod: sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
+    def grad(mod):
+        return sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
     assert grad(model.extractor) > 0 and grad(model.hf_flow) > 0
     assert grad(model.deg_flow) == 0
     off = SDFlowTask(model, dataclasses.replace(LossWeights(), cycle_l1=0, cycle_perceptual=0, cycle_latent=0))
@@ -221,7 +224,8 @@ def test_freeze_keeps_parts_fixed_and_names_are_checked(tmp_path):
     for name in frozen:
         for (k, a), b in zip(getattr(before, name).state_dict().items(), getattr(after, name).state_dict().values()):
             assert torch.equal(a, b), f"{name}.{k} changed"
-    moved = [not torch.equal(a, b) for a, b in zip(before.lr_flow.state_dict().values(), after.lr_flow.state_dict().values())]
+    moved = [not torch.equal(a, b) for a, b in zip(before.lr_flow.state_dict().values(),
+                                                   after.lr_flow.state_dict().values())]
     assert any(moved)
     with pytest.raises(UsageError, match="^freeze 'decoder'"):
         train(_opts(tmp_path, lr_dir, hr_dir, out_dir=tmp_path / "bad", init=init, freeze=("decoder",)))
@@ -278,7 +282,8 @@ def test_image_loss_start_is_set_one_way_and_options_split_once(tmp_path):
     bad = TrainOptions.flat(lr_dir=tmp_path, hr_dir=tmp_path, out_dir=tmp_path / "r", loss=("image_loss_start=3",))
     with pytest.raises(OptionError) as exc:
         loss_weights(bad)
-    assert exc.value.render(lambda n: "--" + n.replace("_", "-")) == "--loss 'image_loss_start=3': set it with --image-loss-start"
+    rendered = exc.value.render(lambda n: "--" + n.replace("_", "-"))
+    assert rendered == "--loss 'image_loss_start=3': set it with --image-loss-start"
 
 
 def test_lattice_term_reaches_the_hf_and_hr_flows_and_temperatures_span_the_range():
@@ -309,6 +314,7 @@ def test_lattice_term_reaches_the_hf_and_hr_flows_and_temperatures_span_the_rang
     loss = task._lattice_loss(y, sr)
     assert float(loss.detach()) > 0 and task.last_lattice == pytest.approx(float(loss.detach()) / 10)
     loss.backward()
-    grad = lambda mod: sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
+    def grad(mod):
+        return sum(float(p.grad.abs().sum()) for p in mod.parameters() if p.grad is not None)
     assert grad(model.hf_flow) > 0 and grad(model.hr_flow) > 0
     assert float(off._lattice_loss(y, sr)) == 0.0  # weight 0 by default: off

@@ -12,10 +12,10 @@ Pairs are matched by name, never by position; the HR must be exactly 4× the LR.
 Metrics (images on the uint8 grid, 0..255, float64; see sdtool.metrics):
 psnr_rgb/psnr_y/ssim_rgb/ssim_y (crop border 4), lpips (alex v0.1), niqe (whole SR image),
 lr_psnr (MATLAB-bicubic /4 of the SR vs the LR input, RGB, no crop), color_err (mean over R, G, B of
-|mean(SR channel) − mean(HR channel)|, 0..255, crop border 4: a colour drift LPIPS does not show). With N > 1 samples the per-image value
-is the mean over samples, plus lpips_best (best-of-N LPIPS) and diversity (mean per-pixel std across the
-samples, 0..255 scale). Downscaling: down_psnr_real/down_lpips_real (generated LR vs the dataset's real LR)
-and down_psnr_bicubic/down_lpips_bicubic (generated LR vs the MATLAB-bicubic LR of the HR).
+|mean(SR channel) − mean(HR channel)|, 0..255, crop border 4: a colour drift LPIPS does not show). With N > 1
+samples the per-image value is the mean over samples, plus lpips_best (best-of-N LPIPS) and diversity (mean
+per-pixel std across the samples, 0..255 scale). Downscaling: down_psnr_real/down_lpips_real (generated LR vs
+the dataset's real LR) and down_psnr_bicubic/down_lpips_bicubic (generated LR vs the MATLAB-bicubic LR of the HR).
 """
 
 from pathlib import Path
@@ -29,7 +29,9 @@ from sdtool.benchmark.methods import (
 )
 from sdtool.benchmark.report import write_report, write_sheet
 from sdtool.errors import UsageError
-from sdtool.benchmark.run import DOWN_KEYS, SAMPLE_KEYS, SR_KEYS, BenchmarkProgress, run_benchmark, run_method, sr_metrics
+from sdtool.benchmark.run import (
+    DOWN_KEYS, SAMPLE_KEYS, SR_KEYS, BenchmarkProgress, run_benchmark, run_method, sr_metrics,
+)
 
 __all__ = [
     "KNOWN_DATASETS", "SCALE", "SPLITS", "Dataset", "Pair", "find_pairs", "load_dataset", "read_pair", "realsr_split",

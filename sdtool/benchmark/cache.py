@@ -32,8 +32,8 @@ def method_key(method: Method, options: Any) -> str:
     parts = {
         "kind": method.kind, "weights": _file_stamp(method.weights), "t": method.temperature,
         "fix": method.color_fix, "detail": method.detail, "folder": str(method.folder or ""),
-        "samples": options.samples,
-        "seed": options.seed, "down": options.downscale, "niqe": options.niqe_input, "version": 1,
+        "samples": options.samples, "seed": options.seed, "down": options.downscale, "niqe": options.niqe_input,
+        "version": 2,  # 2: the seed rule of `sdtool.seeds`
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from sdtool.errors import DatasetError, OptionError, UsageError
+from sdtool.imageio import IMAGE_SUFFIXES
 from sdtool.resize import imresize_np, quantize
 
 SCALE = 4
@@ -26,9 +27,6 @@ KNOWN_DATASETS = ("drealsr", "realsr")
 
 
 SPLITS = ("all", "train", "val")
-
-
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 _HR_DIRS = ("test_hr", "hr", "gt")

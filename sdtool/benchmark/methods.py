@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -18,17 +17,13 @@ from sdtool.inputs import check_temperature
 from sdtool.resize import imresize_np, quantize
 
 
-
-
-
-
-
 @dataclass
 class Method:
     """Something to benchmark. kind "bicubic" needs no model; kind "model" wraps an object with the
     SDFlow API (upscale/downscale/upscale_noise_shape/downscale_noise_shape/device), upscaled with the
     colour guard `color_fix` and its detail gain `detail`; kind "folder" scores the x4 outputs another tool
-    wrote to `folder`; kind "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture spandrel reads)."""
+    wrote to `folder`; kind "baseline" wraps a spandrel model descriptor (any single-image x4 SR architecture
+    spandrel reads)."""
 
     name: str
     kind: str
@@ -96,7 +91,8 @@ def read_folder_output(method: Method, pair: Pair, hr_shape: tuple[int, ...]) ->
     except ImageError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if img.shape[:2] != hr_shape[:2]:
-        raise DatasetError(f"{path}: size {img.shape[1]}×{img.shape[0]}, expected the HR size {hr_shape[1]}×{hr_shape[0]}")
+        raise DatasetError(f"{path}: size {img.shape[1]}×{img.shape[0]}, expected the HR size "
+                           f"{hr_shape[1]}×{hr_shape[0]}")
     return img
 
 
@@ -110,40 +106,45 @@ def bicubic_downscale(hr: np.ndarray) -> np.ndarray:
     return quantize(imresize_np(hr, 1.0 / SCALE))
 
 
-def sample_seed(seed: int, name: str, sample: int, what: str) -> int:
-    return (zlib.crc32(f"{what}:{name}".encode()) + 1_000_003 * seed + 7919 * sample) % (2**63)
-
-
 def to_tensor(img: np.ndarray) -> Any:
-    import torch
+    """A uint8-grid H×W×3 image as the models' 1×3×H×W tensor in [0, 1]."""
+    from sdtool.imageio import image_tensor
 
-    return torch.from_numpy(np.ascontiguousarray(img / 255.0, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+    return image_tensor(img / 255.0)
 
 
 def to_grid(t: Any) -> np.ndarray:
     return quantize(t[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255.0)
 
 
-def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: int, color_fix: str = "none",
+def _generator(seed: Any) -> Any:
+    import torch
+
+    return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+
+
+def model_upscale(model: Any, lr: np.ndarray, temperature: float, seed: Any, color_fix: str = "none",
                   tiling: Optional[Tiling] = None, detail: float = 1.0, delattice: bool = True) -> np.ndarray:
-    """SR of one uint8-grid LR image with a seeded noise draw, run as `upscale` runs it (sdtool.infer)."""
+    """SR of one uint8-grid LR image, run as `upscale` runs it (sdtool.infer). seed: the generator the sample is
+    drawn from (the run draws a pair's samples in order from `file_generator(seed, LR file name)`, as `upscale`
+    does), or an integer to seed one."""
     import torch
 
     x = to_tensor(lr)
-    _, noise = draw(model, "upscale", *lr.shape[:2], torch.Generator().manual_seed(seed))
+    _, noise = draw(model, "upscale", lr.shape[0], lr.shape[1], _generator(seed))
     with torch.no_grad():
         y, _ = sample(model, "upscale", x, noise, temperature=temperature, tiling=tiling or Tiling(),
                       color_fix=color_fix, detail=detail, delattice=delattice)
     return to_grid(y)
 
 
-def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: int,
+def model_downscale(model: Any, hr: np.ndarray, temperature: float, seed: Any,
                     tiling: Optional[Tiling] = None) -> np.ndarray:
-    """Realistic /4 of one uint8-grid HR image (random degradation component from the seed), run as
-    `downscale` runs it."""
+    """Realistic /4 of one uint8-grid HR image (random degradation component from the generator, or an integer
+    seed), run as `downscale` runs it."""
     import torch
 
-    comp, noise = draw(model, "downscale", *hr.shape[:2], torch.Generator().manual_seed(seed))
+    comp, noise = draw(model, "downscale", hr.shape[0], hr.shape[1], _generator(seed))
     with torch.no_grad():
         y, _ = sample(model, "downscale", to_tensor(hr), noise, temperature=temperature, component=comp,
                       tiling=tiling or Tiling())
@@ -170,10 +171,9 @@ def resolve_methods(
             raise UsageError(f"unknown method '{m}': available baselines: bicubic")
         if not any(x.name == "bicubic" for x in out):
             out.append(Method("bicubic", "bicubic"))
-    from sdtool.colorfix import resolve_color_fix, resolve_detail
+    from sdtool.infer.colorfix import guard_settings
 
-    fix = resolve_color_fix(color_fix)
-    gain = resolve_detail(detail, fix)
+    fix, gain = guard_settings(color_fix, detail)  # checked before any model loads
     temps = list(temperatures) or [DEFAULT_SR_TEMPERATURE]
     for t in temps:
         check_temperature(t)
@@ -191,12 +191,9 @@ def resolve_methods(
         base = _free_name((p if p is not None else default_weights()).stem, used)
         used.add(base)
         if getattr(model, "deterministic", False):  # one output per input: no temperatures; its default guard
-            from sdtool.model.sr import default_guard
-
-            m_fix, m_detail = default_guard(model.default_color_fix, color_fix, detail)
-            m_fix = resolve_color_fix(m_fix)
+            m_fix, m_gain = guard_settings(color_fix, detail, model.default_color_fix)
             out.append(Method(base, "model", model=model, temperature=0.0, weights=str(p), color_fix=m_fix,
-                              detail=resolve_detail(m_detail, m_fix)))
+                              detail=m_gain))
             continue
         for t in temps:
             name = base if len(temps) == 1 else f"{base}@{t:g}"
@@ -235,4 +232,5 @@ def baseline_upscale(desc: Any, lr: np.ndarray, tiling: Optional[Tiling] = None)
     with torch.no_grad():
         y, _ = run(lambda xt, _n: desc(xt.to(desc.device)).float(), xp, dummy, "upscale", tiling or Tiling(),
                    desc.device, size=(h, w))
+    assert y is not None  # no sink: the runner returns the image
     return to_grid(y[..., : SCALE * h, : SCALE * w])

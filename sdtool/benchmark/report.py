@@ -53,7 +53,8 @@ def _fmt_csv(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def write_sheet(path: Path, data: Any, report: dict[str, Any], cache_root: Path, count: int = 4, crop: int = 160) -> Path:
+def write_sheet(path: Path, data: Any, report: dict[str, Any], cache_root: Path, count: int = 4,
+                crop: int = 160) -> Path:
     """A comparison sheet PNG: for the `count` images whose LPIPS differs most between methods, one row of
     crops, HR | bicubic | each method (first sample), labelled with the method and its LPIPS on that image.
     The crop is the window where the methods disagree most. SR images come from the run's cache."""

@@ -17,18 +17,15 @@ import numpy as np
 from sdtool.benchmark.data import SCALE, Dataset, read_pair
 from sdtool.benchmark.methods import (
     Method, baseline_upscale, bicubic_downscale, bicubic_upscale, model_downscale, model_upscale, read_folder_output,
-    sample_seed, to_tensor,
+    to_tensor,
 )
 from sdtool.errors import OptionError, UsageError
 from sdtool.infer.sampling import Tiling
 from sdtool.inputs import check_samples
+from sdtool.seeds import file_generator
 
 SR_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "lpips", "niqe", "lr_psnr", "color_err", "lattice")
-
-
 SAMPLE_KEYS = ("lpips_best", "diversity")
-
-
 DOWN_KEYS = ("down_psnr_real", "down_lpips_real", "down_psnr_bicubic", "down_lpips_bicubic")
 
 
@@ -66,7 +63,8 @@ def _lpips(a: np.ndarray, b: np.ndarray, device: Any) -> float:
     return float(lpips_distance(to_tensor(a), to_tensor(b), device=device)[0])
 
 
-def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu", niqe_input: str = "gray") -> dict[str, float]:
+def sr_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray, device: Any = "cpu",
+               niqe_input: str = "gray") -> dict[str, float]:
     """Every SR metric of one uint8-grid SR image against its HR and LR (see module docstring)."""
     from sdtool.metrics import color_error, niqe, psnr, ssim
 
@@ -118,25 +116,26 @@ def _device_of(method: Method, metric_device: Optional[str]) -> Any:
     return "cpu"
 
 
-def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, k: int, seed: int, tiling: Tiling) -> np.ndarray:
+def _upscale(method: Method, lr: np.ndarray, hr: np.ndarray, pair: Any, gen: Any, tiling: Tiling) -> np.ndarray:
     if method.kind == "bicubic":
         return bicubic_upscale(lr)
     if method.kind == "folder":
         return read_folder_output(method, pair, hr.shape)
     if method.kind == "baseline":
         return baseline_upscale(method.model, lr, tiling)
-    return model_upscale(method.model, lr, method.temperature, sample_seed(seed, pair.name, k, "sr"), method.color_fix,
-                         tiling, method.detail, method.delattice)
+    return model_upscale(method.model, lr, method.temperature, gen, method.color_fix, tiling, method.detail,
+                         method.delattice)
 
 
-def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, name: str, n_draw: int, o: RunOptions,
+def _down_metrics(method: Method, hr: np.ndarray, lr: np.ndarray, pair: Any, n_draw: int, o: RunOptions,
                   dev: Any) -> dict[str, float]:
     bic_lr = bicubic_downscale(hr)
     if method.kind == "bicubic":
         return {"down_psnr_real": _psnr(bic_lr, lr), "down_lpips_real": _lpips(bic_lr, lr, dev)}
     d: dict[str, list[float]] = {k: [] for k in DOWN_KEYS}
-    for k in range(n_draw):
-        gen_lr = model_downscale(method.model, hr, method.temperature, sample_seed(o.seed, name, k, "down"), o.tiling)
+    gen = file_generator(o.seed, Path(pair.hr.name))  # as `downscale HR --seed S` draws them
+    for _ in range(n_draw):
+        gen_lr = model_downscale(method.model, hr, method.temperature, gen, o.tiling)
         d["down_psnr_real"].append(_psnr(gen_lr, lr))
         d["down_lpips_real"].append(_lpips(gen_lr, lr, dev))
         d["down_psnr_bicubic"].append(_psnr(gen_lr, bic_lr))
@@ -152,8 +151,9 @@ def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any]
     n_draw = 1 if deterministic else o.samples
     row: dict[str, Any] = {"image": pair.name}
     srs, per = [], []
+    gen = file_generator(o.seed, Path(pair.lr.name))  # sample k is `upscale LR --seed S`'s sample k
     for k in range(n_draw):
-        sr = _upscale(method, lr, hr, pair, k, o.seed, o.tiling)
+        sr = _upscale(method, lr, hr, pair, gen, o.tiling)
         if o.save_sr is not None and method.kind in ("model", "baseline"):
             _save_output(o.save_sr, method.name, pair.name, k, n_draw, sr)
         srs.append(sr)
@@ -166,7 +166,7 @@ def score_pair(method: Method, pair: Any, o: RunOptions) -> tuple[dict[str, Any]
         row["lpips_best"] = min(m["lpips"] for m in per)
         row["diversity"] = diversity(np.stack(srs))
     if o.downscale and (method.kind == "bicubic" or hasattr(method.model, "downscale")):
-        row.update(_down_metrics(method, hr, lr, pair.name, n_draw, o, dev))
+        row.update(_down_metrics(method, hr, lr, pair, n_draw, o, dev))
     return row, [f"{pair.name}: {n}" for n in notes], srs[0]
 
 

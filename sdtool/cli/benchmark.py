@@ -31,12 +31,14 @@ DataRoot = Annotated[
     Optional[Path],
     typer.Option(
         "--data-root",
-        help="Folder holding the named dataset (or its <name>/ subfolder). Default: $SDTOOL_DATA/<name>, else ./data/<name>.",
+        help="Folder holding the named dataset (or its <name>/ subfolder). Default: $SDTOOL_DATA/<name>, else "
+             "./data/<name>.",
     ),
 ]
 SplitOpt = Annotated[
     str,
-    typer.Option("--split", help="all; or for RealSR names (Canon/Nikon_NNN): val|validation (NNN 041-050) or train (001-040)."),
+    typer.Option("--split", help="all; or for RealSR names (Canon/Nikon_NNN): val|validation (NNN 041-050) or train "
+                                 "(001-040)."),
 ]
 WeightsMulti = Annotated[
     Optional[list[Path]],
@@ -57,7 +59,8 @@ SamplesOpt = Annotated[
 ]
 OutOpt = Annotated[
     Optional[Path],
-    typer.Option("--out", "-o", help="JSON report path; the CSV is written beside it. Default: ./benchmark-<dataset>.json."),
+    typer.Option("--out", "-o", help="JSON report path; the CSV is written beside it. Default: "
+                                     "./benchmark-<dataset>.json."),
 ]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N pairs (by name).")]
 NoModel = Annotated[
@@ -65,7 +68,8 @@ NoModel = Annotated[
 ]
 ColorFixOpt = Annotated[
     Optional[str],
-    typer.Option("--color-fix", help="Colour guard of the model's SR outputs: wavelet, adain or none. Default: upscale's (wavelet)."),
+    typer.Option("--color-fix", help="Colour guard of the model's SR outputs: wavelet, adain or none. Default: "
+                                     "upscale's (wavelet)."),
 ]
 SrDirMulti = Annotated[
     Optional[list[str]],
@@ -198,7 +202,7 @@ def benchmark(
             )
         json_path, csv_path = bm.write_report(report, target)
         _render(report, json_path, csv_path)
-        if sheet is not None:
+        if sheet is not None and cache is not None:  # checked above: a sheet needs the cache
             typer.echo(f"sheet: {bm.write_sheet(sheet, data, report, cache, sheet_count)}")
 
     run_guarded(work)
@@ -208,7 +212,7 @@ def benchmark(
 def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
     """Progress over the whole run naming the method and image: one live bar when stderr is a terminal, plain
     lines with an ETA otherwise."""
-    state = {"base": 0, "last": ""}
+    state: dict[str, Any] = {"base": 0, "last": ""}
 
     def overall(ev: Any) -> int:  # events count images per method; methods run one after the other
         if ev.method != state["last"] and state["last"]:

@@ -35,18 +35,22 @@ Delattice = Annotated[
 Detail = Annotated[
     Optional[float],
     typer.Option("--detail", help="Strength of the model's detail above the wavelet guard's low band (0-2): below 1 "
-                 f"trades texture for fidelity (PSNR), above 1 the reverse. Default: {DEFAULT_DETAIL:g} with --color-fix wavelet."),
+                 f"trades texture for fidelity (PSNR), above 1 the reverse. Default: {DEFAULT_DETAIL:g} with "
+                 "--color-fix wavelet."),
 ]
 Samples = Annotated[int, typer.Option("--samples", "-n", help="Samples to draw per input image (1 to 1000).")]
 Tile = Annotated[
     Optional[int],
-    typer.Option("--tile", min=0, help="Tile size in input pixels (each tile's share; tiles reach half the overlap further "
+    typer.Option("--tile", min=0, help="Tile size in input pixels (each tile's share; tiles reach half the overlap "
+                                       "further "
                  "on each side); 0 turns tiling off. Default: automatic."),
 ]
 SkipExisting = Annotated[
-    bool, typer.Option("--skip-existing", hidden=True, help="Kept for old scripts: skipping existing outputs is the default.")
+    bool, typer.Option("--skip-existing", hidden=True, help="Kept for old scripts: skipping existing outputs is the "
+                                                            "default.")
 ]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (default: skip them, so a rerun resumes).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (default: skip them, "
+                                                             "so a rerun resumes).")]
 MaxPixels = Annotated[
     Optional[int],
     typer.Option("--max-pixels", min=1, help="Refuse inputs with more pixels (read from the header before decoding). "
@@ -111,5 +115,6 @@ def run_guarded(fn: Callable[[], T]) -> T:
 
 Component = Annotated[
     Optional[int],
-    typer.Option("--component", "-k", min=0, help="Mixture component of the degradation prior. Default: random per image."),
+    typer.Option("--component", "-k", min=0, help="Mixture component of the degradation prior. Default: random per "
+                                                  "image."),
 ]

@@ -11,8 +11,13 @@ from sdtool.cli.common import run_guarded
 
 
 def export_sr(
-    weights: Annotated[Path, typer.Argument(help="An SR network checkpoint (`sdtool train --model sr`, or weights/sr-compact.safetensors).", show_default=False)],
-    output: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write: .pth or .safetensors.", show_default=False)],
+    weights: Annotated[
+        Path, typer.Argument(help="An SR network checkpoint (`sdtool train --model sr`, or "
+                                  "weights/sr-compact.safetensors).", show_default=False)
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The file to write: .pth or .safetensors.", show_default=False)
+    ],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Write an SR network as a plain state dict (.pth or .safetensors) that spandrel, and so chaiNNer, ComfyUI and

@@ -1,6 +1,6 @@
 """`sdtool upscale` and `sdtool downscale`: x4 super-resolution / realistic /4 downscaling of files and folders.
 
-The work is `sdtool.pipeline.process_images`; this module parses options, shows progress (live bars when
+The work is `sdtool.infer.pipeline.process_images`; this module parses options, shows progress (live bars when
 stderr is a terminal, plain lines with an ETA otherwise), prints one line per failed file and a summary, and
 sets the exit code (0 all done or skipped, 1 some files failed, 2 bad usage or bad weights, 130 interrupted).
 """
@@ -8,11 +8,11 @@ sets the exit code (0 all done or skipped, 1 some files failed, 2 bad usage or b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
-from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_OVERLAP, DEFAULT_SR_TEMPERATURE, DEFAULT_TILE
 
 from sdtool.cli.common import (
     EXIT_OK,
@@ -38,24 +38,28 @@ from sdtool.cli.common import (
 from sdtool.cli.progress import BatchReporter
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdtool.infer.batch import ProcessResult
+    from sdtool.infer.batch import ProcessResult, ProgressCallback
 
 InputArg = Annotated[
-    Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).", show_default=False, metavar="IN")
+    Path, typer.Argument(help="An image file, or a folder (searched recursively; non-images are skipped).",
+                         show_default=False, metavar="IN")
 ]
 UpscaleWeights = Annotated[
     Optional[Path],
-    typer.Option("--weights", "-w", help="SDFlow checkpoint, an SR network from `sdtool train --model sr`, or any x4 model "
+    typer.Option("--weights", "-w", help="SDFlow checkpoint, an SR network from `sdtool train --model sr`, or any x4 "
+                                         "model "
                  "spandrel reads (.pth / .safetensors: ESRGAN, Real-ESRGAN, SwinIR, ...). Default: --model's weights."),
 ]
 ModelName = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="A shipped upscaler by name: sdflow (default; samples, temperature) or sr-compact "
+    typer.Option("--model", "-m", help="A shipped upscaler by name: sdflow (default; samples, temperature) or "
+                                       "sr-compact "
                  "(a fast deterministic network trained on SDFlow's degradations)."),
 ]
 UpscaleTemperature = Annotated[
     Optional[float],
-    typer.Option("--temperature", "-t", help=f"Sampling temperature (a finite number >= 0; default {DEFAULT_SR_TEMPERATURE:g}); "
+    typer.Option("--temperature", "-t", help="Sampling temperature (a finite number >= 0; default "
+                                             f"{DEFAULT_SR_TEMPERATURE:g}); "
                  "0 gives the mean sample. Refused for deterministic models."),
 ]
 Fp32 = Annotated[bool, typer.Option("--fp32", help="On CUDA, run the whole model in float32 (no bf16/fp16 autocast).")]
@@ -74,12 +78,12 @@ def _summary(task: str, result: "ProcessResult") -> str:
     )
 
 
-def _run(task: str, input_path: Path, output: Optional[str], **kwargs: Any) -> None:
-    from sdtool.pipeline import process_images
+def _run(task: str, run: Callable[["ProgressCallback"], "ProcessResult"]) -> None:
+    """Run `run(progress)` with live progress, print the summary and exit with the run's code."""
 
     def go() -> "ProcessResult":
         with BatchReporter(task) as reporter:
-            return process_images(input_path, output, task=task, progress=reporter, **kwargs)  # type: ignore[arg-type]
+            return run(reporter)
 
     result = run_guarded(go)
     typer.echo(_summary(task, result))
@@ -108,13 +112,17 @@ def upscale(
     weights: UpscaleWeights = None,
     device: Device = "auto",
     tile: Tile = None,
-    tile_overlap: Annotated[int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")] = 16,
+    tile_overlap: Annotated[
+        int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels.")
+    ] = DEFAULT_OVERLAP["upscale"],
     skip_existing: SkipExisting = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
     color_fix: Annotated[
-        Optional[str], typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), adain "
-                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow and SR networks "
+        Optional[str], typer.Option("--color-fix", help="Colour guard: wavelet (keep the input's low frequencies), "
+                                                        "adain "
+                          "(match channel mean/std) or none (the raw sample). Default: wavelet for SDFlow and SR "
+                          "networks "
                           "(--detail 1 for these), none for spandrel models.")
     ] = None,
     detail: Detail = None,
@@ -133,18 +141,20 @@ def upscale(
     """Super-resolve images x4 (PNG, JPEG, WebP, TIFF, BMP; gray, 16-bit and alpha are kept).
 
     Large inputs (over 512x512 px on CPU, 1024x1024 on CUDA) are processed in overlapping tiles
-    (default 192 px); --tile sets the tile size in input pixels, --tile 0 turns tiling off.
+    (default {tile} px); --tile sets the tile size in input pixels, --tile 0 turns tiling off.
     Existing outputs are skipped (a rerun resumes; --overwrite replaces them); several processes
     can share one output folder. --model sr-compact, an SR network or a spandrel model (--weights) gives one
     output per input: --samples > 1 and --temperature are refused.
     """
-    weights = run_guarded(lambda: _named_weights(model, weights))
-    _run(
-        "upscale", input_path, output, samples=samples, temperature=temperature, seed=seed, weights=weights,
+    from sdtool.infer.pipeline import process_images
+
+    path = run_guarded(lambda: _named_weights(model, weights))
+    _run("upscale", lambda progress: process_images(
+        input_path, output, task="upscale", samples=samples, temperature=temperature, seed=seed, weights=path,
         device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite, max_pixels=max_pixels,
         color_fix=color_fix, detail=detail, delattice=delattice, outscale=outscale, suffix=suffix, ext=ext,
-        quality=quality, mixed_precision=False if fp32 else None,
-    )
+        quality=quality, mixed_precision=False if fp32 else None, progress=progress,
+    ))
 
 
 def downscale(
@@ -159,7 +169,7 @@ def downscale(
     tile: Tile = None,
     tile_overlap: Annotated[
         int, typer.Option("--tile-overlap", min=0, help="Overlap between tiles, in input pixels (rounded up to 8).")
-    ] = 32,
+    ] = DEFAULT_OVERLAP["downscale"],
     skip_existing: SkipExisting = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
@@ -171,14 +181,17 @@ def downscale(
     """Downscale images /4 with realistic, sampled degradations (PNG, JPEG, WebP, TIFF, BMP).
 
     Large inputs (over 512x512 px on CPU, 1024x1024 on CUDA) are processed in overlapping tiles
-    (default 512 px, origins on an 8-pixel grid); --tile 0 turns tiling off.
+    (default {tile} px, origins on an 8-pixel grid); --tile 0 turns tiling off.
     """
-    _run(
-        "downscale", input_path, output, samples=samples, temperature=temperature, component=component, seed=seed,
-        weights=weights, device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite,
+    from sdtool.infer.pipeline import process_images
+
+    _run("downscale", lambda progress: process_images(
+        input_path, output, task="downscale", samples=samples, temperature=temperature, component=component,
+        seed=seed, weights=weights, device=device, tile=tile, tile_overlap=tile_overlap, overwrite=overwrite,
         max_pixels=max_pixels, suffix=suffix, ext=ext, quality=quality, mixed_precision=False if fp32 else None,
-    )
+        progress=progress,
+    ))
 
 
-upscale.__doc__ = f"{upscale.__doc__}\n    {_NAMING}\n"
-downscale.__doc__ = f"{downscale.__doc__}\n    {_NAMING}\n"
+upscale.__doc__ = f"{(upscale.__doc__ or '').format(tile=DEFAULT_TILE['upscale'])}\n    {_NAMING}\n"
+downscale.__doc__ = f"{(downscale.__doc__ or '').format(tile=DEFAULT_TILE['downscale'])}\n    {_NAMING}\n"

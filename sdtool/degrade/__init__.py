@@ -1,6 +1,6 @@
 """Degradations below the models: blur/downsample/noise/JPEG operators, the parametric (classic) sampler,
 degradation transfer and contact sheets. Nothing here imports `sdtool.model` (the models import this);
-`sdtool.sample_degradation` puts the three samplers behind `sdtool sample-degradation`. Submodules import torch
+`sdtool.infer.sample_degradation` puts the three samplers behind `sdtool sample-degradation`. Submodules import torch
 lazily."""
 
 from __future__ import annotations

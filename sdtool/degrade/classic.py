@@ -50,7 +50,8 @@ class ClassicConfig:
         }
         for name, ((lo, hi), low, high) in checks.items():
             if not (low <= lo <= hi <= high):
-                raise OptionError(name.replace("-", "_"), f"range {lo}..{hi} is invalid (need {low} <= min <= max <= {high})")
+                raise OptionError(name.replace("-", "_"), f"range {lo}..{hi} is invalid (need {low} <= min <= max <= "
+                                                          f"{high})")
         for name, p in (("aniso", self.aniso_prob), ("poisson", self.poisson_prob), ("jpeg", self.jpeg_prob)):
             if not 0.0 <= p <= 1.0:
                 raise OptionError(f"{name}_prob", f"must be in [0, 1], got {p}")

@@ -1,4 +1,4 @@
-"""Which files a run reads and which it writes: input discovery, output naming, per-file seeds, and the
+"""Which files a run reads and which it writes: input discovery, output naming and the
 checks on OUT that must pass before any work (library behind the naming rules of upscale, downscale and
 sample-degradation).
 
@@ -18,7 +18,6 @@ files, folders and names beside the input: a rerun resumes).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +72,8 @@ def _with_suffix_tag(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
-def default_tag(task: Task, temperature: Optional[float], component: Optional[int], scale: Optional[float] = None) -> str:
+def default_tag(task: Task, temperature: Optional[float], component: Optional[int],
+                scale: Optional[float] = None) -> str:
     """What was done, for names written beside the input: "_x4_t0.8" (scale: the output scale, default 4) /
     "_x0.25_t0.8[_cK]"; "_x4" for a deterministic model (temperature None)."""
     if temperature is None:
@@ -82,14 +82,6 @@ def default_tag(task: Task, temperature: Optional[float], component: Optional[in
     if component is not None:
         tag += f"_c{component}"
     return tag
-
-
-def file_seed(seed: int, rel: Path) -> int:
-    """Per-file seed from the base seed and the relative path (posix), so a file's samples do not
-    depend on which other files are in the run."""
-    # surrogateescape: a name that is not UTF-8 (bytes from another system) seeds by its bytes; UTF-8 names as before
-    digest = hashlib.sha256(f"{seed}\0{rel.as_posix()}".encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def _is_within(path: Path, root: Path) -> bool:
@@ -124,7 +116,7 @@ def plan_jobs(
         raise UsageError(f"{exc.filename or input_path}: {exc.strerror or exc}") from None
 
 
-def _plan(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: float,
+def _plan(input_path: Path, output: Optional[Path], suffixes: list[str], task: Task, temperature: Optional[float],
           component: Optional[int], out_is_dir: bool, naming: Naming,
           scale: Optional[float]) -> tuple[list[Job], list[str]]:
     if not input_path.exists():

@@ -23,12 +23,12 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from torch import Tensor
 
-from sdtool.infer.noise import NoiseField, draw_seed
-from sdtool.inputs import check_temperature
-from sdtool.tiling import (
-    AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE, pad_reflect,
-    padded_size, run_tiled,
+from sdtool.config import (
+    AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE,
 )
+from sdtool.infer.noise import NoiseField, draw_seed
+from sdtool.infer.tiling import pad_reflect, padded_size, run_tiled
+from sdtool.inputs import check_temperature
 
 Op = Literal["upscale", "downscale"]
 
@@ -89,12 +89,15 @@ def run(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, noise: Any, op: Op, t
     its rows went to `sink`, and the tile used). size: the unpadded input size that automatic tiling looks
     at (default: x's)."""
     device = torch.device(device)
-    tile, overlap = tiling.resolve(op, *(size or x.shape[2:]), device)
+    height, width = size or (x.shape[2], x.shape[3])
+    tile, overlap = tiling.resolve(op, height, width, device)
     shape_fn = getattr(fn, "noise_size", None) or (lambda th, tw: (th, tw))
     stride = 1 if op == "upscale" else DOWNSCALE_ALIGN
-    res = run_tiled(fn, x, noise, scale=4.0 if op == "upscale" else 0.25, noise_stride=stride, noise_size=shape_fn,
+    # fn gets a noise cut whenever there is noise (always here): its Optional in run_tiled's type does not apply
+    res = run_tiled(fn, x, noise, scale=4.0 if op == "upscale" else 0.25, noise_stride=stride,  # type: ignore[arg-type]
+                    noise_size=shape_fn,
                     tile=tile, overlap=overlap, align=stride, min_tile=MIN_TILE[op], device=device,
-                    autocast_dtype=None, on_oom=on_oom, on_tile=on_tile, sink=sink)
+                    on_oom=on_oom, on_tile=on_tile, sink=sink)
     return res.image, res.tile
 
 
@@ -141,18 +144,18 @@ def sample(model: Any, op: Op, x: Tensor, noise: Any, *, temperature: float, com
 
     noise: from `draw` (ignored when `latent`, a Gaussianised degradation latent z_d' of the noise's shape, is
     given for downscaling, e.g. a transferred one). color_fix, detail: the colour guard of SR outputs and its
-    detail gain (sdtool.colorfix). delattice: SR without the 4-px lattice of the decoder (sdtool.model.lattice).
+    detail gain (sdtool.infer.colorfix). delattice: SR without the 4-px lattice of the decoder (sdtool.model.lattice).
     depth: None returns a float32 1×3×4h×4w (or 1×3×ceil(h/4)×ceil(w/4)) CPU tensor in [0, 1]; 8, 16 or 32
     returns an H×W×3 numpy array in that bit depth (what the writer stores), with no float32 copy of the image.
     Returns (the image, the tile used)."""
-    from sdtool.colorfix import RowGuard
+    from sdtool.infer.colorfix import RowGuard
 
     check_temperature(temperature)
     h, w = x.shape[2:]
     xp = pad_input(x, op)
     if op == "upscale":
         def fn(xt: Tensor, nt: Tensor) -> Tensor:
-            return model.upscale(xt, temperature=temperature, noise=nt, color_fix="none", delattice=delattice)
+            return model.upscale(xt, temperature=temperature, noise=nt, delattice=delattice)
         fn.noise_size = lambda th, tw: tuple(model.upscale_noise_shape(1, th, tw)[2:])  # type: ignore[attr-defined]
     else:
         def fn(xt: Tensor, nt: Tensor) -> Tensor:

@@ -105,7 +105,8 @@ class LPIPS(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
-            raise ValueError(f"LPIPS expects two N×3×H×W tensors of the same shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+            raise ValueError(f"LPIPS expects two N×3×H×W tensors of the same shape, got {tuple(a.shape)}, "
+                             f"{tuple(b.shape)}")
         if min(a.shape[-2:]) < MIN_SIDE:
             # Two stride-2 poolings after the stride-4 conv leave no pixels below this size.
             raise ValueError(f"LPIPS needs images of at least {MIN_SIDE}×{MIN_SIDE}, got {a.shape[-1]}×{a.shape[-2]}")

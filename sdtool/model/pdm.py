@@ -13,16 +13,13 @@ Images are in [0,1]; the blur is applied at HR resolution exactly like sdtool.de
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor, nn
 
-from sdtool.checkpoint import PDM_FORMAT as FORMAT
 from sdtool.config import PDM_PRESETS, PDMConfig  # noqa: F401 - PDM_PRESETS: part of this module's API
 from sdtool.degrade import DegradationSample
-from sdtool.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Generator
@@ -200,41 +197,3 @@ class PDM(nn.Module):
         widths = kernel_sigma(kk)
         params = [{"kernel_sigma": float(widths[i]), "noise_std": float(noise[i].std())} for i in range(n)]
         return DegradationSample(lr=lr.clamp(0, 1), kernel=k, noise=noise, params=params)
-
-
-def save_pdm(model: PDM, path: "str | Path", extra: Optional[dict[str, str]] = None) -> None:
-    """Write the PDM's weights as safetensors with the config JSON in the metadata (the one atomic writer;
-    WriteError when the file system refuses)."""
-    from sdtool.checkpoint import atomic_save_tensors
-
-    meta = {"format": FORMAT, "kind": "pdm", "config": model.config.to_json()}
-    if extra:
-        meta.update({str(k): str(v) for k, v in extra.items()})
-    atomic_save_tensors(dict(model.state_dict()), path, meta)
-
-
-def load_pdm(path: "str | Path", device: str = "cpu") -> PDM:
-    """Rebuild a PDM from a checkpoint written by save_pdm (or an exported `sdtool train --model pdm` run).
-
-    The file is checked before the model is allocated (`sdtool.checkpoint.check_weights`). Raises
-    CheckpointError in one line when the file is missing, truncated, not a PDM or does not match its config.
-    """
-    from sdtool.checkpoint import check_finite, check_weights, load_state_strict, read_safetensors
-
-    config, _ = check_weights(path, "pdm")
-    state, _ = read_safetensors(path)
-    check_finite({k: v for k, v in state.items() if v.dtype not in (torch.float16, torch.float32, torch.float64)}, path)
-    model = PDM(config)
-    load_state_strict(model, state, path)
-    return model.to(_resolve_device(device)).eval()
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pdm_export_metadata(model: PDM) -> dict[str, Any]:
-    """Metadata for an exported PDM checkpoint (used by the training task)."""
-    return {"format": FORMAT, "kind": "pdm", "config": model.config.to_json()}

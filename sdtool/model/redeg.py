@@ -38,8 +38,9 @@ FORMAT = "sdtool-redeg"
 @dataclass(frozen=True)
 class ReDegConfig(JsonConfig):
     """Sizes of a ReDeg model. omega_dim D: length of Ω; spectrum_bins: radial frequency bands of DegNet's
-    spectral descriptor; deg_width / deg_down: DegNet width and number of stride-2 stages; style_dim: width of SynNet's mapping MLP; syn_width / syn_blocks: SynNet width and
-    residual blocks (two modulated 3×3 convolutions each); pool_size: Ω kept in the degradation pool."""
+    spectral descriptor; deg_width / deg_down: DegNet width and number of stride-2 stages; style_dim: width of
+    SynNet's mapping MLP; syn_width / syn_blocks: SynNet width and residual blocks (two modulated 3×3
+    convolutions each); pool_size: Ω kept in the degradation pool."""
 
     name: str = "default"
     scale: int = 4
@@ -133,7 +134,8 @@ class ModulatedConv(nn.Module):
         wt = self.weight[None] * self.affine(style)[:, None, :, None, None]
         if self.demodulate:
             wt = wt * torch.rsqrt(wt.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-        xp = F.pad(x.reshape(1, n * cin, h, w), [k // 2] * 4, mode="replicate") if k > 1 else x.reshape(1, n * cin, h, w)
+        xp = F.pad(x.reshape(1, n * cin, h, w), [k // 2] * 4, mode="replicate") if k > 1 else x.reshape(1, n * cin, h,
+                                                                                                        w)
         out = F.conv2d(xp, wt.reshape(n * cout, cin, k, k), groups=n)
         return out.reshape(n, cout, h, w) + self.bias.view(1, -1, 1, 1)
 
@@ -201,7 +203,8 @@ class ReDeg(nn.Module):
         """Ω N×D of real LR x N×3×h×w and its HR (or pseudo-HR) y N×3×sh×sw, both in [0,1]."""
         return self.deg(x.to(self.device), y.to(self.device))
 
-    def noises(self, n: int, h: int, w: int, scale: float = 1.0, generator: Optional[torch.Generator] = None) -> list[Tensor]:
+    def noises(self, n: int, h: int, w: int, scale: float = 1.0,
+               generator: Optional[torch.Generator] = None) -> list[Tensor]:
         """SynNet's noise maps for n LR images h×w: standard normal × scale, drawn on the CPU `generator`."""
         return [(torch.randn(n, 1, h, w, generator=generator) * scale).to(self.device)
                 for _ in range(self.syn.noise_count())]
@@ -215,7 +218,8 @@ class ReDeg(nn.Module):
         yp = F.pad(y.to(self.device), (0, (-w) % s, 0, (-h) % s), mode="replicate")
         lh, lw = yp.shape[-2] // s, yp.shape[-1] // s
         omega = omega.to(self.device).expand(n, -1)
-        return self.syn(yp, omega, self.noises(n, lh, lw, noise_scale, generator))[..., : math.ceil(h / s), : math.ceil(w / s)]
+        return self.syn(yp, omega, self.noises(n, lh, lw, noise_scale, generator))[..., : math.ceil(h / s),
+                                                                                   : math.ceil(w / s)]
 
     @torch.no_grad()
     def remember(self, omega: Tensor) -> None:
@@ -229,7 +233,8 @@ class ReDeg(nn.Module):
         """The Ω held in the pool, P×D (P = 0 for an untrained model)."""
         return self.pool[: int(min(int(self.pool_count), self.pool.shape[0]))]
 
-    def sample_omega(self, n: int, generator: Optional[torch.Generator] = None, pool: Optional[Tensor] = None) -> Tensor:
+    def sample_omega(self, n: int, generator: Optional[torch.Generator] = None,
+                     pool: Optional[Tensor] = None) -> Tensor:
         """n rows drawn uniformly from `pool` (default: the model's own) → n×D."""
         pool = self.pool_omegas() if pool is None else pool
         if pool.shape[0] == 0:

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, check_color_fix, resolve_detail
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE, SDFlowConfig
 from sdtool.errors import NonFiniteOutputError
 from sdtool.flows import (
@@ -114,7 +113,8 @@ class SDFlow(nn.Module):
 
     @staticmethod
     def downscale_noise_shape(n: int, h: int, w: int) -> tuple[int, int, int, int]:
-        """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8, at least 16)."""
+        """Shape of the standard-normal noise for downscaling an N×3×H×W HR image (padded to multiples of 8, at
+        least 16)."""
         return (n, DEG_CHANNELS, max(2, math.ceil(h / 8)), max(2, math.ceil(w / 8)))
 
     def set_compute_dtype(self, dtype: Optional[torch.dtype]) -> int:
@@ -178,21 +178,19 @@ class SDFlow(nn.Module):
     @torch.no_grad()
     def upscale(
         self, x: Tensor, temperature: float = DEFAULT_SR_TEMPERATURE, generator: Optional[torch.Generator] = None,
-        noise: Optional[Tensor] = None, color_fix: str = DEFAULT_COLOR_FIX, detail: Optional[float] = None,
-        delattice: bool = True,
+        noise: Optional[Tensor] = None, delattice: bool = True,
     ) -> Tensor:
         """x4 super-resolution. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1], on x's device.
 
         noise: standard normal of shape `upscale_noise_shape(N, h, w)`; drawn from `generator` if None.
-        The HF latent is temperature·noise (τ = 0 gives the mean sample). color_fix: "wavelet" (default),
-        "adain" or "none" (the raw sample), see `sdtool.colorfix`; tiled callers pass "none" per tile and
-        apply the guard once to the whole image. detail: the wavelet guard's detail gain (None: its default).
-        delattice: take out the 4-px lattice the HR flow's squeezes leave (`sdtool.model.lattice`); False
-        returns the flow's own sample.
+        The HF latent is temperature·noise (τ = 0 gives the mean sample). The sample comes back as the model
+        makes it: the colour guard is post-processing, applied once by `sdtool.infer` (`sdtool.api.upscale` is
+        the one call that gives what `sdtool upscale` writes). delattice: take out the 4-px lattice the HR
+        flow's squeezes leave (`sdtool.model.lattice`, a property of this decoder, local enough to run per
+        tile); False returns the flow's own sample.
         Raises InputError for any other x (`sdtool.inputs.check_image`), OptionError for a bad temperature."""
         check_image(x)
         check_temperature(temperature)
-        gain = resolve_detail(detail, check_color_fix(color_fix))
         out_device = x.device
         n, _, h, w = x.shape
         xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 1, 2)
@@ -204,7 +202,7 @@ class SDFlow(nn.Module):
         y = ((_finite(y[:, :, : 4 * h, : 4 * w]) + 1) / 2).clamp(0, 1)
         if delattice:
             y = remove_lattice(y).clamp(0, 1)
-        return apply_color_fix(y, x.to(y.device, torch.float32), color_fix, gain).to(out_device)
+        return y.to(out_device)
 
     @torch.no_grad()
     def downscale(

@@ -18,7 +18,6 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from sdtool.colorfix import apply_color_fix, check_color_fix, resolve_detail
 from sdtool.config import JsonConfig
 from sdtool.errors import CheckpointError, NonFiniteOutputError, OptionError
 from sdtool.nets.rrdbnet import RRDBNet
@@ -81,14 +80,12 @@ class DeterministicUpscaler:
 
     @torch.no_grad()
     def upscale(self, x: Tensor, temperature: float = 0.0, generator: Optional[torch.Generator] = None,
-                noise: Optional[Tensor] = None, color_fix: str = "none", detail: Optional[float] = None,
-                delattice: bool = True) -> Tensor:
-        """x4 SR. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1] on x's device. temperature, generator, noise
-        and delattice (SDFlow's decoder lattice; these networks have none) are accepted for the common interface
-        and ignored; color_fix / detail as `sdtool.colorfix`."""
-        gain = resolve_detail(detail, check_color_fix(color_fix))
+                noise: Optional[Tensor] = None, delattice: bool = True) -> Tensor:
+        """x4 SR. x: float N×3×h×w in [0, 1] → N×3×4h×4w in [0, 1] on x's device, without colour guard (that is
+        `sdtool.infer`'s). temperature, generator, noise and delattice (SDFlow's decoder lattice; these networks
+        have none) are accepted for the common interface and ignored."""
         y = _finite(self._forward(x.to(self.device, torch.float32)).float()).clamp(0, 1)
-        return apply_color_fix(y, x.to(y.device, torch.float32), color_fix, gain).to(x.device)
+        return y.to(x.device)
 
 
 class SRNetMixin(DeterministicUpscaler):
@@ -97,10 +94,10 @@ class SRNetMixin(DeterministicUpscaler):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device  # type: ignore[attr-defined]
+        return next(self.parameters()).device
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self(x)  # type: ignore[operator]
+        return self(x)
 
 
 class CompactSR(SRNetMixin, CompactSRNet):
@@ -123,7 +120,7 @@ def build_sr(config: SRConfig) -> nn.Module:
 
 
 def sr_metadata(model: nn.Module) -> dict[str, str]:
-    return {"format": SR_FORMAT, "format_version": "1", "config": model.config.to_json()}  # type: ignore[attr-defined]
+    return {"format": SR_FORMAT, "format_version": "1", "config": model.config.to_json()}
 
 
 def save_sr(model: nn.Module, path: PathLike, provenance: Optional[dict[str, Any]] = None) -> None:
@@ -149,9 +146,9 @@ def load_sr(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.Modu
     model = build_sr(config)
     load_state_strict(model, tensors, path)
     try:
-        model.provenance = json.loads(meta.get("provenance", "{}"))  # type: ignore[assignment]
+        model.provenance = json.loads(meta.get("provenance", "{}"))
     except json.JSONDecodeError:
-        model.provenance = {}  # type: ignore[assignment]
+        model.provenance = {}
     return model.to(device).eval()
 
 
@@ -165,12 +162,9 @@ def export_state_dict(model: nn.Module, path: PathLike) -> Path:
     if path.suffix == ".safetensors":
         atomic_save_tensors(tensors, path, {})
     elif path.suffix in (".pth", ".pt"):
-        import os
+        from sdtool.files import write_bytes_atomic
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, lambda fh: torch.save(tensors, fh))
     else:
         raise OptionError("output", f"{path}: give a .pth or .safetensors file name")
     return path
@@ -187,7 +181,7 @@ def export_sr(weights: PathLike, out: PathLike, overwrite: bool = False) -> str:
         raise OptionError("overwrite", f"{out}: exists; give another OUT or {{overwrite}}", ("overwrite",))
     model = load_sr(weights)
     export_state_dict(model, out)
-    return SPANDREL_NAMES[model.config.arch]  # type: ignore[attr-defined]
+    return SPANDREL_NAMES[model.config.arch]
 
 
 class SpandrelUpscaler(DeterministicUpscaler):
@@ -232,12 +226,3 @@ def load_spandrel(path: PathLike, device: torch.device, option: str = "weights")
         raise OptionError(option, f"{path}: a x{getattr(desc, 'scale', '?')} model; x4 is needed")
     desc.eval()
     return desc
-
-
-def default_guard(default_color_fix: str, color_fix: Optional[str], detail: Optional[float]) -> tuple[str, Optional[float]]:
-    """The colour guard and detail gain a command runs on a deterministic model: the model's default guard unless
-    one is given, and the wavelet guard at SR_NET_DETAIL unless a gain is given."""
-    from sdtool.config import SR_NET_DETAIL
-
-    fix = default_color_fix if color_fix is None else color_fix
-    return fix, (SR_NET_DETAIL if detail is None and fix == "wavelet" else detail)

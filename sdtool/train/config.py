@@ -6,7 +6,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,8 @@ class LossWeights:
     # Colour anchors [ours] (issue: SR samples drifted in colour, green most): the colour of whole regions has
     # to live in the content latent z_c, not in the sampled HF / degradation latents.
     sr_color: float = 2.0  # SR samples of real LR, downscaled, keep the LR input's low frequencies (σ 2 LR px)
-    hr_color: float = 2.0  # SR sample from an HR image's own z_c with fresh HF noise keeps its low frequencies (σ 8 HR px)
+    # SR sample from an HR image's own z_c with fresh HF noise keeps its low frequencies (σ 8 HR px)
+    hr_color: float = 2.0
     ds_color: float = 2.0  # generated LR images keep the HR image's low frequencies (σ 2 LR px)
     image_sr: float = 1.0  # scale of all SR-direction image terms; 0 skips them (e.g. a downscaling-only phase)
     image_loss_start: int = 50_000  # iterations of losses 1-3 before the image-space losses [reading]
@@ -55,6 +55,9 @@ class LossWeights:
     cycle_fraction: float = 1.0  # the cycle terms on this fraction of the batch (at least one image)
 
 
+DEFAULT_LR = 1e-4  # Adam learning rate of every trainer: `sdtool train --lr` [reading]
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How a run goes: sizes, optimiser, schedule, bookkeeping."""
@@ -63,7 +66,7 @@ class RunSettings:
     iters: int = 1000
     batch: int = 8
     patch: int = 96  # HR crop size; LR crops are patch // 4 [paper: 192, batch 32]
-    lr: float = 1e-4  # Adam learning rate [reading]
+    lr: float = DEFAULT_LR
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: int = 100  # linear learning-rate warm-up iterations
     lr_min_ratio: float = 0.1  # cosine decay to this fraction of lr at the last iteration
@@ -92,7 +95,3 @@ def lr_at(it: int, s: RunSettings) -> float:
     t = (it - s.warmup) / max(1, s.iters - s.warmup)
     t = min(1.0, t)
     return s.lr * (s.lr_min_ratio + (1 - s.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def weights_from_overrides(base: LossWeights, overrides: Optional[dict] = None) -> LossWeights:
-    return dataclasses.replace(base, **(overrides or {}))

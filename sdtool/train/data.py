@@ -22,7 +22,8 @@ def list_images(folder: Path, name_filter: Optional[str] = None) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
     rx = re.compile(name_filter) if name_filter else None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p) and (rx is None or rx.search(p.name)))
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and is_image_path(p) and (rx is None or rx.search(p.name)))
     if not files:
         raise DatasetError(f"{folder}: no image files" + (f" matching /{name_filter}/" if name_filter else ""))
     return files

@@ -115,13 +115,12 @@ def _build_task(o: TrainOptions, device: torch.device, settings: RunSettings, we
             torch.manual_seed(settings.seed)
             model = SDFlow(cfg).to(device)
         freeze_parts(model, o.freeze)
-        return SDFlowTask(model, weights, lr=settings.lr, betas=settings.betas, grad_clip=settings.grad_clip, seed=settings.seed,
+        return SDFlowTask(model, weights, lr=settings.lr, betas=settings.betas, grad_clip=settings.grad_clip,
+                          seed=settings.seed,
                           paired=o.paired, amp=settings.amp, perceptual=load_perceptual(device))
     if o.model == "pdm":
-        try:
-            from sdtool.train.pdm_task import make_pdm_task
-        except ImportError:
-            raise OptionError("model", "pdm is not available in this version") from None
+        from sdtool.train.pdm_task import make_pdm_task
+
         return make_pdm_task(o.config, device, settings)
     if o.model == "redeg":
         from sdtool.train.redeg_task import ReDegLossWeights, make_redeg_task
@@ -206,7 +205,8 @@ def _check_options(o: TrainOptions) -> None:
 def _check_model_options(o: TrainOptions) -> None:
     """Options that the chosen model does not use are refused, and the folders it needs are asked for."""
     sr_only = {"arch": o.arch != "compact", "degradation": o.degradation != "sdflow", "mix": o.mix,
-               "degradation_weights": o.degradation_weights, "degradation_temperature": o.degradation_temperature is not None,
+               "degradation_weights": o.degradation_weights,
+                   "degradation_temperature": o.degradation_temperature is not None,
                "pairs": o.pairs}
     ignored = {"pdm": {"loss": o.loss, "freeze": o.freeze, "init": o.init, "paired": o.paired, "val_lr": o.val_lr,
                        "val_hr": o.val_hr, "ds_target_blur": o.ds_target_blur, "ds_chroma_blur": o.ds_chroma_blur,

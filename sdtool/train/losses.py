@@ -72,9 +72,9 @@ def lattice_power(x: Tensor) -> Tensor:
     """Per-image power (B,) of the part of x's high frequencies that repeats every 4 pixels (PERIOD).
 
     The high-pass (x minus a Gaussian σ 2) is split into its 16 pixel phases (`sdtool.model.lattice.phases`);
-    each phase's mean over the image, less the mean over phases, is the periodic pattern: what puts power at the multiples of N/4
-    in the spectrum (`sdtool.metrics.lattice`). A photo's phases average out (its value is ~1/(H·W/16) of
-    its high-pass power); x: B×C×H×W, H and W multiples of 4."""
+    each phase's mean over the image, less the mean over phases, is the periodic pattern: what puts power at the
+    multiples of N/4 in the spectrum (`sdtool.metrics.lattice`). A photo's phases average out (its value is
+    ~1/(H·W/16) of its high-pass power); x: B×C×H×W, H and W multiples of 4."""
     from sdtool.model.lattice import HIGH_PASS_SIGMA, PERIOD, phases
 
     b, c = x.shape[:2]

@@ -250,7 +250,8 @@ def omega_distances(model: ReDeg, contents: list[Tensor], degradations: int = 6,
     return float(off(same_deg)), float(off(same_content))
 
 
-def make_redeg_validator(pairs: list[tuple[str, np.ndarray, np.ndarray]], seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
+def make_redeg_validator(pairs: list[tuple[str, np.ndarray, np.ndarray]], seed: int = 0) -> Callable[[nn.Module],
+                                                                                                     dict[str, float]]:
     """Validator for the runner on paired images (name, LR h×w×3, HR 4h×4w×3 in [0,1]): mean LPIPS-alex of
     SynNet(HR, Ω) against the real LR with Ω from the pair itself (real HR: no SR in the loop) and from the
     next pair of the list (another image), beside the bicubic /4 image's."""
@@ -293,7 +294,7 @@ def make_redeg_task(config: str, device: torch.device, settings: Any, overrides:
     if name not in REDEG_PRESETS:
         raise UsageError(f"unknown ReDeg size {name!r}; choose one of {sorted(REDEG_PRESETS)}")
     weights = dataclasses.replace(ReDegLossWeights(), **(overrides or {}))
-    return ReDegTask(REDEG_PRESETS[name], weights, lr=float(settings.lr), betas=tuple(settings.betas),  # type: ignore[arg-type]
+    return ReDegTask(REDEG_PRESETS[name], weights, lr=float(settings.lr), betas=tuple(settings.betas),
                      grad_clip=float(settings.grad_clip), device=device, seed=int(settings.seed))
 
 

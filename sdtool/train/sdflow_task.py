@@ -14,7 +14,7 @@ from sdtool.model.sdflow import SDFlow
 from sdtool.nets.discriminator import PatchDiscriminator
 from sdtool.resize import imresize
 from sdtool.train import losses as L
-from sdtool.train.config import LossWeights
+from sdtool.train.config import DEFAULT_LR, LossWeights
 from sdtool.train.domain_blur import domain_target
 from sdtool.train.dist import average_gradients
 from sdtool.train.task import NonFiniteLoss, stable_seed
@@ -52,7 +52,7 @@ class SDFlowTask:
     kind = "sdflow"
 
     def __init__(
-        self, model: SDFlow, weights: LossWeights = LossWeights(), lr: float = 1e-4,
+        self, model: SDFlow, weights: LossWeights = LossWeights(), lr: float = DEFAULT_LR,
         betas: tuple[float, float] = (0.9, 0.999), grad_clip: float = 10.0, seed: int = 0,
         paired: bool = False, amp: bool = True, perceptual: Optional[nn.Module] = None, channels_last: bool = True,
     ):
@@ -144,7 +144,8 @@ class SDFlowTask:
                     latent_adv=float(adv.detach()), zc_l2=float(zc_l2.detach()), deg_l2=float(deg_l2.detach()),
                     total=float(total.detach()))
         if not torch.isfinite(total):
-            raise NonFiniteLoss(f"non-finite loss at iteration {it}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+            raise NonFiniteLoss(f"non-finite loss at iteration {it}: " + ", ".join(f"{k}={v:.4g}" for k,
+                                                                                   v in logs.items()))
         self._step(self.opt_g, total, list(m.parameters()))
         logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
         return logs

@@ -71,9 +71,9 @@ def load_degraders(mix: Mix, weights: Optional[Path], device: torch.device) -> d
     """The learned degraders a mix needs, frozen, in eval mode: the shipped SDFlow / PDM / ReDeg weights, or
     `weights` for the kind that file holds."""
     from sdtool.api import checkpoint_kind, load_model
-    from sdtool.model.pdm import load_pdm
+    from sdtool.checkpoint import load_pdm
     from sdtool.model.redeg import load_redeg
-    from sdtool.sample_degradation import sampler_weights
+    from sdtool.infer.sample_degradation import sampler_weights
 
     learned = [k for k in mix.kinds if k in LEARNED_KINDS]
     target = checkpoint_kind(weights) if weights is not None else None

@@ -24,7 +24,8 @@ def _mix(o: "TrainOptions") -> "Mix":
 
     if o.degradation == "mix":
         if not o.mix:
-            raise OptionError("mix", "is needed with {degradation} mix, e.g. sdflow=0.7,sdflow+jpeg=0.3", ("degradation",))
+            raise OptionError("mix", "is needed with {degradation} mix, e.g. sdflow=0.7,sdflow+jpeg=0.3",
+                              ("degradation",))
         return parse_mix(o.mix)
     if o.mix:
         raise OptionError("mix", "applies to {degradation} mix", ("degradation",))
@@ -54,7 +55,8 @@ def _sampler(o: "TrainOptions", s: "RunSettings", device: torch.device, rank: in
             raise OptionError("pairs", "are made already: leave out {degradation}, {mix}, {degradation_weights}",
                               ("degradation", "mix", "degradation_weights"))
         bank = PairBank(o.pairs, lr_patch)
-        return PairCropSampler(bank, s.batch, lr_patch, seed=s.seed, rank=rank), {"pairs": str(o.pairs), "pair_count": len(bank)}
+        return PairCropSampler(bank, s.batch, lr_patch, seed=s.seed, rank=rank), {"pairs": str(o.pairs),
+                                                                                  "pair_count": len(bank)}
     from sdtool.config import DEFAULT_DOWN_TEMPERATURE
     from sdtool.train.data import ImageBank, list_images
     from sdtool.train.sr_data import BatchDegrader, DegradedCropSampler, load_degraders

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from sdtool.errors import SdtoolError
+from sdtool.seeds import stable_seed as stable_seed  # the trainers' seed rule, `sdtool.seeds`
 
 
 class NonFiniteLoss(SdtoolError):
@@ -16,15 +17,6 @@ class NonFiniteLoss(SdtoolError):
 
 class TrainingDiverged(SdtoolError):
     """Too many steps in a row were non-finite: the run stops, its last checkpoint is left as it was."""
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from `parts` that is the same in every process (Python's hash() of a string is not),
-    so a resumed run in a new process draws what an uninterrupted one would."""
-    import hashlib
-
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class TrainTask(Protocol):

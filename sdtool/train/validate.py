@@ -12,7 +12,8 @@ from torch import nn
 from sdtool.errors import DatasetError
 
 
-def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optional[str] = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20,
+               name_filter: Optional[str] = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Pairs by identical file name (never by position): (name, lr H×W×3 float, hr 4H×4W×3 float)."""
     from sdtool.imageio import read_image
     from sdtool.train.data import list_images
@@ -34,18 +35,17 @@ def load_pairs(lr_dir: Path, hr_dir: Path, limit: int = 20, name_filter: Optiona
     return pairs
 
 
-def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str, float]]:
+def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) -> Callable[[nn.Module], dict[str,
+                                                                                                            float]]:
     """Validator for the runner: mean PSNR-RGB (border 4), LPIPS of SR images, and LPIPS of downscaled HR
     images against the real LR images (with the bicubic LR for comparison)."""
-    from sdtool.colorfix import DEFAULT_COLOR_FIX, apply_color_fix, resolve_detail
+    from sdtool.imageio import image_tensor as to_t
+    from sdtool.infer.colorfix import guard
     from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lattice import lattice_score
-    from sdtool.model.lattice import remove_lattice
     from sdtool.metrics.lpips import lpips_distance
+    from sdtool.model.lattice import remove_lattice
     from sdtool.resize import imresize
-
-    def to_t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
 
     def to_u8(t: torch.Tensor) -> np.ndarray:
         return (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round()
@@ -65,13 +65,13 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
         psnrs, lp_sr, lp_ds, colour, psnr_fix, lp_fix, lattice, lattice_raw = [], [], [], [], [], [], [], []
         for i, (_, lr, hr) in enumerate(pairs):
             g = torch.Generator().manual_seed(seed + i)
-            sr = model.upscale(to_t(lr), temperature=t_sr, generator=g, color_fix="none", delattice=False).cpu()
+            sr = model.upscale(to_t(lr), temperature=t_sr, generator=g, delattice=False).cpu()
             lattice_raw.append(lattice_score(to_u8(sr)) if min(sr.shape[-2:]) >= 16 else float("nan"))
             psnrs.append(psnr(to_u8(sr), hr * 255, crop_border=4))
             colour.append(color_error(to_u8(sr), hr * 255, crop_border=4))
-            # what upscale writes by default
-            fixed = remove_lattice(sr).clamp(0, 1)
-            fixed = apply_color_fix(fixed, to_t(lr), DEFAULT_COLOR_FIX, resolve_detail(None, DEFAULT_COLOR_FIX))
+            # what upscale writes by default: the lattice out (the model's, run here on the raw sample drawn
+            # above), then the default colour guard of `sdtool.infer`
+            fixed = guard(remove_lattice(sr).clamp(0, 1), to_t(lr))
             psnr_fix.append(psnr(to_u8(fixed), hr * 255, crop_border=4))
             lp_fix.append(lpips_distance(fixed, to_t(hr)).item())
             if min(fixed.shape[-2:]) >= 16:
@@ -92,14 +92,14 @@ def make_validator(pairs, temperature: Optional[float] = None, seed: int = 0) ->
 def make_sr_validator(pairs) -> Callable[[nn.Module], dict[str, float]]:
     """Validator for a deterministic x4 SR network: mean PSNR-RGB (border 4), LPIPS and colour error of its
     outputs on the validation pairs (the network as `upscale` runs it, no colour guard)."""
+    from sdtool.imageio import image_tensor
     from sdtool.metrics import color_error, psnr
     from sdtool.metrics.lpips import lpips_distance
 
     def validate(model: nn.Module) -> dict[str, float]:
         psnrs, lp, colour = [], [], []
         for _, lr, hr in pairs:
-            x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
-            y = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None].float()
+            x, y = image_tensor(lr), image_tensor(hr)
             sr = model.upscale(x).cpu()
             sr8 = (sr[0].permute(1, 2, 0).numpy() * 255).round()
             psnrs.append(psnr(sr8, hr * 255, crop_border=4))

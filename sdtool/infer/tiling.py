@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sdtool.config import DEFAULT_OVERLAP
 from sdtool.errors import SdtoolError
 
 TileFn = Callable[[Tensor, Optional[Tensor]], Tensor]
@@ -110,11 +111,10 @@ def run_tiled(
     noise_stride: int = 1,
     noise_size: Optional[Callable[[int, int], tuple[int, int]]] = None,
     tile: int = 0,
-    overlap: int = 16,
+    overlap: int = DEFAULT_OVERLAP["upscale"],
     align: int = 1,
     min_tile: int = 16,
     device: torch.device | str = "cpu",
-    autocast_dtype: Optional[torch.dtype] = None,
     on_tile: Optional[Callable[[int, int], None]] = None,
     on_oom: Optional[Callable[[int], None]] = None,
     sink: Optional[RowSink] = None,
@@ -145,7 +145,7 @@ def run_tiled(
         gather = _Gather() if sink is None else None
         try:
             n_tiles = _run_once(fn, x, noise, scale, noise_stride, noise_size, tile, overlap, align, device,
-                                autocast_dtype, on_tile, sink or gather)
+                                on_tile, sink or gather)  # type: ignore[arg-type]  # one of the two is set
             return TiledOutput(image=gather.image if gather else None, tile=tile, oom_retries=retries, tiles=n_tiles)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not is_oom(exc):
@@ -174,7 +174,6 @@ def _run_once(
     overlap: int,
     align: int,
     device: torch.device,
-    autocast_dtype: Optional[torch.dtype],
     on_tile: Optional[Callable[[int, int], None]],
     sink: RowSink,
 ) -> int:
@@ -184,11 +183,7 @@ def _run_once(
         xt = xt.to(device)
         nt = nt.to(device) if nt is not None else None
         with torch.no_grad():
-            if autocast_dtype is not None and device.type == "cuda":
-                with torch.autocast(device_type="cuda", dtype=autocast_dtype):
-                    y = fn(xt, nt)
-            else:
-                y = fn(xt, nt)
+            y = fn(xt, nt)
         return y.float().cpu()
 
     def cut_noise(y0: int, x0: int, th: int, tw: int) -> Optional[Tensor]:
@@ -279,17 +274,6 @@ def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, y
         band_r0 += final
     return total
 
-
-# Tiling defaults, in input pixels. Tiling is on by default when the input has more pixels than
-# AUTO_TILE_PIXELS (CPU) or AUTO_TILE_PIXELS_CUDA (GPU); the tile side is DEFAULT_TILE[task].
-AUTO_TILE_PIXELS = 512 * 512
-AUTO_TILE_PIXELS_CUDA = 1024 * 1024
-DEFAULT_TILE: dict[str, int] = {"upscale": 192, "downscale": 512}
-DEFAULT_OVERLAP: dict[str, int] = {"upscale": 16, "downscale": 32}
-DOWNSCALE_ALIGN = 8  # HR pixels per downscale-noise pixel: tile origins must sit on this grid
-MIN_TILE: dict[str, int] = {"upscale": 16, "downscale": 64}
-
-
 def padded_size(n: int, mult: int, minimum: int) -> int:
     """A side of n pixels padded to a multiple of `mult` and at least `minimum` (what pad_reflect gives)."""
     return max(minimum, math.ceil(n / mult) * mult)
@@ -304,5 +288,6 @@ def pad_reflect(x: Any, mult: int, minimum: int) -> Any:
     th, tw = padded_size(h, mult, minimum), padded_size(w, mult, minimum)
     if (th, tw) == (h, w):
         return x
-    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h, w) == 1 else "reflect")
+    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h,
+                                                                                                w) == 1 else "reflect")
     return torch.from_numpy(np.ascontiguousarray(arr))

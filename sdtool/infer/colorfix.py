@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sdtool.config import DEFAULT_DETAIL
+from sdtool.config import DEFAULT_DETAIL, SR_NET_DETAIL
 
 ColorFix = Literal["none", "wavelet", "adain"]
 COLOR_FIXES: tuple[str, ...] = ("none", "wavelet", "adain")
@@ -54,6 +54,26 @@ def resolve_detail(detail: Optional[float], color_fix: str) -> float:
     if color_fix != "wavelet" and detail != 1.0:
         raise OptionError("detail", "applies only with {color_fix} wavelet", ("color_fix",))
     return float(detail)
+
+
+def guard_settings(color_fix: Optional[str], detail: Optional[float],
+                   model_default: Optional[str] = None) -> tuple[ColorFix, float]:
+    """The colour guard and detail gain a command runs, checked (OptionError): the ones given, else the model's
+    defaults. model_default None: a sampling model (SDFlow), wavelet at DEFAULT_DETAIL; otherwise a deterministic
+    network's own default guard (`default_color_fix`: wavelet, at SR_NET_DETAIL, for sdtool's SR networks; none
+    for other tools' models)."""
+    fix = resolve_color_fix(color_fix if color_fix is not None or model_default is None else model_default)
+    if detail is None and model_default is not None and fix == "wavelet":
+        detail = SR_NET_DETAIL
+    return fix, resolve_detail(detail, fix)
+
+
+def guard(sr: Tensor, lr: Tensor, color_fix: Optional[str] = None, detail: Optional[float] = None,
+          model_default: Optional[str] = None) -> Tensor:
+    """The colour guard of whole SR images sr (N×3×H×W) against their LR inputs lr, with the defaults of
+    `guard_settings`: what `upscale` applies (band by band, `RowGuard`, to the same result) after the model."""
+    fix, gain = guard_settings(color_fix, detail, model_default)
+    return apply_color_fix(sr, lr.to(sr.device, torch.float32), fix, gain)
 
 
 def check_color_fix(name: str) -> ColorFix:

@@ -1,42 +1,40 @@
 """Batch x4 upscaling / realistic /4 downscaling of image files and folders (library behind
 `sdtool upscale` and `sdtool downscale`).
 
-`process_images` plans the jobs (`sdtool.infer.jobs`: discovery, naming, checks on OUT), hands them to the batch
-engine (`sdtool.infer.batch`: skip existing outputs, claims, outcomes, events), and for each file reads it, runs
-the model (tiled when the image is large), applies the colour guard and writes the results atomically. It
-never prints: progress goes through a callback and the outcome comes back as a `ProcessResult`.
-
-Reproducibility: sample k of a file depends only on (seed, the file's path relative to IN, k, the
-image), not on the other files of the run nor on tiling: one CPU `torch.Generator` per file is seeded
-from sha256(seed, relative path); it draws, per sample, the mixture component (downscaling, unless
-given) then the whole-image latent noise, which the tiled runner cuts per tile.
-
-Multi-GPU: under `torchrun` (env RANK / WORLD_SIZE) file i of the sorted list goes to rank
-i % WORLD_SIZE, and device "auto" means cuda:LOCAL_RANK.
+`process_images` checks the options, plans this process's files and runs them through the run loop
+(`sdtool.infer.run`) with the sampler of its model: `SDFlowUpscale`, `SDFlowDownscale` or, for a deterministic
+x4 network, `NetUpscale`. Each reads nothing but the image tensor and the file's generator, draws its sample
+(`sdtool.infer.sampling`: tiled, colour guard once on the whole image), and the writer here resizes to
+--outscale and writes atomically. It never prints: progress goes through a callback and the outcome comes
+back as a `ProcessResult`. Seeds: `sdtool.seeds`; multi-GPU: `sdtool.infer.run`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-
-from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, pending, run_jobs
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE
 from sdtool.errors import OptionError, UsageError
-from sdtool.infer.jobs import Naming, Task, file_seed, plan_jobs
-from sdtool.resize import resize_alpha, resize_image
+from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, ProgressEvent, pending, run_jobs
+from sdtool.infer.jobs import Naming, Task, default_tag, sample_suffixes
+from sdtool.infer.run import LazyModel, Request, plan_run, sample_file
 from sdtool.inputs import check_samples, check_temperature
-from sdtool.infer.batch import ProgressEvent  # noqa: F401 - part of this module's public API
-from sdtool.infer.jobs import default_tag, sample_suffixes  # noqa: F401 - part of this module's public API
+from sdtool.resize import resize_alpha, resize_image
+from sdtool.seeds import resolve_seed
 
 if TYPE_CHECKING:  # pragma: no cover - torch loads only once the weights are known to be good (process_images)
+    import torch
+
+    from sdtool.infer.colorfix import ColorFix
     from sdtool.infer.sampling import Tiling
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ProcessResult", "ProgressEvent", "default_tag", "output_size", "process_images",
+           "sample_suffixes"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,19 +42,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 # bomb limit). Upscaling writes 16× the pixels: 16 MP in is a 256 MP, 768 MB output.
 DEFAULT_MAX_PIXELS: dict[str, int] = {"upscale": 16_000_000, "downscale": 100_000_000}
 MAX_OUTSCALE = 16.0  # --outscale: beyond this an output is mostly resampling, and 256× the input's pixels
-
-
-# ---------------------------------------------------------------------------------------- runtime
-def distributed_rank() -> tuple[int, int]:
-    """(RANK, WORLD_SIZE) from the environment torchrun sets; (0, 1) otherwise."""
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise UsageError("RANK / WORLD_SIZE must be integers") from None
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"invalid RANK={rank} / WORLD_SIZE={world}")
-    return rank, world
 
 
 @dataclass
@@ -67,7 +52,7 @@ class _Settings:
     seed: int
     component: Optional[int]
     tiling: Tiling
-    color_fix: str = "none"
+    color_fix: ColorFix = "none"
     detail: float = 1.0
     max_pixels: Optional[int] = None
     delattice: bool = True
@@ -94,44 +79,91 @@ def output_size(task: str, height: int, width: int, outscale: float = 4.0) -> tu
     return math.ceil(height / 4), math.ceil(width / 4)
 
 
-def _process_one(model: Any, job: Job, todo: set, s: _Settings, step: Callable[[float, int], None]) -> list[str]:
-    """Read, run the samples whose indices are in `todo`, write them. Returns notes. Raises on failure."""
-    import torch
+class SDFlowUpscale:
+    """x4 SR samples of an SDFlow-like model: per sample, the seed of its noise field, then the tiled run with the
+    colour guard applied once to the whole image (`sdtool.infer.sampling.sample`)."""
 
-    from sdtool.imageio import format_of, output_info, read_image, write_image
-    from sdtool.infer.sampling import draw, sample
+    op: Task = "upscale"
 
-    img = read_image(job.source, max_pixels=s.max_pixels)
-    h, w = img.info.height, img.info.width
-    x = torch.from_numpy(img.rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
-    out_h, out_w = output_size(s.task, h, w, s.outscale)
-    alpha_out = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
-    info, notes = img.info, list(img.notes)
-    del img  # the decoded float copy: x holds the pixels now
-    gen = torch.Generator().manual_seed(file_seed(s.seed, job.rel))
-    tiling = s.tiling
-    for k, out_path in enumerate(job.outputs):
-        comp, noise = draw(model, s.task, h, w, gen, s.component)  # also for skipped samples: fixed draw order
-        if k not in todo:
-            step(k + 1, s.samples)
-            continue
-        # The image is kept in the bit depth it is written in (uint8 for 8-bit PNG/JPEG): no float32 copy.
-        depth = output_info(info, format_of(out_path), out_h, out_w).bit_depth
+    def __init__(self, model: Any, s: "_Settings") -> None:
+        self.model, self.s, self.tiling = model, s, s.tiling
+
+    @property
+    def device(self) -> "torch.device":
+        return self.model.device
+
+    def draw(self, x: "torch.Tensor", gen: "torch.Generator") -> tuple[Optional[int], Any]:
+        from sdtool.infer.sampling import draw
+
+        return draw(self.model, self.op, x.shape[2], x.shape[3], gen, self.s.component)
+
+    def sample(self, x: "torch.Tensor", gen: "torch.Generator", req: Request) -> Any:
+        from sdtool.infer.sampling import sample
+
+        comp, noise = self.draw(x, gen)  # also for skipped samples: a fixed draw order
+        if not req.make:
+            return None
+        s = self.s
         y, tile = sample(
-            model, s.task, x, noise, temperature=s.temperature, component=comp, tiling=tiling,
+            self.model, self.op, x, noise, temperature=s.temperature, component=comp, tiling=self.tiling,
             color_fix=s.color_fix, detail=s.detail, delattice=s.delattice,
-            on_oom=lambda t: notes.append(f"out of device memory: tile halved to {t} px"),
-            on_tile=lambda done, total, _k=k: step(_k + done / total, s.samples), depth=depth,
+            on_oom=lambda t: req.notes.append(f"out of device memory: tile halved to {t} px"),
+            on_tile=lambda done, total: req.step(done / total), depth=req.depth,
         )
-        tiling = replace(tiling, tile=tile)  # keep a halved tile for the next samples
+        self.tiling = replace(self.tiling, tile=tile)  # keep a halved tile for the next samples
         _return_freed_memory()  # the tiles' buffers, before the encoder needs its own
-        if y.shape[:2] != (out_h, out_w):  # --outscale: the x4 result resized, as Real-ESRGAN does
-            y = resize_image(y, out_h, out_w)
-        write_image(out_path, y, alpha_out, info, quality=s.quality)
-        del y
+        return y
+
+
+class SDFlowDownscale(SDFlowUpscale):
+    """Realistic /4 samples of an SDFlow-like model: per sample, the mixture component (unless given) and the
+    seed of its noise field, then the tiled run."""
+
+    op: Task = "downscale"
+
+
+class NetUpscale(SDFlowUpscale):
+    """A deterministic x4 network (sdtool's SR networks, spandrel models): nothing to draw, one output per input."""
+
+    def draw(self, x: "torch.Tensor", gen: "torch.Generator") -> tuple[Optional[int], Any]:
+        from sdtool.infer.noise import NoiseField
+        from sdtool.infer.sampling import noise_shape
+
+        _, c, nh, nw = noise_shape(self.model, "upscale", x.shape[2], x.shape[3])
+        return None, NoiseField(0, c, nh, nw)  # read by no one: the tiled runner only cuts it
+
+
+def make_sampler(model: Any, s: "_Settings") -> SDFlowUpscale:
+    """The sampler of `model` for the task of `s`."""
+    if s.task == "downscale":
+        return SDFlowDownscale(model, s)
+    return NetUpscale(model, s) if getattr(model, "deterministic", False) else SDFlowUpscale(model, s)
+
+
+def _file_work(sampler: LazyModel[SDFlowUpscale], s: "_Settings") -> Callable[[Job, set, Callable], list[str]]:
+    """The run loop's work for one file: read it, sample it, resize to --outscale and write each output."""
+    from sdtool.imageio import format_of, image_tensor, output_info, read_image, write_image
+
+    def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
+        img = read_image(job.source, max_pixels=s.max_pixels)
+        x = image_tensor(img.rgb)
+        out_h, out_w = output_size(s.task, img.info.height, img.info.width, s.outscale)
+        alpha = resize_alpha(img.alpha, out_h, out_w, s.task) if img.alpha is not None else None
+        info, notes = img.info, list(img.notes)
+        del img  # the decoded float copy: x holds the pixels now
+        # The image is kept in the bit depth it is written in (uint8 for 8-bit PNG/JPEG): no float32 copy.
+        depth = output_info(info, format_of(job.outputs[0]), out_h, out_w).bit_depth
+
+        def write(_k: int, out: Path, y: Any, _store: bool) -> None:
+            if y.shape[:2] != (out_h, out_w):  # --outscale: the x4 result resized, as Real-ESRGAN does
+                y = resize_image(y, out_h, out_w)
+            write_image(out, y, alpha, info, quality=s.quality)
+
+        notes += sample_file(sampler.get(), job, todo, x, s.seed, write, step, depth=depth)
         _return_freed_memory()
-        step(k + 1, s.samples)
-    return notes
+        return notes
+
+    return work
 
 
 def process_images(
@@ -167,12 +199,13 @@ def process_images(
     needs processing. For upscaling, `weights` may also be an SR network (`sdtool train --model sr`) or any x4
     model spandrel reads: such deterministic models (`deterministic = True`) have one output per input, so
     samples > 1 and a temperature are refused (OptionError), their default colour guard is the wavelet guard at
-    detail 1 (SR networks) or none (spandrel models), and outputs written beside the input are named NAME_x4.EXT. tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
-    tile_overlap: input pixels (default 16 upscale / 32 downscale; rounded up to 8 for downscale; at most
-    half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
+    detail 1 (SR networks) or none (spandrel models), and outputs written beside the input are named NAME_x4.EXT.
+    tile: input pixels (0 = off, None = automatic, see AUTO_TILE_PIXELS);
+    tile_overlap: input pixels (default `DEFAULT_OVERLAP` of the task; rounded up to 8 for downscale;
+    at most half the tile). Existing outputs are skipped unless `overwrite`; outputs are claimed so that several
     processes share a folder. max_pixels: refuse larger inputs (default DEFAULT_MAX_PIXELS[task]), from the
     header. color_fix: colour guard of upscaled images, "wavelet" (default), "adain" or "none"
-    (`sdtool.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
+    (`sdtool.infer.colorfix`); detail: the wavelet guard's detail gain (None: its default, see DEFAULT_DETAIL).
     delattice: take the decoder's 4-px lattice out of SR samples (None: yes; `sdtool.model.lattice`).
     mixed_precision: bf16/fp16 CNNs on CUDA (None = on for CUDA). A string OUT ending in "/" names a folder.
     outscale: upscale only, the output's scale (default 4): the x4 result is resized to outscale × the input
@@ -186,41 +219,28 @@ def process_images(
     t_start = time.perf_counter()
     guard = _deterministic_guard(model, weights) if task == "upscale" else None
     deterministic = guard is not None
-    if guard is not None:
-        from sdtool.model.sr import default_guard
-
+    if deterministic:
         check_deterministic(samples, temperature)
-        color_fix, detail = default_guard(guard, color_fix, detail)
     if temperature is None:
         temperature = DEFAULT_SR_TEMPERATURE if task == "upscale" else DEFAULT_DOWN_TEMPERATURE
     check_samples(samples)  # the outputs' names depend on these two; the other options are checked below
     check_temperature(temperature)
     outscale, quality = _check_output(task, outscale, quality)
-    out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
-    rank, world = distributed_rank()
-    jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task=task,
-                              samples=samples, temperature=None if deterministic else temperature,
-                              component=component, out_is_dir=out_is_dir, naming=Naming(suffix, ext), scale=outscale)
-    jobs = jobs[rank::world]
-    if model is None and not deterministic and pending(jobs, overwrite):  # bad weights end the run before any work
+    plan = plan_run(input_path, output, task=task, samples=samples, temperature=None if deterministic else temperature,
+                    component=component, naming=Naming(suffix, ext), scale=outscale)
+    if model is None and not deterministic and pending(plan.jobs, overwrite):  # bad weights end the run first
         from sdtool.api import weights_file
         from sdtool.checkpoint import check_weights
 
         check_weights(weights_file(weights))
     settings = _check_options(task, samples, temperature, seed, component, tile, tile_overlap, color_fix, max_pixels,
-                               detail, delattice)
+                              detail, delattice, guard)
     settings = replace(settings, outscale=outscale, quality=quality)
-    result = ProcessResult(notices=notices, seed=settings.seed, rank=rank, world_size=world)
-    holder: dict[str, Any] = {"model": model, "checked": False}
-
-    def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
-        if not holder["checked"]:  # loaded only when some file needs it
-            holder.update(model=_prepare_model(model, weights, device, mixed_precision, component, task), checked=True)
-        return _process_one(holder["model"], job, todo, settings, step)
-
-    run_jobs(jobs, work, result, overwrite=overwrite, progress=progress)
-    if holder["model"] is not None:
-        result.device = str(holder["model"].device)
+    result = ProcessResult(notices=plan.notices, seed=settings.seed, rank=plan.rank, world_size=plan.world_size)
+    sampler = LazyModel(lambda: make_sampler(_prepare_model(model, weights, device, mixed_precision, component, task),
+                                             settings))
+    run_jobs(plan.jobs, _file_work(sampler, settings), result, overwrite=overwrite, progress=progress)
+    result.device = sampler.device() or (str(model.device) if model is not None else result.device)
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -247,14 +267,15 @@ def check_deterministic(samples: int, temperature: Optional[float]) -> None:
                           "leave it out")
 
 
-def _check_options(task: str, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
+def _check_options(task: Task, samples: int, temperature: float, seed: Optional[int], component: Optional[int],
                    tile: Optional[int], tile_overlap: Optional[int], color_fix: Optional[str],
                    max_pixels: Optional[int], detail: Optional[float] = None,
-                   delattice: Optional[bool] = None) -> _Settings:
-    """Validate the options of `process_images` (UsageError naming the option) and fill in defaults."""
-    from sdtool.colorfix import resolve_color_fix, resolve_detail
+                   delattice: Optional[bool] = None, model_guard: Optional[str] = None) -> _Settings:
+    """Validate the options of `process_images` (UsageError naming the option) and fill in defaults.
+    model_guard: a deterministic model's default colour guard (None: SDFlow's)."""
+    from sdtool.infer.colorfix import guard_settings
     from sdtool.infer.sampling import Tiling
-    from sdtool.tiling import MIN_TILE
+    from sdtool.config import MIN_TILE
 
     if task not in ("upscale", "downscale"):
         raise UsageError(f"unknown task {task!r}")
@@ -269,16 +290,14 @@ def _check_options(task: str, samples: int, temperature: float, seed: Optional[i
     for name, value in (("color_fix", color_fix), ("detail", detail), ("delattice", delattice)):
         if value is not None and task != "upscale":
             raise OptionError(name, "applies to upscale only")
-    color_fix = resolve_color_fix(color_fix)
-    gain = resolve_detail(detail, color_fix)
+    fix, gain = guard_settings(color_fix, detail, model_guard)
     if tile_overlap is not None and tile_overlap < 0:
         raise OptionError("tile_overlap", "must be >= 0")
     if tile and tile < MIN_TILE[task]:
         raise OptionError("tile", f"must be 0 (off) or at least {MIN_TILE[task]} for {task}")
     if max_pixels is not None and max_pixels < 1:
         raise OptionError("max_pixels", "must be at least 1")
-    seed = secrets.randbits(31) if seed is None else int(seed)
-    return _Settings(task, samples, temperature, seed, component, Tiling(tile, tile_overlap), color_fix, gain,  # type: ignore[arg-type]
+    return _Settings(task, samples, temperature, resolve_seed(seed), component, Tiling(tile, tile_overlap), fix, gain,
                      max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS[task], delattice is not False)
 
 
@@ -320,13 +339,3 @@ def _load(weights: Optional[PathLike], device: str, task: str = "upscale") -> An
     model = (load_upscaler if task == "upscale" else load_model)(weights, device=device)
     model.eval()
     return model
-
-
-def upscale_path(input_path: PathLike, output: Optional[PathLike] = None, **kwargs: Any) -> ProcessResult:
-    """x4 super-resolution of a file or folder; see `process_images`."""
-    return process_images(input_path, output, task="upscale", **kwargs)
-
-
-def downscale_path(input_path: PathLike, output: Optional[PathLike] = None, **kwargs: Any) -> ProcessResult:
-    """Realistic /4 downscaling of a file or folder; see `process_images`."""
-    return process_images(input_path, output, task="downscale", **kwargs)

@@ -1,7 +1,7 @@
 """Library behind `sdtool sample-degradation`: N sampled LR images per HR image, with side outputs.
 
 Files, naming, skip-existing, atomic writes, per-file seeds, error handling and results are those of
-`sdtool.pipeline` (the `downscale` task): `a/b.png` → `OUT/a/b.png` or `OUT/a/b_s00.png`, … . Side outputs
+`sdtool.infer.pipeline` (the `downscale` task): `a/b.png` → `OUT/a/b.png` or `OUT/a/b_s00.png`, … . Side outputs
 sit next to each LR sample:
   --save-kernels: `<name>_kernel.png` (max = white) and `<name>_kernel.npy` (float32 K×K, or K×K×h×w for a
                   spatially varying PDM), PDM / classic; SDFlow: `<name>_latent.npy` (z_d', 12×H/8×W/8);
@@ -11,7 +11,7 @@ sit next to each LR sample:
   every model:    `<name>.json` with the sampled parameters (SDFlow: the mixture component) when any side
                   output is asked for.
 --sheet PATH writes one contact sheet PNG (per image: HR, its LR samples, kernels).
-Tiling: SDFlow uses the tiled runner of `sdtool.tiling` like `downscale`; PDM, ReDeg and classic are cheap
+Tiling: SDFlow uses the tiled runner of `sdtool.infer.tiling` like `downscale`; PDM, ReDeg and classic are cheap
 convolutions and run on the whole image (a spatially varying PDM needs K²·h·w floats per channel).
 ReDeg's Ω: from `like` (one real LR image and its pseudo-HR, made by the shipped SDFlow or bicubic,
 `pseudo_hr`), drawn per sample from the Ω of every image in `like_dir`, or else from the model's own pool.
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +28,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.degrade import MODELS, DegradationSample
 from sdtool.degrade.classic import ClassicConfig
-from sdtool.infer.batch import ProcessResult, ProgressCallback, pending
-from sdtool.config import DEFAULT_DOWN_TEMPERATURE
 from sdtool.errors import OptionError
-from sdtool.infer.jobs import file_seed, plan_jobs
+from sdtool.infer.batch import Job, ProcessResult, ProgressCallback, pending, run_jobs
+from sdtool.infer.pipeline import DEFAULT_MAX_PIXELS
+from sdtool.infer.run import LazyModel, Request, plan_run, sample_file
+from sdtool.seeds import resolve_seed
 
 
 @dataclass
@@ -53,7 +53,7 @@ class DegradeOptions:
     save_latent: bool = False
     pseudo_hr: str = "sdflow"  # ReDeg's pseudo-HR of a real LR image: "sdflow" (the shipped SR) or "bicubic"
     tile: Optional[int] = None
-    tile_overlap: int = 32
+    tile_overlap: Optional[int] = None  # None: DEFAULT_OVERLAP of downscaling
     overwrite: bool = False
     max_pixels: Optional[int] = None
     classic: ClassicConfig = field(default_factory=ClassicConfig)
@@ -79,57 +79,67 @@ def side_outputs(out: Path, opts: DegradeOptions) -> list[Path]:
     return files
 
 
-class _Sampler:
-    """Uniform interface over the models: sample(y 1×3×H×W [0,1], generator) → DegradationSample."""
+class DegradationSampler:
+    """A sampler of `sample-degradation` (see `sdtool.infer.run.Sampler`): sample(y, generator, request) →
+    DegradationSample, y 1×3×H×W in [0, 1]. One subclass per model; `transfer` holds what `like` / `like_dir`
+    fitted (for the models that can)."""
 
-    def __init__(self, kind: str, model: Any, opts: DegradeOptions) -> None:
-        self.kind, self.model, self.opts = kind, model, opts
+    def __init__(self, model: Any, opts: DegradeOptions) -> None:
+        self.model, self.opts = model, opts
         self.transfer: Optional[dict[str, Any]] = None
+
+    @property
+    def device(self) -> Any:
+        return self.model.device
+
+    def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
+        raise OptionError("like", "needs {model} sdflow, pdm or redeg (the others have nothing to fit)", ("model",))
+
+    def prepare_pool(self, real_lrs: list, names: list[str]) -> None:
+        raise OptionError("like_dir", "needs {model} redeg (a pool of degradations Ω)", ("model",))
+
+    def sample(self, y: Any, gen: Any, req: Request) -> Optional[DegradationSample]:
+        raise NotImplementedError
+
+
+class ClassicSampler(DegradationSampler):
+    """The classic blur / resize / noise / JPEG chain (`sdtool.degrade.classic`), on the CPU."""
 
     @property
     def device(self) -> Any:
         import torch
 
-        return self.model.device if self.kind not in ("classic", "bicubic") else torch.device("cpu")
+        return torch.device("cpu")
+
+    def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
+        return self.model.sample(y.to(self.device), generator=gen)
+
+
+class BicubicSampler(ClassicSampler):
+    """MATLAB bicubic /4: no randomness."""
+
+    def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
+        from sdtool.resize import imresize
+
+        return DegradationSample(lr=imresize(y.cpu(), 0.25).clamp(0, 1), params=[{}])
+
+
+class SDFlowSampler(DegradationSampler):
+    """SDFlow's downscaling: the draws and the tiled run of `downscale` (`sdtool.infer.sampling`); a transfer
+    (`like`) gives the latent's mean and spread instead of the mixture's."""
 
     def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
-        from sdtool.degrade import transfer
+        from sdtool.degrade.transfer import sdflow_degradation_stats
 
-        if self.kind == "sdflow":
-            self.transfer = transfer.sdflow_degradation_stats(self.model, real_lr)
-        elif self.kind == "redeg":
-            self.prepare_pool([real_lr], [self.opts.like.name if self.opts.like else "like"])
-        elif self.kind == "pdm":
-            self.transfer = transfer.fit_pdm_latents(self.model, real_lr, y_example)
-        else:
-            raise OptionError("like", "needs {model} sdflow, pdm or redeg (the classic model has nothing to fit)", ("model",))
+        self.transfer = sdflow_degradation_stats(self.model, real_lr)
 
-    def prepare_pool(self, real_lrs: list, names: list[str]) -> None:
-        """ReDeg: Ω of each real LR image (1×3×h×w) with its pseudo-HR, kept as the pool samples draw from."""
-        from sdtool.degrade.transfer import redeg_pool
-
-        self.transfer = {"pool": redeg_pool(self.model, real_lrs, _pseudo_upscaler(self.opts.pseudo_hr, self.device)),
-                         "names": names}
-
-    def sample(self, y: Any, gen: Any, step: Callable[[float], None]) -> DegradationSample:
+    def sample(self, y: Any, gen: Any, req: Request) -> Optional[DegradationSample]:
         import torch
 
-        o = self.opts
-        if self.kind == "classic":
-            return self.model.sample(y, generator=gen)
-        if self.kind == "redeg":
-            return self._redeg(y, gen)
-        if self.kind == "bicubic":
-            from sdtool.resize import imresize
-
-            return DegradationSample(lr=imresize(y, 0.25).clamp(0, 1), params=[{}])
-        if self.kind == "pdm":
-            return self._pdm(y, gen)
-        # SDFlow: the draws and the tiled run of `downscale` (sdtool.infer.sampling); a transfer gives the latent
         from sdtool.infer.sampling import Tiling, draw, noise_shape, sample
 
-        h, w = y.shape[-2:]
-        prior = self.model.deg_prior
+        o, (h, w) = self.opts, y.shape[-2:]
+        comp: Optional[int]
         if self.transfer is not None:
             comp = int(self.transfer["component"][0])
             eps = torch.randn(noise_shape(self.model, "downscale", h, w), generator=gen)
@@ -137,18 +147,36 @@ class _Sampler:
             noise = None
         else:
             comp, noise = draw(self.model, "downscale", h, w, gen)
+        if not req.make:
+            return None
+        if noise is not None:
             with torch.no_grad():  # the latent `downscale` will use, kept for --save-kernels
-                latent = prior.sample(noise.full().to(self.device), o.temperature, torch.tensor([comp], device=self.device)).cpu()
+                latent = self.model.deg_prior.sample(noise.full().to(self.device), o.temperature,
+                                                     torch.tensor([comp], device=self.device)).cpu()
         lr, _ = sample(self.model, "downscale", y.cpu(), noise, temperature=o.temperature, component=comp,
                        latent=latent if noise is None else None, tiling=Tiling(o.tile, o.tile_overlap),
-                       on_tile=lambda d, t: step(d / t))
+                       on_tile=lambda d, t: req.step(d / t))
         return DegradationSample(lr=lr, latent=latent, component=torch.tensor([comp]),
                                  params=[{"component": comp, "transfer": self.transfer is not None}])
 
-    def _redeg(self, y: Any, gen: Any) -> DegradationSample:
-        """ReDeg with Ω drawn from the prepared pool (like / like_dir) or the model's own."""
+
+class ReDegSampler(DegradationSampler):
+    """ReDeg with Ω drawn from the prepared pool (like / like_dir) or the model's own."""
+
+    def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
+        self.prepare_pool([real_lr], [self.opts.like.name if self.opts.like else "like"])
+
+    def prepare_pool(self, real_lrs: list, names: list[str]) -> None:
+        """Ω of each real LR image (1×3×h×w) with its pseudo-HR, kept as the pool samples draw from."""
+        from sdtool.degrade.transfer import redeg_pool
+
+        self.transfer = {"pool": redeg_pool(self.model, real_lrs, _pseudo_upscaler(self.opts.pseudo_hr, self.device)),
+                         "names": names}
+
+    def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
         import torch
 
+        y = y.to(self.device)
         if self.transfer is None:
             return self.model.degrade(y, temperature=self.opts.temperature, generator=gen)
         pool, names = self.transfer["pool"], self.transfer["names"]
@@ -157,11 +185,20 @@ class _Sampler:
         s.params[0]["omega_from"] = names[i]
         return s
 
-    def _pdm(self, y: Any, gen: Any) -> DegradationSample:
-        """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
-        reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
-        from sdtool.tiling import pad_reflect
 
+class PDMSampler(DegradationSampler):
+    """PDM on images of any size: those under 8 px a side are reflection-padded first (its 3×3 convolutions
+    reflect one LR pixel) and the outputs cropped back to ceil(H/4)×ceil(W/4)."""
+
+    def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
+        from sdtool.degrade.transfer import fit_pdm_latents
+
+        self.transfer = fit_pdm_latents(self.model, real_lr, y_example)
+
+    def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
+        from sdtool.infer.tiling import pad_reflect
+
+        y = y.to(self.device)
         h, w = y.shape[-2:]
         yp = pad_reflect(y.cpu(), 1, 8).to(y.device) if min(h, w) < 8 else y
         if self.transfer is not None:
@@ -187,12 +224,14 @@ def _pseudo_upscaler(method: str, device: Any) -> Optional[Callable[[Any], Any]]
     if method == "bicubic":
         return None
     from sdtool.api import load_model
+    from sdtool.infer.colorfix import guard
 
     sr = load_model(None, device=device)
 
     def upscale(x: Any) -> Any:
         with torch.no_grad():
-            return sr.upscale(x.to(sr.device), generator=torch.Generator().manual_seed(0)).to(x.device)
+            y = sr.upscale(x.to(sr.device), generator=torch.Generator().manual_seed(0))
+            return guard(y, x).to(x.device)
 
     return upscale
 
@@ -208,38 +247,35 @@ def sampler_weights(kind: str, weights: Optional[Path]) -> Path:
     return weights_file(weights)
 
 
-class MixSampler:
+class MixSampler(DegradationSampler):
     """Degradations in given proportions (`sdtool.degrade.mix`): per sample, a part is drawn from the generator,
-    its degrader runs, then the part's extras (JPEG, noise). params of the sample name the part."""
+    its degrader runs, then the part's extras (JPEG, noise). params of the sample name the part. Every sample is
+    made, skipped ones too: the extras draw from the generator after the part's degrader."""
 
-    kind = "mix"
-
-    def __init__(self, mix: Any, samplers: dict[str, _Sampler], opts: DegradeOptions) -> None:
-        self.mix, self.samplers, self.opts = mix, samplers, opts
-        self.transfer = None
+    def __init__(self, mix: Any, samplers: dict[str, DegradationSampler], opts: DegradeOptions) -> None:
+        super().__init__(mix, opts)
+        self.mix, self.samplers = mix, samplers
 
     @property
     def device(self) -> Any:
         learned = [s for k, s in self.samplers.items() if k in ("sdflow", "pdm", "redeg")]
         return (learned or list(self.samplers.values()))[0].device
 
-    def prepare_transfer(self, real_lr: Any, y_example: Any) -> None:
-        raise OptionError("like", "needs {model} sdflow or pdm", ("model",))
-
-    def sample(self, y: Any, gen: Any, step: Callable[[float], None]) -> DegradationSample:
+    def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
         from sdtool.degrade.mix import apply_extras
 
         part = self.mix.parts[self.mix.choose(1, gen)[0]]
         smp = self.samplers[part.kind]
         smp.opts = self.opts
-        s = smp.sample(y.to(smp.device), gen, step)
+        s = smp.sample(y.to(smp.device), gen, Request(make=True, step=req.step))
+        assert s is not None  # made, since asked to
         lr = apply_extras(s.lr, part.extras, self.opts.classic, gen) if part.extras else s.lr
         params = [{**(s.params[0] if s.params else {}), "degradation": part.label}]
         return DegradationSample(lr=lr, kernel=s.kernel, noise=s.noise if not part.extras else None,
                                  latent=s.latent, component=s.component, params=params)
 
 
-def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> "_Sampler | MixSampler":
+def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeOptions) -> DegradationSampler:
     """Build the sampler: classic and bicubic (no weights), pdm (default: the shipped PDM weights), redeg (default:
     the shipped ReDeg weights), sdflow (default: the shipped SDFlow weights), mix (each of its degraders; `weights`
     goes to the learned one whose kind it is)."""
@@ -248,25 +284,23 @@ def load_sampler(kind: str, weights: Optional[Path], device: str, opts: DegradeO
     if kind in ("classic", "bicubic") and weights is not None:
         raise OptionError("weights", f"does not apply to {{model}} {kind}", ("model",))
     if kind == "bicubic":
-        return _Sampler(kind, None, opts)
+        return BicubicSampler(None, opts)
     if kind == "classic":
         from sdtool.degrade.classic import ClassicDegradation
 
-        return _Sampler(kind, ClassicDegradation(opts.classic), opts)
+        return ClassicSampler(ClassicDegradation(opts.classic), opts)
     if kind == "pdm":
-        from sdtool.model.pdm import load_pdm
+        from sdtool.checkpoint import load_pdm
 
-        return _Sampler(kind, load_pdm(sampler_weights(kind, weights), device), opts)
+        return PDMSampler(load_pdm(sampler_weights(kind, weights), device), opts)
     if kind == "redeg":
         from sdtool.api import resolve_device
         from sdtool.model.redeg import load_redeg
 
-        return _Sampler(kind, load_redeg(sampler_weights(kind, weights), resolve_device(device)), opts)
+        return ReDegSampler(load_redeg(sampler_weights(kind, weights), resolve_device(device)), opts)
     from sdtool.api import load_model
 
-    model = load_model(sampler_weights(kind, weights), device=device)
-    model.eval()
-    return _Sampler(kind, model, opts)
+    return SDFlowSampler(load_model(sampler_weights(kind, weights), device=device).eval(), opts)
 
 
 def _load_mix(weights: Optional[Path], device: str, opts: DegradeOptions) -> MixSampler:
@@ -280,13 +314,7 @@ def _load_mix(weights: Optional[Path], device: str, opts: DegradeOptions) -> Mix
     if target is not None and target not in mix.kinds:
         raise OptionError("weights", f"{weights}: a {target} checkpoint, but the mix has no {target} part")
     samplers = {k: load_sampler(k, weights if k == target else None, device, opts) for k in mix.kinds}
-    return MixSampler(mix, samplers, opts)  # type: ignore[arg-type]
-
-
-def _to_tensor(rgb: np.ndarray) -> Any:
-    import torch
-
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+    return MixSampler(mix, samplers, opts)
 
 
 def _write_side(out: Path, s: DegradationSample, opts: DegradeOptions) -> None:
@@ -326,68 +354,74 @@ def sample_degradation(
     weights: "Optional[str | Path]" = None,
     device: str = "auto",
     seed: Optional[int] = None,
-    sampler: Optional[_Sampler] = None,
+    sampler: Optional[DegradationSampler] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> ProcessResult:
     """Sample `options.samples` degraded LR images for every HR image of a file or folder.
 
     HR images: any size/format `read_image` reads (alpha is resized and kept like `downscale`). Sample k of a
-    file depends only on (seed, relative path, k, image). `sampler` overrides the model (tests). Existing
-    outputs (with their side files) are skipped unless `options.overwrite`; outputs are claimed like
-    `downscale`'s. Raises UsageError / CheckpointError for the whole run; per-file failures are in
-    `result.failed`.
+    file depends only on (seed, relative path, k, image) (`sdtool.seeds`). `sampler` overrides the model (tests).
+    Existing outputs (with their side files) are skipped unless `options.overwrite`; outputs are claimed like
+    `downscale`'s; under torchrun each rank takes its share of the files (and writes its own --sheet, NAME_rankR).
+    Raises UsageError / CheckpointError for the whole run; per-file failures are in `result.failed`.
     """
-    from sdtool.infer.batch import run_jobs
     from sdtool.degrade.sheet import make_sheet, write_sheet
-    from sdtool.imageio import read_image
-    from sdtool.pipeline import DEFAULT_MAX_PIXELS
-    from sdtool.train.data import list_images
+    from sdtool.imageio import image_tensor, read_image
 
     o = options or DegradeOptions()
     t_start = time.perf_counter()
     check_options(o)
-    max_pixels = o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
-    seed = secrets.randbits(31) if seed is None else int(seed)
-    out_is_dir = isinstance(output, str) and output.endswith(("/", os.sep))
-    jobs, notices = plan_jobs(Path(input_path), Path(output) if output is not None else None, task="downscale",
-                              samples=o.samples, temperature=o.temperature, component=None, out_is_dir=out_is_dir)
-    needed = o.sheet is not None or pending(jobs, o.overwrite, lambda out: side_outputs(out, o))
+    plan = plan_run(input_path, output, task="downscale", samples=o.samples, temperature=o.temperature)
+    needed = o.sheet is not None or pending(plan.jobs, o.overwrite, lambda out: side_outputs(out, o))
+    weights_path = Path(weights) if weights else None
     if sampler is None and o.model in ("sdflow", "pdm") and needed:  # bad weights end the run before any work
         from sdtool.checkpoint import check_weights
 
-        check_weights(sampler_weights(o.model, Path(weights) if weights else None), o.model)
+        check_weights(sampler_weights(o.model, weights_path), o.model)
     if sampler is None and o.model == "redeg" and needed:  # a ReDeg file is small: loading it is the check
-        sampler = load_sampler(o.model, Path(weights) if weights else None, device, o)
-    result = ProcessResult(notices=notices, seed=seed)
+        sampler = load_sampler(o.model, weights_path, device, o)
+    result = ProcessResult(notices=plan.notices, seed=resolve_seed(seed), rank=plan.rank, world_size=plan.world_size)
     sheet_rows: list[Any] = []
-    like_rgb = _to_tensor(read_image(o.like).rgb) if o.like is not None else None
-    state: dict[str, Any] = {"sampler": sampler}
+    like_rgb = image_tensor(read_image(o.like).rgb) if o.like is not None else None
+    holder = LazyModel(lambda: load_sampler(o.model, weights_path, device, o), sampler)
 
-    def work(job: Any, todo: set, step: Callable[[float, int], None]) -> list[str]:
-        img = read_image(job.source, max_pixels=max_pixels)
-        y = _to_tensor(img.rgb)
-        if state["sampler"] is None:
-            state["sampler"] = load_sampler(o.model, Path(weights) if weights else None, device, o)
-        smp = state["sampler"]
-        smp.opts = o
-        if like_rgb is not None and smp.transfer is None:
-            smp.prepare_transfer(like_rgb, y)
-        if o.like_dir is not None and smp.transfer is None:
-            files = list_images(o.like_dir)
-            smp.prepare_pool([_to_tensor(read_image(f).rgb) for f in files], [f.name for f in files])
-        row = _sample_file(smp, job, todo, img, y, seed, o, step)
+    def work(job: Job, todo: set, step: Callable[[float, int], None]) -> list[str]:
+        img = read_image(job.source, max_pixels=_max_pixels(o))
+        y = image_tensor(img.rgb)
+        smp = _prepared(holder.get(), o, like_rgb, y)
+        row = _sample_file(smp, job, todo, img, y, result.seed, o, step)
         if o.sheet is not None:
             sheet_rows.append(row)
         return list(img.notes)
 
-    run_jobs(jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
+    run_jobs(plan.jobs, work, result, overwrite=o.overwrite, run_finished=o.sheet is not None, progress=progress,
              side_files=lambda out: side_outputs(out, o))
-    if state["sampler"] is not None:
-        result.device = str(state["sampler"].device)
+    result.device = holder.device() or result.device
     if o.sheet is not None and sheet_rows:
-        write_sheet(o.sheet, make_sheet(sheet_rows))
+        sheet = Path(o.sheet)
+        if plan.world_size > 1:  # one sheet per process, of its files
+            sheet = sheet.with_name(f"{sheet.stem}_rank{plan.rank}{sheet.suffix}")
+        write_sheet(sheet, make_sheet(sheet_rows))
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _max_pixels(o: DegradeOptions) -> int:
+    return o.max_pixels if o.max_pixels is not None else DEFAULT_MAX_PIXELS["downscale"]
+
+
+def _prepared(smp: DegradationSampler, o: DegradeOptions, like_rgb: Any, y: Any) -> DegradationSampler:
+    """The sampler with the run's options, and what `like` / `like_dir` fit (once, at the first file)."""
+    from sdtool.imageio import image_tensor, read_image
+    from sdtool.train.data import list_images
+
+    smp.opts = o
+    if like_rgb is not None and smp.transfer is None:
+        smp.prepare_transfer(like_rgb, y)
+    if o.like_dir is not None and smp.transfer is None:
+        files = list_images(o.like_dir)
+        smp.prepare_pool([image_tensor(read_image(f).rgb) for f in files], [f.name for f in files])
+    return smp
 
 
 def check_options(o: DegradeOptions) -> None:
@@ -401,7 +435,8 @@ def check_options(o: DegradeOptions) -> None:
     if o.like is not None and o.model not in ("sdflow", "pdm", "redeg"):
         raise OptionError("like", "needs {model} sdflow, pdm or redeg (the others have nothing to fit)", ("model",))
     if o.model in ("bicubic", "mix") and (o.save_kernels or o.save_noise):
-        raise OptionError("", f"{{save_kernels}} and {{save_noise}} need {{model}} sdflow, pdm or classic, not {o.model}",
+        raise OptionError("", f"{{save_kernels}} and {{save_noise}} need {{model}} sdflow, pdm or classic, not "
+                              f"{o.model}",
                           ("save_kernels", "save_noise", "model"))
     if o.mix is not None:
         from sdtool.degrade.mix import parse_mix
@@ -425,22 +460,21 @@ def check_options(o: DegradeOptions) -> None:
         raise OptionError("pseudo_hr", f"must be sdflow or bicubic, got {o.pseudo_hr!r}")
 
 
-def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,
+def _sample_file(smp: DegradationSampler, job: Job, todo: set, img: Any, y: Any, seed: int, o: DegradeOptions,
                  step: Callable[[float, int], None]) -> tuple[Any, list, list]:
-    """Draw every sample of one file in order, write those in `todo`; returns the contact-sheet row."""
-    import torch
-
+    """Draw every sample of one file in order (the run loop), write those in `todo`; returns the contact-sheet
+    row (every sample's LR and kernel when a sheet is asked for)."""
     from sdtool.imageio import write_image
     from sdtool.resize import resize_alpha
 
-    gen = torch.Generator().manual_seed(file_seed(seed, job.rel))
     h, w = y.shape[-2:]
     alpha = resize_alpha(img.alpha, math.ceil(h / 4), math.ceil(w / 4), "downscale") if img.alpha is not None else None
-    lrs, kernels = [], []
-    for k, out in enumerate(job.outputs):
-        s = smp.sample(y.to(smp.device), gen, lambda f, _k=k: step(_k + f, o.samples))
+    lrs: list[np.ndarray] = []
+    kernels: list[np.ndarray] = []
+
+    def write(_k: int, out: Path, s: DegradationSample, store: bool) -> None:
         lr = s.lr[0].detach().cpu().permute(1, 2, 0).contiguous().numpy()
-        if k in todo:
+        if store:
             write_image(out, lr, alpha, img.info)
             _write_side(out, s, o)
         if o.sheet is not None:
@@ -448,5 +482,6 @@ def _sample_file(smp: _Sampler, job: Any, todo: set, img: Any, y: Any, seed: int
             if s.kernel is not None:
                 kk = s.kernel[0].detach().cpu().numpy()
                 kernels.append(kk if kk.ndim == 2 else kk.mean(axis=(2, 3)))
-        step(k + 1, o.samples)
+
+    sample_file(smp, job, todo, y, seed, write, step, make_all=o.sheet is not None)
     return img.rgb, lrs, kernels

@@ -106,3 +106,14 @@ def test_hr_discriminator_sees_aligned_crops_and_cycle_a_fraction_of_the_batch()
     whole.d_hr.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
     whole.train_step(*_batch(n=4, side=32), 1)
     assert all(s[-2:] == (32, 32) for s in seen)  # d_hr_crop 0: the whole crop
+
+
+def test_discriminators_update_every_k_steps():
+    """d_every=2: the discriminators' parameters move on even steps only."""
+    task = _task(d_every=2)
+    lr, hr = _batch()
+    before = [p.detach().clone() for p in task.d_hr.parameters()]
+    odd = task.train_step(lr, hr, 1)
+    assert "d" not in odd and all(torch.equal(a, b) for a, b in zip(before, task.d_hr.parameters()))
+    even = task.train_step(lr, hr, 2)
+    assert "d" in even and not all(torch.equal(a, b) for a, b in zip(before, task.d_hr.parameters()))

@@ -53,6 +53,7 @@ class LossWeights:
     nll_every: int = 1  # the two NLL terms (and the HF and degradation flows' forward passes) every k-th step, ×k
     d_hr_crop: int = 0  # HR discriminator on one random crop of this side (HR px, multiple of 4) per step; 0: whole
     cycle_fraction: float = 1.0  # the cycle terms on this fraction of the batch (at least one image)
+    d_every: int = 1  # the discriminators' own update every k-th step (the generator still meets them every step)
 
 
 DEFAULT_LR = 1e-4  # Adam learning rate of every trainer: `sdtool train --lr` [reading]

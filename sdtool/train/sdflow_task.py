@@ -147,7 +147,8 @@ class SDFlowTask:
             raise NonFiniteLoss(f"non-finite loss at iteration {it}: " + ", ".join(f"{k}={v:.4g}" for k,
                                                                                    v in logs.items()))
         self._step(self.opt_g, total, list(m.parameters()))
-        logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
+        if it % self.w.d_every == 0:
+            logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
         return logs
 
     def _draw_window(self, side: int, g: torch.Generator) -> tuple[slice, slice]:

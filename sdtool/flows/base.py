@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdtool.nets.folding import folds, fuses, inference_cached
-from sdtool.nets.pointwise import pointwise
 
 Affine = tuple[Tensor, Tensor, Tensor]
 """(A C×C, b (C,), log|det| per pixel): the map z = A x + b at every pixel."""
@@ -147,7 +147,8 @@ class Sequential(Transform):
                 continue
             a, b, ld = _chain([t.affine(inverse, x.dtype) for t in (reversed(step) if inverse else step)])
             total = total + ld * (x.shape[2] * x.shape[3])
-            x = pointwise(x, a, b)
+            # x as B×H×W×C (a view of a channels-last tensor) times Aᵀ: one GEMM, no layout change.
+            x = F.linear(x.permute(0, 2, 3, 1), a, b).permute(0, 3, 1, 2)
         return x, total
 
     def _run_plan(self, x: Tensor, cond: Optional[Tensor], inverse: bool) -> tuple[Tensor, Tensor]:
@@ -156,7 +157,7 @@ class Sequential(Transform):
             if isinstance(step, tuple):
                 weight, bias, ld = step
                 total = total + ld * (x.shape[2] * x.shape[3])
-                x = pointwise(x, weight, bias)
+                x = F.conv2d(x, weight, bias)
             else:
                 x, ld = step.inverse(x, cond) if inverse else step(x, cond)
                 total = total + ld

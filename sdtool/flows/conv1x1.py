@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdtool.flows.base import Transform
-from sdtool.nets.pointwise import pointwise
 
 
 class InvConv1x1(Transform):
@@ -42,11 +42,11 @@ class InvConv1x1(Transform):
 
     def forward(self, x: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         w = self.weight()
-        return pointwise(x, w), self._logdet(x)
+        return F.conv2d(x, w[:, :, None, None]), self._logdet(x)
 
     def inverse(self, z: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         w_inv = torch.inverse(self.weight())
-        return pointwise(z, w_inv), -self._logdet(z)
+        return F.conv2d(z, w_inv[:, :, None, None]), -self._logdet(z)
 
     def affine(self, inverse: bool, dtype: torch.dtype = torch.float64):
         w = self.weight().to(dtype)

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdtool.nets.pointwise import Conv1x1
 from sdtool.nets.precision import LowPrecisionOK
 
 
@@ -20,7 +19,7 @@ class FeatureModulation(nn.Module):
     def __init__(self, channels: int, mf_channels: int):
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(1))
-        self.affine = Conv1x1(mf_channels, 2 * channels)
+        self.affine = nn.Conv2d(mf_channels, 2 * channels, 1)
 
     def forward(self, feat: Tensor, mfeat: Tensor) -> Tensor:
         s, b = torch.chunk(self.affine(mfeat), 2, dim=1)
@@ -57,7 +56,7 @@ class ContentExtractor(LowPrecisionOK):
         self.mf_convs = nn.ModuleList(_conv3(nc, nc) for _ in range(n_mf_convs))
         self.trunk = nn.ModuleList(ModulatedResBlock(nc) for _ in range(n_blocks))
         self.out1 = _conv3(nc, nc)
-        self.out2 = Conv1x1(nc, 3)
+        self.out2 = nn.Conv2d(nc, 3, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.in_precision(self._content, x)

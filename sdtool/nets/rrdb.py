@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdtool.nets.pointwise import Conv1x1
 from sdtool.nets.precision import LowPrecisionOK
 
 
@@ -72,7 +71,7 @@ class SqueezedConditionNet(LowPrecisionOK):
     def __init__(self, in_channels: int, out_channels: int, nb: int, nf: int = 64, gc: int = 32):
         super().__init__()
         self.features = ConditionNet(in_channels, out_channels, nb, nf, gc)
-        self.reduce = Conv1x1(4 * out_channels, out_channels)
+        self.reduce = nn.Conv2d(4 * out_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.in_precision(self._features, x)

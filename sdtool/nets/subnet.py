@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdtool.nets.folding import folds, inference_cached
-from sdtool.nets.pointwise import Conv1x1
 
 
 class ZeroConv(nn.Module):
@@ -43,7 +42,7 @@ class CouplingNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, hidden: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1, padding_mode="reflect")
-        self.conv2 = Conv1x1(hidden, hidden)
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
         self.out = ZeroConv(hidden, out_channels)
         for conv in (self.conv1, self.conv2):
             nn.init.xavier_normal_(conv.weight)

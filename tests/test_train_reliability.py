@@ -89,7 +89,7 @@ def test_sigint_checkpoints_and_a_new_process_resumes_exactly(data):
     each iteration once."""
     straight, cut = data / "straight", data / "cut"
     # 10 iterations, stopped after at least 3 (each ~0.6 CPU-s here): the signal is sent within 50 ms of the
-    # third log line, so the run is always cut mid-way, and the image losses (from iteration 2) are in the state.
+    # third log line, so the run is always cut mid-way, after the image losses started (they run after iteration 2).
     total, stop_after = 10, 3
     ok = subprocess.run(_cli(*_args(data, straight, "--iters", str(total), "--log-every", "1")), env=_env(),
                         capture_output=True, text=True, timeout=300)

@@ -216,9 +216,9 @@ def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, t
     import cv2
 
     rng = np.random.default_rng(1)
-    # 96² inputs: the signal goes within 20 ms of the first output, with 11 samples (~0.2 s each) still to do
+    # 80² inputs: the signal goes within 20 ms of the first output, with 11 samples (~0.15 s each) still to do
     for i in range(6):
-        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
     out = tmp_path / "out"
     args = ["upscale", str(tmp_path / "in"), str(out), "-w", str(tiny_weights), "--seed", "1", "--samples", "2",
             "--device", "cpu"]

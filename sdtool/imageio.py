@@ -133,8 +133,11 @@ def _frames(im: "object") -> int:
         return 1
 
 
-def _peek_header(data: bytes) -> _Header:
-    """Mode, EXIF orientation 1..8, size, frame count and metadata, without decoding the pixels."""
+def _peek_header(data: bytes, max_pixels: Optional[int] = None) -> _Header:
+    """Mode, EXIF orientation 1..8, size, frame count and metadata, without decoding the pixels.
+
+    An image over max_pixels gets its mode and size only: Pillow's getexif loads a PNG's pixels to look for an
+    eXIf chunk after them, which for a decompression bomb means allocating all of its claimed pixels."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with imageio
@@ -143,12 +146,14 @@ def _peek_header(data: bytes) -> _Header:
     Image.MAX_IMAGE_PIXELS = None  # only the header is read here; our own limit applies (read_image)
     try:
         with Image.open(io.BytesIO(data)) as im:
+            size = (int(im.size[0]), int(im.size[1]))
+            if max_pixels is not None and size[0] * size[1] > max_pixels:
+                return _Header(im.mode, 1, size)
             try:
                 orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
             except Exception:  # a broken EXIF block must not make a readable image unreadable
                 orientation = 1
-            return _Header(im.mode, orientation if 1 <= orientation <= 8 else 1, (int(im.size[0]), int(im.size[1])),
-                           _frames(im), read_metadata(im))
+            return _Header(im.mode, orientation if 1 <= orientation <= 8 else 1, size, _frames(im), read_metadata(im))
     except Exception:
         return _Header()
     finally:
@@ -214,7 +219,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> LoadedImage:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageError(f"{path}: empty file")
-    header = _peek_header(data)
+    header = _peek_header(data, max_pixels)
     if header.size is not None:
         _check_pixels(path, *header.size, max_pixels)
     orientation = header.orientation

@@ -124,21 +124,26 @@ def test_writing_functions_that_hide_a_full_disk_raise_write_error(tmp_path, mon
 def test_two_processes_share_one_output_folder(tmp_path, tiny_weights):
     rng = np.random.default_rng(0)
     for i in range(8):
-        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
-    cmd = [sys.executable, "-m", "sdtool", "upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w",
-           str(tiny_weights), "--seed", "3", "--samples", "3", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    args = ["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "-w", str(tiny_weights), "--seed", "3",
+            "--samples", "3", "--device", "cpu"]
+    # The second process is this one: it joins once the other has written its first output, so both are at work
+    # on the folder at the same time (~20 samples, ~0.1 s each, are left) and one torch import is saved.
+    proc = subprocess.Popen([sys.executable, "-m", "sdtool", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((tmp_path / "out").glob("*.png")):
+        time.sleep(0.02)
+    here = runner.invoke(app, args)
+    outs = [proc.communicate(timeout=300), (here.output, "")]
+    assert proc.returncode == 0 and here.exit_code == 0, outs
     done = [int(re.search(r"upscale: (\d+) done", o).group(1)) for o, _ in outs]
     assert sum(done) == 8, outs  # every file computed once, by one of them
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) == 24 and not any(f.startswith(".") for f in files)
     # the same files as one process alone would have written (nobody replaced a sample with another)
-    single = subprocess.run([*cmd[:5], str(tmp_path / "one"), *cmd[6:]], env=env, capture_output=True, text=True)
-    assert single.returncode == 0
+    single = runner.invoke(app, [*args[:2], str(tmp_path / "one"), *args[3:]])
+    assert single.exit_code == 0, single.output
     for f in files:
         assert sha256_of(tmp_path / "out" / f) == sha256_of(tmp_path / "one" / f)
 
@@ -211,11 +216,13 @@ def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, t
     import cv2
 
     rng = np.random.default_rng(1)
+    # 80² inputs: the signal goes within 20 ms of the first output, with 11 samples (~0.15 s each) still to do
     for i in range(6):
-        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
+        write_image_file(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "sdtool", "upscale", str(tmp_path / "in"), str(out), "-w", str(tiny_weights),
-           "--seed", "1", "--samples", "2", "--device", "cpu"]
+    args = ["upscale", str(tmp_path / "in"), str(out), "-w", str(tiny_weights), "--seed", "1", "--samples", "2",
+            "--device", "cpu"]
+    cmd = [sys.executable, "-m", "sdtool", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -230,8 +237,9 @@ def test_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, t
             assert cv2.imread(str(p)) is not None, f"partial file {p}"
     if sig == 15:  # a clean stop releases its claims and removes its temporaries at once
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    # the next run (in this process: the killed one's pid is as dead either way) cleans up and finishes
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 12 and not any(n.startswith(".") for n in names)  # stale temporaries/claims cleaned
 

@@ -145,6 +145,26 @@ def test_corrupt_and_missing_files_raise_image_error(tmp_path: Path) -> None:
         read_image(truncated)
 
 
+def test_an_image_over_max_pixels_is_refused_from_its_header_alone(tmp_path: Path, monkeypatch) -> None:
+    """A PNG that claims 40 gigapixels is refused without Pillow loading (allocating) its pixels."""
+    from PIL import ImageFile
+
+    from tests.test_hostile_inputs import _png_header_bomb
+
+    (tmp_path / "bomb.png").write_bytes(_png_header_bomb(200_000, 200_000))
+
+    loads = []
+
+    def no_load(self):  # recorded, as the header reader catches what a broken file raises
+        loads.append(self.size)
+        raise OSError("pixels not loaded in this test")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
+    with pytest.raises(ImageError, match="200000×200000 = 40,000,000,000 pixels"):
+        read_image(tmp_path / "bomb.png", max_pixels=10**8)
+    assert loads == []
+
+
 def test_write_is_atomic_and_rejects_unknown_suffix(tmp_path: Path) -> None:
     rgb = RNG.random((4, 5, 3)).astype(np.float32)
     info = read_image(_save(tmp_path / "x.png", _rand((4, 5, 3), np.uint8))).info

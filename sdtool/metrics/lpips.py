@@ -61,12 +61,14 @@ class _AlexFeatures(nn.Module):
 
 def _default_lin_path() -> Path:
     """The learned linear layers, a data file of the installed `lpips` package (not ours: see sdtool.resources)."""
-    from importlib.resources import files
+    from importlib.util import find_spec
 
-    try:
-        return Path(str(files("lpips").joinpath("weights/v0.1/alex.pth")))
-    except ImportError as exc:  # pragma: no cover - lpips is a dependency
-        raise CheckpointError("the `lpips` package is not installed; `pip install lpips`") from exc
+    # find_spec locates the package without running it: importing `lpips` imports torchvision (seconds of CPU in
+    # every process that trains or benchmarks), and only the data file is needed.
+    spec = find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - lpips is a dependency
+        raise CheckpointError("the `lpips` package is not installed; `pip install lpips`")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath("weights/v0.1/alex.pth")
 
 
 class LPIPS(nn.Module):

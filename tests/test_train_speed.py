@@ -81,10 +81,13 @@ def test_generator_step_leaves_the_discriminators_without_gradients():
 
 
 def test_nll_every_k_steps_counts_k_times():
-    """nll_every=2: the NLL terms only on even steps, where they enter the total twice over."""
+    """nll_every=2: the NLL terms only on even steps (and until every ActNorm has started), where they enter
+    the total twice over."""
     task = _task(nll_every=2)
     lr, hr = _batch()
-    odd, even = task.train_step(lr, hr, 1), task.train_step(lr, hr, 2)
+    first = task.train_step(lr, hr, 1)  # a model whose ActNorms have not started yet: NLL now, whatever the step
+    assert "nll_hr" in first and task._initialised()
+    odd, even = task.train_step(lr, hr, 3), task.train_step(lr, hr, 2)
     assert "nll_hr" not in odd and "nll_lr" not in odd
     assert even["nll_hr"] > 0 and even["nll_lr"] > 0
     rest = sum(task.w.__dict__[k] * even[k] for k in ("content", "latent_adv", "zc_l2", "deg_l2")) + even["image"]
@@ -101,7 +104,7 @@ def test_hr_discriminator_sees_aligned_crops_and_cycle_a_fraction_of_the_batch()
     rows, cols = task._window
     assert rows.start % 4 == 0 and cols.start % 4 == 0 and rows.stop - rows.start == 16
     assert cycled == [4, 2]  # the real LR batch, then the cycle on half the generated LR batch
-    whole = _task()
+    whole = _task(d_hr_crop=0)
     seen.clear()
     whole.d_hr.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
     whole.train_step(*_batch(n=4, side=32), 1)

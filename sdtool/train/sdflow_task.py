@@ -66,6 +66,7 @@ class SDFlowTask:
         self.perceptual = perceptual
         self.last_lattice = float("nan")
         self._window: tuple[slice, slice] = (slice(None), slice(None))
+        self._all_initialised = False
         # Seeded on their own: their start must not depend on what else drew from the global RNG before
         # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
         with torch.random.fork_rng(devices=[]):
@@ -106,7 +107,7 @@ class SDFlowTask:
         y = L.dequantize(hr.to(device), g).contiguous(memory_format=self.memory_format)
         m.train()
         logs: dict[str, float] = {}
-        nll_now = it % w.nll_every == 0
+        nll_now = it % w.nll_every == 0 or not self._initialised()
         with self._autocast(), _frozen(self.d_latent, self.d_hr, self.d_lr):
             if nll_now:
                 logp_hr, zc_hr = m.hr_log_prob(y)
@@ -150,6 +151,15 @@ class SDFlowTask:
         if it % self.w.d_every == 0:
             logs["d"] = self._discriminator_step(zc_hr.detach(), zc_lr.detach(), x, y, fakes)
         return logs
+
+    def _initialised(self) -> bool:
+        """Whether every ActNorm of the model has had its data-dependent start. Until then each step is an NLL step,
+        so that the HF and degradation flows start on the first batch, as the other flows do (a later, unlucky
+        batch would otherwise set them, inside a step the NaN guard may throw away)."""
+        if not self._all_initialised:
+            flags = [b for name, b in self.model.named_buffers() if name.endswith("initialized")]
+            self._all_initialised = all(bool(b) for b in flags)
+        return self._all_initialised
 
     def _draw_window(self, side: int, g: torch.Generator) -> tuple[slice, slice]:
         """The HR discriminator's view this step: a d_hr_crop² window at a random offset (a multiple of 4, so the

@@ -51,12 +51,12 @@ class LossWeights:
     #   extractor also sees inputs as soft as real LR photographs while the degradation flow is still learning
     # Work per step [ours, issue 25]: each trades a fraction of a term's samples for time, at the same expected loss.
     # Defaults checked on RealSR validation: 200 iterations of the shipped recipe from the shipped weights with and
-    # without them ended at 25.54 dB / LPIPS 0.2731 vs 25.54 / 0.2733 (guard), LR realism 0.0576 vs 0.0574
+    # without them ended at 25.53 dB / LPIPS 0.2729 vs 25.54 / 0.2733 (guard), LR realism 0.0575 vs 0.0574
     # (README "Speed and memory"); 1 / 0 / 1.0 / 1 repeat the step as it was.
     nll_every: int = 2  # the two NLL terms (and the HF and degradation flows' forward passes) every k-th step, ×k
     d_hr_crop: int = 48  # HR discriminator on one random crop of this side (HR px, multiple of 4) per step; 0: whole
     cycle_fraction: float = 0.5  # the cycle terms on this fraction of the batch (at least one image)
-    d_every: int = 1  # the discriminators' own update every k-th step (the generator still meets them every step)
+    d_every: int = 2  # the discriminators' own update every k-th step (the generator still meets them every step)
 
 
 DEFAULT_LR = 1e-4  # Adam learning rate of every trainer: `sdtool train --lr` [reading]

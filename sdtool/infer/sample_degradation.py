@@ -196,11 +196,11 @@ class PDMSampler(DegradationSampler):
         self.transfer = fit_pdm_latents(self.model, real_lr, y_example)
 
     def sample(self, y: Any, gen: Any, req: Request) -> DegradationSample:
-        from sdtool.infer.tiling import pad_reflect
+        from sdtool.padding import pad_to
 
         y = y.to(self.device)
         h, w = y.shape[-2:]
-        yp = pad_reflect(y.cpu(), 1, 8).to(y.device) if min(h, w) < 8 else y
+        yp = pad_to(y, 1, 8) if min(h, w) < 8 else y
         if self.transfer is not None:
             from sdtool.degrade.transfer import pdm_transfer
 

@@ -27,7 +27,8 @@ from sdtool.config import (
     AUTO_TILE_PIXELS, AUTO_TILE_PIXELS_CUDA, DEFAULT_OVERLAP, DEFAULT_TILE, DOWNSCALE_ALIGN, MIN_TILE,
 )
 from sdtool.infer.noise import NoiseField, draw_seed
-from sdtool.infer.tiling import pad_reflect, padded_size, run_tiled
+from sdtool.infer.tiling import run_tiled
+from sdtool.padding import pad_to, padded_size
 from sdtool.inputs import check_temperature
 
 Op = Literal["upscale", "downscale"]
@@ -59,12 +60,12 @@ _PAD = {"upscale": (1, 2), "downscale": (DOWNSCALE_ALIGN, DOWNSCALE_ALIGN)}  # (
 
 def pad_input(x: Tensor, op: Op) -> Tensor:
     """Reflection-pad bottom/right to what the model needs: 2 px for SR, the 8-px noise grid for downscaling."""
-    return pad_reflect(x, *_PAD[op])
+    return pad_to(x, *_PAD[op])
 
 
 def noise_shape(model: Any, op: Op, height: int, width: int) -> tuple[int, ...]:
     """Shape of the noise field of one sample of a height × width input (unpadded size)."""
-    ph, pw = (padded_size(n, *_PAD[op]) for n in (height, width))  # what pad_input gives
+    ph, pw = (padded_size(n, *_PAD[op]) for n in (height, width))  # what pad_to gives
     shape_fn = model.upscale_noise_shape if op == "upscale" else model.downscale_noise_shape
     return tuple(shape_fn(1, ph, pw))
 

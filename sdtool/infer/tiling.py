@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -274,20 +273,3 @@ def _blend_tiles(call: Callable, cut_noise: Callable, x: Tensor, scale: float, y
         band_r0 += final
     return total
 
-def padded_size(n: int, mult: int, minimum: int) -> int:
-    """A side of n pixels padded to a multiple of `mult` and at least `minimum` (what pad_reflect gives)."""
-    return max(minimum, math.ceil(n / mult) * mult)
-
-
-def pad_reflect(x: Any, mult: int, minimum: int) -> Any:
-    """Pad 1×C×h×w bottom/right to multiples of `mult` and at least `minimum` (reflection; numpy's
-    repeated reflection when the pad is larger than the image, so a 1-pixel image works too)."""
-    import torch
-
-    h, w = x.shape[2:]
-    th, tw = padded_size(h, mult, minimum), padded_size(w, mult, minimum)
-    if (th, tw) == (h, w):
-        return x
-    arr = np.pad(x.numpy(), ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode="symmetric" if min(h,
-                                                                                                w) == 1 else "reflect")
-    return torch.from_numpy(np.ascontiguousarray(arr))

@@ -16,7 +16,6 @@ import math
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdtool.config import DEFAULT_DOWN_TEMPERATURE, DEFAULT_SR_TEMPERATURE, SDFlowConfig
@@ -30,6 +29,7 @@ from sdtool.model.lattice import remove_lattice
 from sdtool.nets.extractor import ContentExtractor
 from sdtool.nets.precision import set_compute_dtype
 from sdtool.nets.rrdb import ConditionNet, SqueezedConditionNet
+from sdtool.padding import pad_to
 
 CONTENT_CHANNELS = 3
 HF_CHANNELS = 45  # 48 channels after two squeezes minus the 3 content channels
@@ -45,19 +45,6 @@ def _nhwc(x: Tensor) -> Tensor:
 
 def _steps(n: int, channels: int, hidden: int, cond: int = 0, last_coupling: bool = True) -> list:
     return [FlowStep(channels, hidden, cond, coupling=last_coupling or i < n - 1) for i in range(n)]
-
-
-def _pad_to(x: Tensor, mult: int, minimum: int) -> tuple[Tensor, int, int]:
-    """Pad bottom/right so that H and W are multiples of `mult` and at least `minimum` (reflection
-    where possible; replication for inputs too small to reflect)."""
-    h, w = x.shape[2:]
-    th = max(minimum, math.ceil(h / mult) * mult)
-    tw = max(minimum, math.ceil(w / mult) * mult)
-    ph, pw = th - h, tw - w
-    if ph == 0 and pw == 0:
-        return x, h, w
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), h, w
 
 
 def _finite(t: Tensor) -> Tensor:
@@ -193,7 +180,7 @@ class SDFlow(nn.Module):
         check_temperature(temperature)
         out_device = x.device
         n, _, h, w = x.shape
-        xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 1, 2)
+        xp = pad_to(x.to(self.device, torch.float32) * 2 - 1, 1, 2)
         xp = _nhwc(xp)
         if noise is None:
             noise = randn(self.upscale_noise_shape(n, h, w), generator, self.device)
@@ -221,7 +208,7 @@ class SDFlow(nn.Module):
         out_device = y.device
         n, _, h, w = y.shape
         # At least 16 px so that the degradation latent (HR/8) is 2×2: reflection padding needs 2 px.
-        yp, _, _ = _pad_to(y.to(self.device, torch.float32) * 2 - 1, 8, 16)
+        yp = pad_to(y.to(self.device, torch.float32) * 2 - 1, 8, 16)
         z_c, _, _ = self.hr_latents(_nhwc(yp))
         if latent is not None:
             z_dp = latent.to(self.device, torch.float32)
@@ -240,7 +227,7 @@ class SDFlow(nn.Module):
         → z_d' N×12×ceil(h/2)×ceil(w/2), and info: `component` (most likely mixture component, (N,)),
         `z_c` (content latent), `responsibilities` (N×K)."""
         check_image(x)
-        xp, _, _ = _pad_to(x.to(self.device, torch.float32) * 2 - 1, 2, 2)
+        xp = pad_to(x.to(self.device, torch.float32) * 2 - 1, 2, 2)
         _, parts = self.lr_log_prob(_nhwc(xp))
         resp = self.deg_prior.responsibilities(parts["z_dp"])
         return parts["z_dp"], {"component": resp.argmax(1), "z_c": parts["z_c"], "responsibilities": resp}

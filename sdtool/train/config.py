@@ -56,6 +56,7 @@ class LossWeights:
     nll_every: int = 2  # the two NLL terms (and the HF and degradation flows' forward passes) every k-th step, ×k
     d_hr_crop: int = 48  # HR discriminator on one random crop of this side (HR px, multiple of 4) per step; 0: whole
     cycle_fraction: float = 0.5  # the cycle terms on this fraction of the batch (at least one image)
+    sr_fraction: float = 1.0  # the SR samples of real LR crops (GAN, consistency, colour) on this fraction of the batch
     d_every: int = 2  # the discriminators' own update every k-th step (the generator still meets them every step)
 
 

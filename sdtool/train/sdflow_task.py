@@ -217,13 +217,17 @@ class SDFlowTask:
         fakes = {"ds": ds.detach()}
         if w.image_sr:
             sr = self._sr_samples(zc_lr, zc_hr, ds, g)
-            sr_loss, fakes["sr"] = self._sr_image_loss(x, sr["lr"])
+            sr_loss, fakes["sr"] = self._sr_image_loss(x[: sr["lr"].shape[0]], sr["lr"])
             loss = loss + w.image_sr * (sr_loss + self._cycle_loss(y, zc_hr, sr) + self._hr_color_loss(y, sr)
                                         + self._lattice_loss(y, sr))
         return loss, fakes
 
     def _cycle_count(self, n: int) -> int:
-        return max(1, round(n * self.w.cycle_fraction))
+        return self._fraction(n, self.w.cycle_fraction)
+
+    @staticmethod
+    def _fraction(n: int, f: float) -> int:
+        return max(1, round(n * f))
 
     def _cycle_enabled(self) -> bool:
         return bool(self.w.cycle_l1 or self.w.cycle_perceptual or self.w.cycle_latent)
@@ -234,8 +238,8 @@ class SDFlowTask:
         generated LR images, "hr" from the HR crops' own content for half the batch (colour anchor).
         The noise is drawn in that order from g."""
         m, w = self.model, self.w
-        contents: dict[str, Tensor] = {"lr": zc_lr}
-        noises = [self._noise(zc_lr, g)]
+        contents: dict[str, Tensor] = {"lr": zc_lr[: self._fraction(zc_lr.shape[0], w.sr_fraction)]}
+        noises = [self._noise(contents["lr"], g)]
         out: dict[str, Tensor] = {}
         if self._cycle_enabled():
             lr_in = ds.detach()[: self._cycle_count(ds.shape[0])].clamp(-1, 1)  # detached: the downscaler cannot

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 
 from sdtool.cli.common import Delattice, Detail, Device, Seed, Tile, run_guarded
-from sdtool.cli.progress import PlainProgress, live_terminal
+from sdtool.cli.progress import CountBar
 
 DatasetOpt = Annotated[
     str,
@@ -210,8 +210,8 @@ def benchmark(
 
 @contextmanager
 def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
-    """Progress over the whole run naming the method and image: one live bar when stderr is a terminal, plain
-    lines with an ETA otherwise."""
+    """Progress over the whole run naming the method and image (`CountBar`: a live bar on a terminal, plain lines
+    with an ETA otherwise)."""
     state: dict[str, Any] = {"base": 0, "last": ""}
 
     def overall(ev: Any) -> int:  # events count images per method; methods run one after the other
@@ -220,20 +220,5 @@ def _progress(pairs: int, methods: int) -> Iterator[Callable[[Any], None]]:
         state["last"] = ev.method
         return state["base"] + ev.done
 
-    if not live_terminal():
-        plain = PlainProgress("benchmark", pairs * methods, "images")
-        plain.update(0)
-        yield lambda ev: plain.update(overall(ev), f"{ev.method}: {ev.image}")
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    task_id = bar.add_task("benchmark", total=pairs * methods)
-
-    def on_progress(ev: Any) -> None:
-        bar.update(task_id, completed=overall(ev), description=f"benchmark {ev.method}: {ev.image}")
-
-    with bar:
-        yield on_progress
+    with CountBar("benchmark", pairs * methods, "images") as bar:
+        yield lambda ev: bar.update(overall(ev), f"{ev.method}: {ev.image}")

@@ -89,73 +89,97 @@ class PlainProgress:
         return f"{text}, {detail}" if detail else text
 
 
-class BatchReporter:
-    """Turns pipeline progress events into live bars (stderr a terminal) or plain lines with an ETA (logs),
-    and error and notice lines."""
+class CountBar:
+    """One count of work (iterations, images, files): a live bar when stderr is a terminal, plain lines with an ETA
+    otherwise (`PlainProgress`). The one renderer of every command: `update(done, detail)` moves it, `line(text)`
+    prints a message above it, and `sub`/`sub_update` show a second bar for the part in hand (live only)."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, label: str, total: float, unit: str, *, transient: bool = True) -> None:
         from rich.console import Console
 
+        self.label, self.total, self.unit, self.transient = label, total, unit, transient
         self.console = Console(stderr=True, highlight=False)
         self.live = live_terminal()
-        self.progress: Any = None
+        self.bar: Any = None
         self.plain: Optional[PlainProgress] = None
-        self.overall: Any = None
-        self.current: Any = None
-        self.task = task
+        self.task: Any = None
+        self.part: Any = None
 
-    def __enter__(self) -> "BatchReporter":
+    def __enter__(self) -> "CountBar":
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=self.console, transient=True,
-            )
-            self.progress.__enter__()
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+                                transient=self.transient)
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.label, total=max(self.total, 1), info="")
+        else:
+            self.plain = PlainProgress(self.label, self.total, self.unit, write=self.line)
+            self.plain.update(0)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def update(self, done: float, detail: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, info=detail)
+        elif self.plain is not None:
+            self.plain.update(done, detail)
 
     def line(self, text: str) -> None:
-        # Console.print goes above the live bars when they are shown; plain stderr otherwise.
+        # Console.print goes above the live bar when it is shown; plain stderr otherwise.
         self.console.print(text, markup=False, soft_wrap=True)
+
+    def sub(self, name: str, total: int) -> None:
+        if self.bar is not None:
+            if self.part is not None:
+                self.bar.remove_task(self.part)
+            self.part = self.bar.add_task(f"  {name}", total=max(total, 1), info="")
+
+    def sub_update(self, done: float) -> None:
+        if self.bar is not None and self.part is not None:
+            self.bar.update(self.part, completed=done)
+
+
+class BatchReporter:
+    """Turns pipeline progress events into a `CountBar` over the files (and one over the current file's tiles or
+    samples, live), and error and notice lines."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.count: Optional[CountBar] = None
+
+    def __enter__(self) -> "BatchReporter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.count is not None:
+            self.count.__exit__(*exc)
+
+    def line(self, text: str) -> None:
+        if self.count is not None:
+            self.count.line(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def __call__(self, event: "ProgressEvent") -> None:
         if event.kind == "notice":
             self.line(f"notice: {event.message}")
         elif event.kind == "start":
-            self._start(event.total)
-        elif event.kind == "file_start":
-            self._file_start(event)
-        elif event.kind == "step":
-            self._step(event)
+            self.count = CountBar(self.task if not live_terminal() else f"{self.task} (files)", event.total,
+                                  "files").__enter__()
+        elif event.kind == "file_start" and self.count is not None:
+            self.count.sub(event.path.name if event.path is not None else "", event.steps)
+        elif event.kind == "step" and self.count is not None:
+            self.count.sub_update(event.step)
+            if not self.count.live:
+                name = event.path.name if event.path is not None else ""
+                self.count.update(event.index + event.step / max(event.steps, 1), name)
         elif event.kind == "file_end":
             self._file_end(event)
-
-    def _start(self, total: int) -> None:
-        if self.progress is not None:
-            self.overall = self.progress.add_task(f"{self.task} (files)", total=max(total, 1))
-        elif total:
-            self.plain = PlainProgress(self.task, total, "files", write=self.line)
-            self.plain.update(0)
-
-    def _file_start(self, event: "ProgressEvent") -> None:
-        if self.progress is None:
-            return
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-        name = event.path.name if event.path is not None else ""
-        self.current = self.progress.add_task(f"  {name}", total=max(event.steps, 1))
-
-    def _step(self, event: "ProgressEvent") -> None:
-        if self.progress is not None and self.current is not None:
-            self.progress.update(self.current, completed=event.step)
-        elif self.plain is not None:
-            name = event.path.name if event.path is not None else ""
-            self.plain.update(event.index + event.step / max(event.steps, 1), name)
 
     def _file_end(self, event: "ProgressEvent") -> None:
         outcome = event.outcome
@@ -164,7 +188,5 @@ class BatchReporter:
         if outcome is not None:
             for note in outcome.notes:
                 self.line(f"notice: {outcome.source}: {note}")
-        if self.progress is not None and self.overall is not None:
-            self.progress.advance(self.overall)
-        elif self.plain is not None:
-            self.plain.update(event.index + 1, event.path.name if event.path is not None else "")
+        if self.count is not None:
+            self.count.update(event.index + 1, event.path.name if event.path is not None else "")

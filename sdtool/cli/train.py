@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from sdtool.cli.common import Device, run_guarded
-from sdtool.cli.progress import PlainProgress, live_terminal
+from sdtool.cli.progress import CountBar
 from sdtool.train.config import DEFAULT_LR
 
 
@@ -153,30 +153,14 @@ def _run_with_progress(opts, iters: int):
     """Train with a live bar when stderr is a terminal, plain progress lines with an ETA otherwise."""
     from sdtool.train.launch import train as run_train
 
-    if not live_terminal():
-        plain = PlainProgress("train", iters, "it")
-
-        def on_plain(rec: dict) -> None:
-            if rec.get("type") == "train":
-                plain.update(rec["it"], _step_info(rec))
-            elif rec.get("type") == "notice":
-                typer.echo(f"notice: {rec['message']}", err=True)
-            elif rec.get("type") == "val":
-                typer.echo(_val_line(rec), err=True)
-
-        return run_train(opts, on_plain)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as progress:
-        bar = progress.add_task("train", total=iters, info="")
+    with CountBar("train", iters, "it", transient=False) as bar:
 
         def on_log(rec: dict) -> None:
             if rec.get("type") == "train":
-                progress.update(bar, completed=rec["it"], info=_step_info(rec))
+                bar.update(rec["it"], _step_info(rec))
             elif rec.get("type") == "notice":
-                progress.console.print(f"notice: {rec['message']}", markup=False)
+                bar.line(f"notice: {rec['message']}")
             elif rec.get("type") == "val":
-                progress.console.print(_val_line(rec), markup=False)
+                bar.line(_val_line(rec))
 
         return run_train(opts, on_log)

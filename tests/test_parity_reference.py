@@ -1,6 +1,6 @@
 """Parity with the authors' code on their reference outputs. The 58 MB reference files are not part of
 the project: this runs when SDTOOL_REFERENCE_DIR names a folder holding them (e.g.
-`SDTOOL_REFERENCE_DIR=../shared/reference python -m pytest tests/test_parity_reference.py` in the workspace) and
+`SDTOOL_REFERENCE_DIR=/path/to/reference python -m pytest tests/test_parity_reference.py`) and
 is skipped otherwise; the suite never looks outside the checkout. tests/test_convert.py proves the mapping
 without them."""
 

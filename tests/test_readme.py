@@ -8,7 +8,7 @@ mapping from what the README assumes to what this test provides:
   photo.jpg, hr.png, real_lr.png     tiny generated images
   in/a/b.png, hr/, real_lr/          folders of tiny generated images
   data/drealsr, data/realsr-crops,   tiny x4 pairs in test_HR/ + test_LR/ (RealSR validation names for realsr,
-  data/drealsr-crops-dev             the split the README uses), never ../shared
+  data/drealsr-crops-dev             the split the README uses), never a data folder outside
   their_outputs/, runs/<tool>-<set>  "another tool's" x4 outputs: the pairs' HR images, named as the LR ones
   sdflow_ckpts/                      the authors' four .pth files with random values of the right shapes
   sdtool train … --config lite       run as `--config tiny --iters 2 --batch 1 --patch 32` (the same code path,

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from sdtool.cli.app import app
+from tests.helpers import perturb
 
 runner = CliRunner()
 
@@ -22,15 +23,7 @@ def _weights(path: Path) -> Path:
     from sdtool.model.sdflow import SDFlow
 
     torch.manual_seed(0)
-    m = SDFlow(PRESETS["tiny"]).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-        for name, b in m.named_buffers():
-            if name.endswith("initialized"):
-                b.fill_(1)
-    save_model(m, path)
+    save_model(perturb(SDFlow(PRESETS["tiny"]).eval(), scale=0.05), path)
     return path
 
 

@@ -93,19 +93,15 @@ class Sequential(Transform):
 
     def plan(self, inverse: bool) -> list:
         """The pieces in the order they run, with runs of affine pieces folded into (A, b, logdet/px) triples."""
-        def build() -> list:
-            leaves = self._leaves()
+        def build() -> list:  # float64: composing and inverting loses nothing visible
             out: list = []
-            for t in (reversed(leaves) if inverse else leaves):
-                aff = t.affine(inverse)  # float64: composing and inverting loses nothing visible
-                if aff is None:
-                    out.append(t)
-                elif out and isinstance(out[-1], tuple):
-                    out[-1] = _compose(out[-1], aff)
+            for step in self._ordered_runs(inverse):
+                if isinstance(step, list):
+                    a, b, ld = _chain([t.affine(inverse) for t in step])
+                    out.append((a[:, :, None, None].float().contiguous(), b.float(), ld))
                 else:
-                    out.append(aff)
-            return [(p[0][:, :, None, None].float().contiguous(), p[1].float(), p[2]) if isinstance(p, tuple) else p
-                    for p in out]
+                    out.append(step)
+            return out
         return inference_cached(self, f"_plan_{int(inverse)}", build)
 
     def _ready(self) -> bool:
@@ -119,9 +115,16 @@ class Sequential(Transform):
             self.__dict__["_ready_cache"] = cached
         return cached[1]
 
+    def _ordered_runs(self, inverse: bool) -> list:
+        """`_runs` in the order they run in the direction asked for, each run's pieces in that order too."""
+        runs = self._runs()
+        if not inverse:
+            return runs
+        return [r[::-1] if isinstance(r, list) else r for r in reversed(runs)]
+
     def _runs(self) -> list:
-        """The leaves in forward order, each run of two or more adjacent affine pieces as one list (fixed
-        structure: computed once)."""
+        """The leaves in forward order, each run of adjacent affine pieces as one list (fixed structure:
+        computed once)."""
         runs = self.__dict__.get("_runs_cache")
         if runs is None:
             runs = []
@@ -131,7 +134,6 @@ class Sequential(Transform):
                     runs[-1].append(t)
                 else:
                     runs.append([t] if affine else t)
-            runs = [r[0] if isinstance(r, list) and len(r) == 1 else r for r in runs]
             self.__dict__["_runs_cache"] = runs
         return runs
 
@@ -140,12 +142,12 @@ class Sequential(Transform):
         applied as one per-pixel matrix product: one pass over the activations, and its backward one, instead
         of two to three per piece. Same map to float rounding; used in training (see `fuses`)."""
         total = zero_logdet(x)
-        for step in (reversed(self._runs()) if inverse else self._runs()):
+        for step in self._ordered_runs(inverse):
             if not isinstance(step, list):
                 x, ld = step.inverse(x, cond) if inverse else step(x, cond)
                 total = total + ld
                 continue
-            a, b, ld = _chain([t.affine(inverse, x.dtype) for t in (reversed(step) if inverse else step)])
+            a, b, ld = _chain([t.affine(inverse, x.dtype) for t in step])
             total = total + ld * (x.shape[2] * x.shape[3])
             # x as B×H×W×C (a view of a channels-last tensor) times Aᵀ: one GEMM, no layout change.
             x = F.linear(x.permute(0, 2, 3, 1), a, b).permute(0, 3, 1, 2)

@@ -87,3 +87,44 @@ def test_training_never_folds(train_mode):
     logp, _ = m.hr_log_prob(y)
     logp.sum().backward()
     assert all(p.grad is not None for p in m.hr_flow.parameters())
+
+
+def test_folded_zero_conv_pads_to_eight_outputs_and_returns_its_own():
+    """The folded ZeroConv runs with zero filters up to a multiple of 8 outputs (12 → 16) and hands back only
+    its 12 channels, equal to the plain scaled convolution."""
+    from sdtool.nets.subnet import ZeroConv
+
+    torch.manual_seed(0)
+    zc = ZeroConv(5, 12)
+    with torch.no_grad():
+        for p in zc.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    zc.eval()
+    x = torch.randn(2, 5, 7, 9)
+    with torch.no_grad():
+        with folding(False):
+            ref = zc(x)
+        out = zc(x)
+    assert zc._fold_cache[1][0].shape[0] == 16
+    assert out.shape == ref.shape == (2, 12, 7, 9)
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_latents_drawn_nchw_run_the_flows_channels_last():
+    """Noise from randn is NCHW; the flows must still see channels-last activations (an NCHW latent ran every
+    convolution of the HF and HR flows through oneDNN's reorders, 1.4× slower for `paper` SR)."""
+    m = _model()
+    layouts = []
+
+    def record(mod, args):
+        t = args[0]
+        layouts.append(t.stride()[1] == 1 or t.shape[1] == 1)  # channels are the innermost dimension
+
+    hooks = [c.register_forward_pre_hook(record) for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    z_c = torch.randn(1, 3, 8, 8)  # NCHW, as a user or the training loop draws it
+    with torch.no_grad():
+        m.sr_from_content(z_c, torch.randn(m.upscale_noise_shape(1, 8, 8)))
+        m.lr_from_content(z_c, torch.randn(1, 12, 4, 4))
+    for h in hooks:
+        h.remove()
+    assert layouts and all(layouts)

@@ -120,3 +120,31 @@ def test_discriminators_update_every_k_steps():
     assert "d" not in odd and all(torch.equal(a, b) for a, b in zip(before, task.d_hr.parameters()))
     even = task.train_step(lr, hr, 2)
     assert "d" in even and not all(torch.equal(a, b) for a, b in zip(before, task.d_hr.parameters()))
+
+
+def test_hr_color_crop_decodes_an_aligned_window_of_half_the_batch():
+    """hr_color_crop=16 on 32-px crops: the colour anchor's SR samples are 16² windows (offset a multiple of 4) of
+    half the batch, decoded on their own and compared with the same window of the HR crops; 0 keeps them whole
+    inside the one SR pass."""
+    task = _task(hr_color_crop=16)
+    sizes = []
+
+    def spy(model):
+        decode = model.sr_from_content
+        model.sr_from_content = lambda z_c, z_hp: sizes.append(tuple(z_c.shape)) or decode(z_c, z_hp)
+
+    spy(task.model)
+    targets = []
+    color = task._hr_color_loss
+    task._hr_color_loss = lambda y, sr: targets.append((sr["hr"].shape, task._hr_window)) or color(y, sr)
+    logs = task.train_step(*_batch(n=4, side=32), 1)
+    assert sizes[-1] == (2, 3, 4, 4)  # half the batch, a 4×4 content window = 16² HR px
+    assert sizes[-2][0] == 4 + 2  # the real LR crops and the cycle, at full size, in one pass
+    (shape, (rows, cols)), = targets
+    assert shape == (2, 3, 16, 16) and rows.start % 4 == 0 and cols.start % 4 == 0 and rows.stop - rows.start == 16
+    assert torch.isfinite(torch.tensor(logs["total"]))
+    whole = _task(hr_color_crop=0)
+    sizes.clear()
+    spy(whole.model)
+    whole.train_step(*_batch(n=4, side=32), 1)
+    assert sizes == [(4 + 2 + 2, 3, 8, 8)]  # one pass: real LR, cycle and the colour anchor's half

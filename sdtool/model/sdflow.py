@@ -137,15 +137,18 @@ class SDFlow(nn.Module):
 
     def sr_from_content(self, z_c: Tensor, z_hp: Tensor) -> Tensor:
         """z_c B×3×h×w, z_h' B×45×h×w → SR image B×3×4h×4w in [-1, 1] (unclamped)."""
+        # Channels-last latents: a flow keeps its input's layout, and noise drawn by randn is NCHW, which ran every
+        # convolution of the HF and HR flows 1.5–3× slower (oneDNN reorders; measured in scripts/bench_speed.py).
+        z_c, z_hp = _nhwc(z_c), _nhwc(z_hp)
         z_h, _ = self.hf_flow.inverse(z_hp, z_c)
         y, _ = self.hr_flow.inverse(torch.cat([z_c, z_h], dim=1))
         return y
 
     def lr_from_content(self, z_c: Tensor, z_dp: Optional[Tensor] = None) -> Tensor:
         """z_c B×3×h×w (h, w even) and Gaussianised degradation z_d' (None = no degradation) → LR image."""
-        z = z_c
+        z = z_c = _nhwc(z_c)  # channels-last, as in sr_from_content
         if z_dp is not None:
-            z_d, _ = self.deg_flow.inverse(z_dp, z_c)
+            z_d, _ = self.deg_flow.inverse(_nhwc(z_dp), z_c)
             z = z_c + z_d
         x, _ = self.lr_flow.inverse(z)
         return x

@@ -58,6 +58,8 @@ class LossWeights:
     cycle_fraction: float = 0.5  # the cycle terms on this fraction of the batch (at least one image)
     sr_fraction: float = 1.0  # the SR samples of real LR crops (GAN, consistency, colour) on this fraction of the batch
     d_every: int = 2  # the discriminators' own update every k-th step (the generator still meets them every step)
+    hr_color_crop: int = 0  # hr_color's SR samples decode one random window of this side (HR px, multiple of 4) of
+    #   the HR crops' content, in a pass of their own; 0: the whole crop
 
 
 DEFAULT_LR = 1e-4  # Adam learning rate of every trainer: `sdtool train --lr` [reading]

@@ -66,6 +66,7 @@ class SDFlowTask:
         self.perceptual = perceptual
         self.last_lattice = float("nan")
         self._window: tuple[slice, slice] = (slice(None), slice(None))
+        self._hr_window: tuple[slice, slice] = (slice(None), slice(None))
         self._all_initialised = False
         # Seeded on their own: their start must not depend on what else drew from the global RNG before
         # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
@@ -195,10 +196,12 @@ class SDFlowTask:
         names, latents = ["hr", "lr"], [zc_hr, zc_lr]
         if degradations:
             k = len(degradations)
-            z_d, _ = m.deg_flow.inverse_repeated(torch.cat(list(degradations.values())), zc_hr)
+            # Channels-last like the activations (the latents are drawn NCHW): see SDFlow.sr_from_content.
+            z_dp = torch.cat(list(degradations.values())).contiguous(memory_format=self.memory_format)
+            z_d, _ = m.deg_flow.inverse_repeated(z_dp, zc_hr)
             names += list(degradations)
             latents += list((zc_hr.repeat(k, 1, 1, 1) + z_d).split(zc_hr.shape[0]))
-        images, _ = m.lr_flow.inverse(torch.cat(latents))
+        images, _ = m.lr_flow.inverse(torch.cat(latents).contiguous(memory_format=self.memory_format))
         return dict(zip(names, images.split([z.shape[0] for z in latents])))
 
     def _image_losses(self, x, y, y_bic, zc_lr, zc_hr, decoded, g) -> tuple[Tensor, dict[str, Tensor]]:
@@ -249,14 +252,36 @@ class SDFlowTask:
                 lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
             contents["cycle"] = out["cycle_zc"] = m.extractor(lr_in)
             noises.append(self._noise(contents["cycle"], g))
+        crop = None
         if w.hr_color:
-            # Half the batch is enough for a low-frequency statistic and saves a third of the cost.
-            contents["hr"] = zc_hr[: max(1, zc_hr.shape[0] // 2)]
-            noises.append(self._noise(contents["hr"], g))
+            # Half the batch is enough for a low-frequency statistic; with hr_color_crop, a window of it, decoded in
+            # a pass of its own (the window differs in size from the other samples).
+            self._hr_window = self._content_window(zc_hr.shape[-1], w.hr_color_crop, g)
+            rows, cols = (slice(s.start // 4, s.stop // 4) if s.start is not None else s for s in self._hr_window)
+            z_hr = zc_hr[: max(1, zc_hr.shape[0] // 2), :, rows, cols]
+            if z_hr.shape[-2:] == zc_lr.shape[-2:]:
+                contents["hr"] = z_hr
+                noises.append(self._noise(z_hr, g))
+            else:
+                crop = z_hr
         z_c = torch.cat(list(contents.values()))
         sr = m.sr_from_content(z_c, self._temperatures(z_c.shape[0], g).to(z_c.device) * torch.cat(noises))
         out.update(zip(contents, sr.split([z.shape[0] for z in contents.values()])))
+        if crop is not None:
+            noise = self._noise(crop, g)
+            out["hr"] = m.sr_from_content(crop, self._temperatures(crop.shape[0], g).to(crop.device) * noise)
         return out
+
+    @staticmethod
+    def _content_window(side: int, crop: int, g: torch.Generator) -> tuple[slice, slice]:
+        """A random window, in HR pixels, of an HR crop whose content latent is side × side: crop² px at an offset
+        that is a multiple of 4 (a whole content pixel, which also keeps the 4-px lattice phase). The whole crop
+        (open slices) when crop is 0 or not smaller than it."""
+        c = crop // 4
+        if not c or c >= side:
+            return slice(None), slice(None)
+        top, left = (4 * torch.randint(side - c + 1, (2,), generator=g)).tolist()
+        return slice(top, top + 4 * c), slice(left, left + 4 * c)
 
     def _temperatures(self, n: int, g: torch.Generator) -> Tensor:
         """Per-sample SR temperature (n×1×1×1): sample_temperature, or U(sr_temperature_min, it)."""
@@ -285,14 +310,23 @@ class SDFlowTask:
         latent carried whole-region colour (22 grey levels of green), so sampling it changed colours."""
         if "hr" not in sr:
             return y.new_zeros(())
-        return self.w.hr_color * L.color_low_freq(sr["hr"], y[: sr["hr"].shape[0]], 8.0)
+        rows, cols = self._hr_window
+        return self.w.hr_color * L.color_low_freq(sr["hr"], y[: sr["hr"].shape[0], :, rows, cols], 8.0)
 
     def _lattice_loss(self, y: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """Every SR sample of the step, held to the HR crops' own level of 4-px periodic pattern."""
         if not self.w.lattice:
             return y.new_zeros(())
-        samples = torch.cat([sr[k] for k in ("lr", "cycle", "hr") if k in sr])
-        loss = L.lattice_loss(samples, y)
+        groups = [(torch.cat([sr[k] for k in ("lr", "cycle") if k in sr]), y)]
+        if "hr" in sr:
+            rows, cols = self._hr_window
+            groups.append((sr["hr"], y[:, :, rows, cols]))
+        if len(groups) == 2 and groups[0][0].shape[-2:] == groups[1][0].shape[-2:]:
+            groups = [(torch.cat([groups[0][0], groups[1][0]]), y)]  # one batch: the same numbers, one call
+        # Each group against HR crops of its own size (a photo's chance lattice power grows as the area shrinks);
+        # the mean over all samples.
+        n = sum(s.shape[0] for s, _ in groups)
+        loss = sum(L.lattice_loss(s, t) * (s.shape[0] / n) for s, t in groups)
         self.last_lattice = float(loss.detach())  # logged by train_step
         return self.w.lattice * loss
 

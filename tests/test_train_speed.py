@@ -136,7 +136,7 @@ def test_hr_color_crop_decodes_an_aligned_window_of_half_the_batch():
     spy(task.model)
     targets = []
     color = task._hr_color_loss
-    task._hr_color_loss = lambda y, sr: targets.append((sr["hr"].shape, task._hr_window)) or color(y, sr)
+    task._hr_color_loss = lambda y, sr: targets.append((sr["hr"].shape, task._sr_windows["hr"])) or color(y, sr)
     logs = task.train_step(*_batch(n=4, side=32), 1)
     assert sizes[-1] == (2, 3, 4, 4)  # half the batch, a 4×4 content window = 16² HR px
     assert sizes[-2][0] == 4 + 2  # the real LR crops and the cycle, at full size, in one pass
@@ -148,3 +148,22 @@ def test_hr_color_crop_decodes_an_aligned_window_of_half_the_batch():
     spy(whole.model)
     whole.train_step(*_batch(n=4, side=32), 1)
     assert sizes == [(4 + 2 + 2, 3, 8, 8)]  # one pass: real LR, cycle and the colour anchor's half
+
+
+def test_cycle_crop_decodes_and_scores_a_window():
+    """cycle_crop=16 on 32-px crops: the cycle's SR samples are a 16² window of their content (the extractor still
+    reads the whole generated LR image), scored against the same window of their HR crops."""
+    task = _task(cycle_crop=16, cycle_fraction=0.5)
+    decoded, scored = [], []
+    decode = task.model.sr_from_content
+    task.model.sr_from_content = lambda z_c, z_hp: decoded.append(tuple(z_c.shape)) or decode(z_c, z_hp)
+    cycle = task._cycle_loss
+    task._cycle_loss = lambda y, zc, sr: scored.append((sr["cycle"].shape, sr["cycle_zc"].shape,
+                                                         task._sr_windows["cycle"])) or cycle(y, zc, sr)
+    task.train_step(*_batch(n=4, side=32), 1)
+    assert decoded == [(4 + 2, 3, 8, 8), (2, 3, 4, 4)]  # real LR and colour anchor whole; the cycle's window alone
+    (shape, zc_shape, (rows, cols)), = scored
+    assert shape == (2, 3, 16, 16) and zc_shape == (2, 3, 8, 8)
+    assert rows.start % 4 == 0 and cols.start % 4 == 0 and cols.stop - cols.start == 16
+    y = torch.arange(4 * 3 * 32 * 32, dtype=torch.float32).reshape(4, 3, 32, 32)
+    assert torch.equal(task._hr_target(y, "cycle", 2), y[:2, :, rows, cols])

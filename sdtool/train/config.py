@@ -58,8 +58,11 @@ class LossWeights:
     cycle_fraction: float = 0.5  # the cycle terms on this fraction of the batch (at least one image)
     sr_fraction: float = 1.0  # the SR samples of real LR crops (GAN, consistency, colour) on this fraction of the batch
     d_every: int = 2  # the discriminators' own update every k-th step (the generator still meets them every step)
-    hr_color_crop: int = 0  # hr_color's SR samples decode one random window of this side (HR px, multiple of 4) of
-    #   the HR crops' content, in a pass of their own; 0: the whole crop
+    cycle_crop: int = 0  # the cycle's SR samples decode one random window of this side (HR px, multiple of 4) of
+    #   their content, in a pass of their own, scored against the same window of the HR crops; 0: the whole crop
+    hr_color_crop: int = 48  # hr_color's SR samples decode one random window of this side (HR px, multiple of 4)
+    #   of the HR crops' content, in a pass of their own; 0: the whole crop. 48 on 96-px crops: 25.55 / 0.2733 vs
+    #   25.54 / 0.2731 on RealSR validation (200 iterations as above)
 
 
 DEFAULT_LR = 1e-4  # Adam learning rate of every trainer: `sdtool train --lr` [reading]

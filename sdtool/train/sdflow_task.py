@@ -66,7 +66,7 @@ class SDFlowTask:
         self.perceptual = perceptual
         self.last_lattice = float("nan")
         self._window: tuple[slice, slice] = (slice(None), slice(None))
-        self._hr_window: tuple[slice, slice] = (slice(None), slice(None))
+        self._sr_windows: dict[str, tuple[slice, slice]] = {}  # HR-pixel windows of the cropped SR samples
         self._all_initialised = False
         # Seeded on their own: their start must not depend on what else drew from the global RNG before
         # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
@@ -236,41 +236,51 @@ class SDFlowTask:
         return bool(self.w.cycle_l1 or self.w.cycle_perceptual or self.w.cycle_latent)
 
     def _sr_samples(self, zc_lr: Tensor, zc_hr: Tensor, ds: Tensor, g: torch.Generator) -> dict[str, Tensor]:
-        """SR samples at the training temperature, all in one pass of the HF and HR flows:
+        """SR samples at the training temperature, in one pass of the HF and HR flows where their sizes agree:
         "lr" from the real LR crops' content, "cycle" (with the content "cycle_zc") from the extractor on the
-        generated LR images, "hr" from the HR crops' own content for half the batch (colour anchor).
-        The noise is drawn in that order from g."""
+        generated LR images, "hr" from the HR crops' own content for half the batch (colour anchor). With
+        cycle_crop / hr_color_crop, those two decode a random window of their content instead, each in a pass of
+        its own (its HR window in self._sr_windows). The noise is drawn in that order from g."""
         m, w = self.model, self.w
         contents: dict[str, Tensor] = {"lr": zc_lr[: self._fraction(zc_lr.shape[0], w.sr_fraction)]}
         noises = [self._noise(contents["lr"], g)]
         out: dict[str, Tensor] = {}
+        alone: dict[str, Tensor] = {}
+        self._sr_windows = {}
+
+        def add(name: str, z_c: Tensor, crop: int) -> None:
+            window = self._content_window(z_c.shape[-1], crop, g)
+            rows, cols = (slice(s.start // 4, s.stop // 4) if s.start is not None else s for s in window)
+            z_c = z_c[:, :, rows, cols]
+            self._sr_windows[name] = window
+            if z_c.shape[-2:] == zc_lr.shape[-2:]:
+                contents[name] = z_c
+                noises.append(self._noise(z_c, g))
+            else:
+                alone[name] = z_c
+
         if self._cycle_enabled():
             lr_in = ds.detach()[: self._cycle_count(ds.shape[0])].clamp(-1, 1)  # detached: the downscaler cannot
             #   hide detail for the upscaler
             if w.cycle_input_blur > 0:
                 u = float(torch.rand((), generator=g))
                 lr_in = gaussian_blur(lr_in, 2 * w.cycle_input_blur * u)
-            contents["cycle"] = out["cycle_zc"] = m.extractor(lr_in)
-            noises.append(self._noise(contents["cycle"], g))
-        crop = None
-        if w.hr_color:
-            # Half the batch is enough for a low-frequency statistic; with hr_color_crop, a window of it, decoded in
-            # a pass of its own (the window differs in size from the other samples).
-            self._hr_window = self._content_window(zc_hr.shape[-1], w.hr_color_crop, g)
-            rows, cols = (slice(s.start // 4, s.stop // 4) if s.start is not None else s for s in self._hr_window)
-            z_hr = zc_hr[: max(1, zc_hr.shape[0] // 2), :, rows, cols]
-            if z_hr.shape[-2:] == zc_lr.shape[-2:]:
-                contents["hr"] = z_hr
-                noises.append(self._noise(z_hr, g))
-            else:
-                crop = z_hr
+            out["cycle_zc"] = m.extractor(lr_in)
+            add("cycle", out["cycle_zc"], w.cycle_crop)
+        if w.hr_color:  # half the batch is enough for a low-frequency statistic
+            add("hr", zc_hr[: max(1, zc_hr.shape[0] // 2)], w.hr_color_crop)
         z_c = torch.cat(list(contents.values()))
         sr = m.sr_from_content(z_c, self._temperatures(z_c.shape[0], g).to(z_c.device) * torch.cat(noises))
         out.update(zip(contents, sr.split([z.shape[0] for z in contents.values()])))
-        if crop is not None:
-            noise = self._noise(crop, g)
-            out["hr"] = m.sr_from_content(crop, self._temperatures(crop.shape[0], g).to(crop.device) * noise)
+        for name, z in alone.items():
+            noise = self._noise(z, g)
+            out[name] = m.sr_from_content(z, self._temperatures(z.shape[0], g).to(z.device) * noise)
         return out
+
+    def _hr_target(self, y: Tensor, name: str, n: int) -> Tensor:
+        """The first n HR crops, cut to the window that the SR samples `name` decode."""
+        rows, cols = self._sr_windows.get(name, (slice(None), slice(None)))
+        return y[:n, :, rows, cols]
 
     @staticmethod
     def _content_window(side: int, crop: int, g: torch.Generator) -> tuple[slice, slice]:
@@ -310,25 +320,24 @@ class SDFlowTask:
         latent carried whole-region colour (22 grey levels of green), so sampling it changed colours."""
         if "hr" not in sr:
             return y.new_zeros(())
-        rows, cols = self._hr_window
-        return self.w.hr_color * L.color_low_freq(sr["hr"], y[: sr["hr"].shape[0], :, rows, cols], 8.0)
+        return self.w.hr_color * L.color_low_freq(sr["hr"], self._hr_target(y, "hr", sr["hr"].shape[0]), 8.0)
 
     def _lattice_loss(self, y: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """Every SR sample of the step, held to the HR crops' own level of 4-px periodic pattern."""
         if not self.w.lattice:
             return y.new_zeros(())
-        groups = [(torch.cat([sr[k] for k in ("lr", "cycle") if k in sr]), y)]
-        if "hr" in sr:
-            rows, cols = self._hr_window
-            groups.append((sr["hr"], y[:, :, rows, cols]))
-        if len(groups) == 2 and groups[0][0].shape[-2:] == groups[1][0].shape[-2:]:
-            groups = [(torch.cat([groups[0][0], groups[1][0]]), y)]  # one batch: the same numbers, one call
-        # Each group against HR crops of its own size (a photo's chance lattice power grows as the area shrinks);
-        # the mean over all samples.
+        # Samples of the whole crop in one call; windows each against HR crops of their own size (a photo's chance
+        # lattice power grows as the area shrinks); the mean over all samples.
+        whole = [k for k in ("lr", "cycle", "hr") if k in sr and k not in self._windows_cut()]
+        groups = [(torch.cat([sr[k] for k in whole]), y)]
+        groups += [(sr[k], self._hr_target(y, k, y.shape[0])) for k in self._windows_cut() if k in sr]
         n = sum(s.shape[0] for s, _ in groups)
         loss = sum(L.lattice_loss(s, t) * (s.shape[0] / n) for s, t in groups)
         self.last_lattice = float(loss.detach())  # logged by train_step
         return self.w.lattice * loss
+
+    def _windows_cut(self) -> list[str]:
+        return [k for k, (rows, _) in self._sr_windows.items() if rows.start is not None]
 
     def _cycle_loss(self, y: Tensor, zc_hr: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""
@@ -337,9 +346,10 @@ class SDFlowTask:
             return y.new_zeros(())
         k = sr["cycle"].shape[0]
         loss = w.cycle_latent * (sr["cycle_zc"] - zc_hr[:k].detach()).abs().mean()
-        loss = loss + w.cycle_l1 * (sr["cycle"] - y[:k]).abs().mean()
+        target = self._hr_target(y, "cycle", k)
+        loss = loss + w.cycle_l1 * (sr["cycle"] - target).abs().mean()
         if self.perceptual is not None and w.cycle_perceptual:
-            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr["cycle"], y[:k])
+            loss = loss + w.cycle_perceptual * L.perceptual_distance(self.perceptual, sr["cycle"], target)
         return loss
 
     def _discriminator_step(self, zc_hr, zc_lr, x, y, fakes) -> float:

@@ -88,9 +88,9 @@ def test_sigint_checkpoints_and_a_new_process_resumes_exactly(data):
     """An interrupted run, resumed in a new process, ends with the weights of an uninterrupted run; the log has
     each iteration once."""
     straight, cut = data / "straight", data / "cut"
-    # 10 iterations, stopped after at least 3 (each ~0.6 CPU-s here): the signal is sent within 50 ms of the
+    # 6 iterations, stopped after at least 3 (each ~0.5 CPU-s here): the signal is sent within 50 ms of the
     # third log line, so the run is always cut mid-way, after the image losses started (they run after iteration 2).
-    total, stop_after = 10, 3
+    total, stop_after = 6, 3
     # the uninterrupted reference run needs no process of its own (one thread here too: tests/conftest.py)
     ok = runner.invoke(app, _args(data, straight, "--iters", str(total), "--log-every", "1"))
     assert ok.exit_code == 0, ok.output

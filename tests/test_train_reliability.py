@@ -66,11 +66,10 @@ def test_corrupt_training_image_is_skipped_with_a_notice(data):
     assert "broken.png" in res.output and "skipped unreadable" in res.output
 
 
-def test_divergence_stops_cleanly_and_keeps_the_checkpoint(data):
-    out = data / "run"
-    assert runner.invoke(app, _args(data, out, "--iters", "3")).exit_code == 0
+def test_divergence_stops_cleanly_and_keeps_the_checkpoint(saved_run, tmp_path):
+    out = _copy_run(saved_run, tmp_path / "run")  # 2 iterations, checkpointed (tests/conftest.py)
     kept = _sha(out / "model.safetensors"), _sha(out / "state.pt")
-    res = runner.invoke(app, _args(data, out, "--iters", "60", "--lr", "1e6", "--resume"))
+    res = runner.invoke(app, _args(saved_run[0], out, "--iters", "60", "--lr", "1e6", "--resume"))
     assert res.exit_code == 1, res.output
     assert "diverged" in res.output and "Traceback" not in res.output
     assert (_sha(out / "model.safetensors"), _sha(out / "state.pt")) == kept

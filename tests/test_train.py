@@ -136,7 +136,8 @@ def test_torchrun_two_processes_gloo(tmp_path, monkeypatch):
     lr_dir, hr_dir = _make_folders(tmp_path)
     out = tmp_path / "ddp"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("TORCHELASTIC_SIGNALS_TO_HANDLE", raising=False)  # the launcher sets it for its workers
+    # the launcher sets this one in its own environment for its workers: recorded here so it is undone after
+    monkeypatch.setenv("TORCHELASTIC_SIGNALS_TO_HANDLE", "")
     args = ["--nproc-per-node", "2", "--master-port", "29533",
             "-m", "sdtool", "train", "--lr-dir", str(lr_dir), "--hr-dir", str(hr_dir), "--out", str(out),
             "--config", "tiny", "--iters", "3", "--batch", "1", "--patch", "32", "--device", "cpu", "--ckpt-every", "3"]

@@ -102,8 +102,10 @@ def test_recovers_known_gaussian_kernel_and_noise() -> None:
     gen = torch.Generator().manual_seed(0)
     hr_real, hr_other = synth_hr(32, 128, gen), synth_hr(32, 128, gen)
     lr = blur_downsample(hr_real, gaussian_kernel(21, 1.6)[0]) + torch.randn(32, 3, 32, 32, generator=gen) * 5 / 255
-    model, hist = fit_pdm(lr, hr_other, 300, PDM_PRESETS["tiny"],
-                          PDMTrainConfig(lr_g=5e-4, lr_d=2e-3, d_width=16), batch=8, lr_patch=16, seed=0)
+    # 150 steps at twice the rates: within 6 % / 22 % for seeds 1-3 (300 steps at 5e-4 / 2e-3: 4 % / 20 %);
+    # untrained, the model is 57 % / 49 % off
+    model, hist = fit_pdm(lr, hr_other, 150, PDM_PRESETS["tiny"],
+                          PDMTrainConfig(lr_g=1e-3, lr_d=4e-3, d_width=16), batch=8, lr_patch=16, seed=0)
     sigma, noise = learned_kernel_sigma(model)
     print(f"recovered kernel sigma {sigma:.3f} (true 1.6), noise {noise * 255:.2f}/255 (true 5), "
           f"{time.time() - t0:.1f}s")

@@ -66,11 +66,10 @@ def test_corrupt_training_image_is_skipped_with_a_notice(data):
     assert "broken.png" in res.output and "skipped unreadable" in res.output
 
 
-def test_divergence_stops_cleanly_and_keeps_the_checkpoint(data):
-    out = data / "run"
-    assert runner.invoke(app, _args(data, out, "--iters", "3")).exit_code == 0
+def test_divergence_stops_cleanly_and_keeps_the_checkpoint(saved_run, tmp_path):
+    out = _copy_run(saved_run, tmp_path / "run")  # 2 iterations, checkpointed (tests/conftest.py)
     kept = _sha(out / "model.safetensors"), _sha(out / "state.pt")
-    res = runner.invoke(app, _args(data, out, "--iters", "60", "--lr", "1e6", "--resume"))
+    res = runner.invoke(app, _args(saved_run[0], out, "--iters", "60", "--lr", "1e6", "--resume"))
     assert res.exit_code == 1, res.output
     assert "diverged" in res.output and "Traceback" not in res.output
     assert (_sha(out / "model.safetensors"), _sha(out / "state.pt")) == kept
@@ -88,9 +87,9 @@ def test_sigint_checkpoints_and_a_new_process_resumes_exactly(data):
     """An interrupted run, resumed in a new process, ends with the weights of an uninterrupted run; the log has
     each iteration once."""
     straight, cut = data / "straight", data / "cut"
-    # 10 iterations, stopped after at least 3 (each ~0.6 CPU-s here): the signal is sent within 50 ms of the
+    # 6 iterations, stopped after at least 3 (each ~0.5 CPU-s here): the signal is sent within 50 ms of the
     # third log line, so the run is always cut mid-way, after the image losses started (they run after iteration 2).
-    total, stop_after = 10, 3
+    total, stop_after = 6, 3
     # the uninterrupted reference run needs no process of its own (one thread here too: tests/conftest.py)
     ok = runner.invoke(app, _args(data, straight, "--iters", str(total), "--log-every", "1"))
     assert ok.exit_code == 0, ok.output

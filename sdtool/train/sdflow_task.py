@@ -239,8 +239,8 @@ class SDFlowTask:
         """SR samples at the training temperature, in one pass of the HF and HR flows where their sizes agree:
         "lr" from the real LR crops' content, "cycle" (with the content "cycle_zc") from the extractor on the
         generated LR images, "hr" from the HR crops' own content for half the batch (colour anchor). With
-        cycle_crop / hr_color_crop, those two decode a random window of their content instead, each in a pass of
-        its own (its HR window in self._sr_windows). The noise is drawn in that order from g."""
+        cycle_crop / hr_color_crop, those two decode a random window of their content instead, in one more pass
+        per window size (its HR window in self._sr_windows). The noise is drawn in that order from g."""
         m, w = self.model, self.w
         contents: dict[str, Tensor] = {"lr": zc_lr[: self._fraction(zc_lr.shape[0], w.sr_fraction)]}
         noises = [self._noise(contents["lr"], g)]
@@ -272,9 +272,12 @@ class SDFlowTask:
         z_c = torch.cat(list(contents.values()))
         sr = m.sr_from_content(z_c, self._temperatures(z_c.shape[0], g).to(z_c.device) * torch.cat(noises))
         out.update(zip(contents, sr.split([z.shape[0] for z in contents.values()])))
-        for name, z in alone.items():
-            noise = self._noise(z, g)
-            out[name] = m.sr_from_content(z, self._temperatures(z.shape[0], g).to(z.device) * noise)
+        for size in dict.fromkeys(z.shape[-2:] for z in alone.values()):  # one more pass per window size
+            names = [k for k, z in alone.items() if z.shape[-2:] == size]
+            z_c = torch.cat([alone[k] for k in names])
+            noise = torch.cat([self._noise(alone[k], g) for k in names])
+            sr = m.sr_from_content(z_c, self._temperatures(z_c.shape[0], g).to(z_c.device) * noise)
+            out.update(zip(names, sr.split([alone[k].shape[0] for k in names])))
         return out
 
     def _hr_target(self, y: Tensor, name: str, n: int) -> Tensor:

@@ -271,11 +271,18 @@ def train_run(tree: str, data: str, iters: int, threads: int) -> list[float]:
     """Seconds of iterations 3.. of one `sdtool train` run of `tree`'s code, from its log (image I/O and the
     data sampler not included, as the log times the step alone)."""
     with tempfile.TemporaryDirectory() as out:
+        # `python -m` puts the working folder first on the path: run in the empty output folder, so that `tree`'s
+        # sdtool (PYTHONPATH) is the one imported, not the one in the folder this script was started from
+        # (an earlier version of this figure ran the current checkout for both revisions when started in it).
+        which = subprocess.run([sys.executable, "-c", "import sdtool; print(sdtool.__file__)"], capture_output=True,
+                               text=True, env=_env(tree, threads), cwd=out).stdout.strip()
+        if not os.path.realpath(which).startswith(os.path.realpath(tree) + os.sep):
+            raise RuntimeError(f"the train figure for {tree} would import {which}")
         cmd = [sys.executable, "-m", "sdtool", "train", "--lr-dir", os.path.join(data, "test_LR"),
                "--hr-dir", os.path.join(data, "test_HR"), "--out", out, "--config", "lite", "--iters", str(iters),
                "--batch", "8", "--patch", "96", "--log-every", "1", "--ckpt-every", "100000", "--device", "cpu",
                *_recipe(tree)[0]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree, threads))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree, threads), cwd=out)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip()[-500:])
         with open(os.path.join(out, "log.jsonl")) as f:
@@ -460,7 +467,7 @@ def report_model(a, trees: dict) -> None:
 
 def report_train(a, trees: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        data = a.train_data or _train_images(tmp)
+        data = os.path.abspath(a.train_data) if a.train_data else _train_images(tmp)
         for name, tree in trees.items():
             missing = _recipe(tree)[1]
             if missing:

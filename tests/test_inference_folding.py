@@ -10,19 +10,12 @@ from sdtool.config import PRESETS
 from sdtool.flows import ActNorm, InvConv1x1, Sequential, Squeeze
 from sdtool.nets.folding import folding
 from sdtool.model.sdflow import SDFlow
+from tests.helpers import perturb
 
 
 def _model(scale: float = 0.02) -> SDFlow:
     torch.manual_seed(0)
-    m = SDFlow(PRESETS["tiny"])
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-        for name, b in m.named_buffers():
-            if name.endswith("initialized"):
-                b.fill_(1)
-    return m.eval()
+    return perturb(SDFlow(PRESETS["tiny"]), scale, seed=1).eval()
 
 
 def test_folded_chain_equals_its_pieces_and_logdet():
@@ -95,11 +88,7 @@ def test_folded_zero_conv_pads_to_eight_outputs_and_returns_its_own():
     from sdtool.nets.subnet import ZeroConv
 
     torch.manual_seed(0)
-    zc = ZeroConv(5, 12)
-    with torch.no_grad():
-        for p in zc.parameters():
-            p.add_(0.1 * torch.randn(p.shape))
-    zc.eval()
+    zc = perturb(ZeroConv(5, 12)).eval()
     x = torch.randn(2, 5, 7, 9)
     with torch.no_grad():
         with folding(False):

@@ -66,7 +66,7 @@ class SDFlowTask:
         self.perceptual = perceptual
         self.last_lattice = float("nan")
         self._window: tuple[slice, slice] = (slice(None), slice(None))
-        self._sr_windows: dict[str, tuple[slice, slice]] = {}  # HR-pixel windows of the cropped SR samples
+        self._sr_windows: dict[str, tuple[slice, slice]] = {}  # HR-pixel windows of this step's cropped SR samples
         self._all_initialised = False
         # Seeded on their own: their start must not depend on what else drew from the global RNG before
         # (loading LPIPS the first time does), or a resumed run would not repeat a straight one.
@@ -119,7 +119,7 @@ class SDFlowTask:
                 parts = {"z_lr": m.lr_flow(x)[0], "z_c": m.extractor(x)}
                 nll_hr = nll_lr = y.new_zeros(())
             zc_lr = parts["z_c"]
-            self._window = self._draw_window(y.shape[-1], g)
+            self._window = self._draw_window(y.shape[-1], self.w.d_hr_crop, g)
             y_bic = imresize(y, 0.25)
             image = self.image_phase(it)
             decoded = self._decode_lr(zc_hr, zc_lr, self._draw_degradation(zc_hr, g) if image else None)
@@ -162,14 +162,16 @@ class SDFlowTask:
             self._all_initialised = all(bool(b) for b in flags)
         return self._all_initialised
 
-    def _draw_window(self, side: int, g: torch.Generator) -> tuple[slice, slice]:
-        """The HR discriminator's view this step: a d_hr_crop² window at a random offset (a multiple of 4, so the
-        4-px phase the lattice term cares about stays aligned), the same for real and generated images."""
-        c = self.w.d_hr_crop
-        if not c or c >= side:
+    @staticmethod
+    def _draw_window(side: int, crop: int, g: torch.Generator) -> tuple[slice, slice]:
+        """A crop² window of a side² HR crop at a random offset that is a multiple of 4 (so the 4-px phase the
+        lattice term cares about stays aligned, and a window is whole content-latent pixels); the whole crop (open
+        slices) when crop is 0 or not smaller than side. The HR discriminator's view of a step and the SR windows
+        (cycle_crop, hr_color_crop) are drawn here."""
+        if not crop or crop >= side:
             return slice(None), slice(None)
-        top, left = (4 * torch.randint((side - c) // 4 + 1, (2,), generator=g)).tolist()
-        return slice(top, top + c), slice(left, left + c)
+        top, left = (4 * torch.randint((side - crop) // 4 + 1, (2,), generator=g)).tolist()
+        return slice(top, top + crop), slice(left, left + crop)
 
     def _d_hr(self, img: Tensor) -> Tensor:
         rows, cols = self._window
@@ -240,7 +242,7 @@ class SDFlowTask:
         "lr" from the real LR crops' content, "cycle" (with the content "cycle_zc") from the extractor on the
         generated LR images, "hr" from the HR crops' own content for half the batch (colour anchor). With
         cycle_crop / hr_color_crop, those two decode a random window of their content instead, in one more pass
-        per window size (its HR window in self._sr_windows). The noise is drawn in that order from g."""
+        per window size (their HR windows in self._sr_windows). The noise is drawn in that order from g."""
         m, w = self.model, self.w
         contents: dict[str, Tensor] = {"lr": zc_lr[: self._fraction(zc_lr.shape[0], w.sr_fraction)]}
         noises = [self._noise(contents["lr"], g)]
@@ -249,15 +251,13 @@ class SDFlowTask:
         self._sr_windows = {}
 
         def add(name: str, z_c: Tensor, crop: int) -> None:
-            window = self._content_window(z_c.shape[-1], crop, g)
-            rows, cols = (slice(s.start // 4, s.stop // 4) if s.start is not None else s for s in window)
-            z_c = z_c[:, :, rows, cols]
-            self._sr_windows[name] = window
-            if z_c.shape[-2:] == zc_lr.shape[-2:]:
+            rows, cols = self._draw_window(4 * z_c.shape[-1], crop - crop % 4, g)  # whole content pixels
+            if rows.start is None:  # the whole crop: in the shared pass
                 contents[name] = z_c
                 noises.append(self._noise(z_c, g))
-            else:
-                alone[name] = z_c
+                return
+            self._sr_windows[name] = rows, cols
+            alone[name] = z_c[:, :, rows.start // 4: rows.stop // 4, cols.start // 4: cols.stop // 4]
 
         if self._cycle_enabled():
             lr_in = ds.detach()[: self._cycle_count(ds.shape[0])].clamp(-1, 1)  # detached: the downscaler cannot
@@ -284,17 +284,6 @@ class SDFlowTask:
         """The first n HR crops, cut to the window that the SR samples `name` decode."""
         rows, cols = self._sr_windows.get(name, (slice(None), slice(None)))
         return y[:n, :, rows, cols]
-
-    @staticmethod
-    def _content_window(side: int, crop: int, g: torch.Generator) -> tuple[slice, slice]:
-        """A random window, in HR pixels, of an HR crop whose content latent is side × side: crop² px at an offset
-        that is a multiple of 4 (a whole content pixel, which also keeps the 4-px lattice phase). The whole crop
-        (open slices) when crop is 0 or not smaller than it."""
-        c = crop // 4
-        if not c or c >= side:
-            return slice(None), slice(None)
-        top, left = (4 * torch.randint(side - c + 1, (2,), generator=g)).tolist()
-        return slice(top, top + 4 * c), slice(left, left + 4 * c)
 
     def _temperatures(self, n: int, g: torch.Generator) -> Tensor:
         """Per-sample SR temperature (n×1×1×1): sample_temperature, or U(sr_temperature_min, it)."""
@@ -331,16 +320,13 @@ class SDFlowTask:
             return y.new_zeros(())
         # Samples of the whole crop in one call; windows each against HR crops of their own size (a photo's chance
         # lattice power grows as the area shrinks); the mean over all samples.
-        whole = [k for k in ("lr", "cycle", "hr") if k in sr and k not in self._windows_cut()]
+        whole = [k for k in ("lr", "cycle", "hr") if k in sr and k not in self._sr_windows]
         groups = [(torch.cat([sr[k] for k in whole]), y)]
-        groups += [(sr[k], self._hr_target(y, k, y.shape[0])) for k in self._windows_cut() if k in sr]
+        groups += [(sr[k], self._hr_target(y, k, y.shape[0])) for k in self._sr_windows]
         n = sum(s.shape[0] for s, _ in groups)
         loss = sum(L.lattice_loss(s, t) * (s.shape[0] / n) for s, t in groups)
         self.last_lattice = float(loss.detach())  # logged by train_step
         return self.w.lattice * loss
-
-    def _windows_cut(self) -> list[str]:
-        return [k for k, (rows, _) in self._sr_windows.items() if rows.start is not None]
 
     def _cycle_loss(self, y: Tensor, zc_hr: Tensor, sr: dict[str, Tensor]) -> Tensor:
         """HR → own degradation sample → extractor → SR sample, scored against the HR crop."""

@@ -19,8 +19,8 @@ within a process):
              class and as `load_model` returns it from a saved checkpoint.
   train      `sdtool train` itself, `lite`, batch 8, HR patch 96, image phase from iteration 1, the shipped
              recipe (weights/sdflow-lite.md, last stage), on --train-data (test_LR/ and test_HR/ inside) or on
-             generated images: seconds per iteration from the run's log (median over the rounds, the first two
-             iterations of each run left out), with --baseline-rev side by side, run by run. Then the roofline:
+             generated images: seconds per iteration from the run's log (the mean of a run's iterations, the first
+             two left out, median over the rounds), with --baseline-rev side by side, run by run. Then the roofline:
              the step's FLOP count (torch's FlopCounterMode, forward and backward), its achieved GFLOP/s, and
              this machine's measured throughput of a large SGEMM and of a 3×3 convolution (forward + backward).
   photo      with --photo: `process_images` on a 3840×2160 PNG (lite, default tiling, colour guard): seconds and
@@ -399,13 +399,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (best is kept)")
     ap.add_argument("--rounds", type=int, default=3, help="with --baseline-rev: alternations of the two revisions")
     ap.add_argument("--baseline-rev", help="also measure the model and train figures at this git revision")
-    ap.add_argument("--train-iters", type=int, default=8, help="iterations of each `sdtool train` run")
+    ap.add_argument("--train-iters", type=int, default=8,
+                    help="iterations of each `sdtool train` run (even: the first two are left out, and every-other-step "
+                         "work must fall on as many timed iterations as not)")
     ap.add_argument("--train-data", help="folder with test_LR/ and test_HR/ (default: generated images)")
     ap.add_argument("--authors", help="folder of the authors' code (github.com/sunwj/sdflow) for the side-by-side")
     ap.add_argument("--photo", action="store_true", help="also upscale a 3840×2160 image (minutes)")
     ap.add_argument("--job", help=argparse.SUPPRESS)
     ap.add_argument("job_args", nargs="?", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.train_iters < 4 or a.train_iters % 2:
+        ap.error("--train-iters must be even and at least 4")
     if a.job:
         print(json.dumps(JOBS[a.job](*json.loads(a.job_args))))
         return
@@ -475,10 +479,13 @@ def report_train(a, trees: dict) -> None:
         runs = _rounds(trees, a.rounds if len(trees) > 1 else 1, lambda tree: train_run(tree, data, a.train_iters, a.threads))
     print(f"\n`sdtool train`, lite, batch 8, HR patch 96, image phase, shipped recipe, "
           f"{'RealSR crops' if a.train_data else 'generated images'}: seconds per iteration "
-          f"(median of iterations 3..{a.train_iters} over {len(next(iter(runs.values())))} runs each)")
-    med = {name: statistics.median(sum(rs, [])) for name, rs in runs.items()}
+          f"(mean of iterations 3..{a.train_iters} in a run, median over {len(next(iter(runs.values())))} runs each)")
+    # The mean, not the median, within a run: a recipe that does some work every other step alternates fast and
+    # slow iterations, and the median of such a run is its slowest fast-or-slow value, not its time per iteration.
+    means = {name: [statistics.mean(r) for r in rs] for name, rs in runs.items()}
+    med = {name: statistics.median(ms) for name, ms in means.items()}
     for name in trees:
-        spread = ", ".join(f"{statistics.median(r):.2f}" for r in runs[name])
+        spread = ", ".join(f"{m:.2f}" for m in means[name])
         line = f"  {name:14} {med[name]:6.2f} s (runs: {spread})"
         if name != "this checkout":
             line += f"  → this checkout {_ratio(med[name], med['this checkout'])} faster"

@@ -82,8 +82,10 @@ class SDFlowTask:
             if net is not None:
                 net.to(memory_format=self.memory_format)
         d_params = [p for d in (self.d_latent, self.d_hr, self.d_lr) for p in d.parameters()]
-        self.opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-        self.opt_d = torch.optim.Adam(d_params, lr=lr, betas=(0.5, 0.999))
+        # foreach: one multi-tensor update instead of a Python loop over ~350 tensors (the same numbers; PyTorch
+        # turns it on by default on CUDA only)
+        self.opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, foreach=True)
+        self.opt_d = torch.optim.Adam(d_params, lr=lr, betas=(0.5, 0.999), foreach=True)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "d_latent": self.d_latent, "d_hr": self.d_hr, "d_lr": self.d_lr}

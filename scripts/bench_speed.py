@@ -400,8 +400,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="with --baseline-rev: alternations of the two revisions")
     ap.add_argument("--baseline-rev", help="also measure the model and train figures at this git revision")
     ap.add_argument("--train-iters", type=int, default=8,
-                    help="iterations of each `sdtool train` run (even: the first two are left out, and every-other-step "
-                         "work must fall on as many timed iterations as not)")
+                    help="iterations of each `sdtool train` run (even: the first two are left out, and "
+                         "every-other-step work must fall on as many timed iterations as not)")
     ap.add_argument("--train-data", help="folder with test_LR/ and test_HR/ (default: generated images)")
     ap.add_argument("--authors", help="folder of the authors' code (github.com/sunwj/sdflow) for the side-by-side")
     ap.add_argument("--photo", action="store_true", help="also upscale a 3840×2160 image (minutes)")

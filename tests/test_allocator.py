@@ -32,7 +32,8 @@ glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or platform
 
 
 def _probe(malloc: str) -> tuple[str, int]:
-    env = {**os.environ, "SDTOOL_MALLOC": malloc}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env["SDTOOL_MALLOC"] = malloc  # and glibc's own settings left at their defaults
     applied, faults = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                                      check=True).stdout.split()
     return applied, int(faults)

@@ -56,5 +56,5 @@ def main() -> None:
     from sdtool.allocator import keep_freed_memory
 
     signal.signal(signal.SIGTERM, _terminate)
-    keep_freed_memory()  # before any large tensor: 1.3× faster `sdtool upscale` (sdtool/allocator.py)
+    keep_freed_memory()  # before any large tensor: `sdtool upscale` 1.3–1.5× faster (sdtool/allocator.py)
     app()

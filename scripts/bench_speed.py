@@ -146,10 +146,7 @@ def job_authors(authors: str, threads: int, repeats: int, keep_freed: bool) -> d
     from sdtool.model.sdflow import SDFlow
 
     if keep_freed:  # the whole process, so both codes run with it
-        from sdtool.allocator import keep_freed_memory
-
-        if not keep_freed_memory():
-            raise RuntimeError("this C library does not take sdtool's allocator setting")
+        _keep_freed()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
@@ -190,6 +187,14 @@ def job_authors(authors: str, threads: int, repeats: int, keep_freed: bool) -> d
         "ds_paper": lambda: ours.downscale((y + 1) / 2, 0.8, component=0),
     }
     return _interleaved_best(cases, repeats)
+
+
+def _keep_freed() -> None:
+    """sdtool's allocator setting in this job's process, as `sdtool` makes it at start."""
+    from sdtool.allocator import keep_freed_memory
+
+    if not keep_freed_memory():
+        raise RuntimeError("sdtool's allocator setting was not applied (not glibc, or SDTOOL_MALLOC=system)")
 
 
 def _through_checkpoint(model):
@@ -253,19 +258,26 @@ def job_flops(threads: int) -> dict:
     return {"step_flops": step_flops, "gemm_flops_s": gemm, "conv_flops_s": conv_flops / _best(conv_step, 5)}
 
 
-def _train_images(root: str) -> str:
-    """16 smooth noisy LR crops (128²) and 16 HR crops (512²) as PNGs under root/test_LR, root/test_HR."""
+def _write_photos(folder: str, sizes: list, rng) -> None:
+    """Smooth noisy photos, one PNG per (h, w) in `sizes`, as img_000.png … in `folder`."""
     import cv2
+    import numpy as np
+
+    os.makedirs(folder, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        img = np.stack([128 + 90 * np.sin((5 + i) * xx + k) * np.cos((4 + k) * yy + i) for k in range(3)], 2)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(os.path.join(folder, f"img_{i:03d}.png"), img)
+
+
+def _train_images(root: str) -> str:
+    """16 LR crops (128²) and 16 HR crops (512²) as PNGs under root/test_LR, root/test_HR."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     for sub, side in (("test_LR", 128), ("test_HR", 512)):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-        yy, xx = np.mgrid[0:side, 0:side] / side
-        for i in range(16):
-            img = np.stack([128 + 90 * np.sin((5 + i) * xx + k) * np.cos((4 + k) * yy + i) for k in range(3)], 2)
-            img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-            cv2.imwrite(os.path.join(root, sub, f"img_{i:03d}.png"), img)
+        _write_photos(os.path.join(root, sub), [(side, side)] * 16, rng)
     return root
 
 
@@ -301,7 +313,7 @@ def train_run(tree: str, data: str, iters: int, threads: int) -> list[float]:
     return [r["sec_per_it"] for r in logs if r.get("type") == "train" and r["it"] > 2]
 
 
-def job_photo(threads: int, width: int, height: int) -> dict:
+def job_photo(threads: int, width: int, height: int, keep_freed: bool) -> dict:
     import tempfile
 
     import numpy as np
@@ -310,9 +322,8 @@ def job_photo(threads: int, width: int, height: int) -> dict:
     from sdtool.imageio import write_rgb8_png
     from sdtool.infer.pipeline import process_images
 
-    from sdtool.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as `sdtool` does at start (a no-op with SDTOOL_MALLOC=system)
+    if keep_freed:
+        _keep_freed()
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
@@ -334,17 +345,11 @@ CLI_SIZES = [(200, 200), (384, 384), (300, 500), (600, 600), (128, 160), (420, 2
 
 
 def _cli_images(root: str) -> str:
-    """Smooth noisy photos of CLI_SIZES as PNGs in root/in."""
-    import cv2
+    """Photos of CLI_SIZES as PNGs in root/in."""
     import numpy as np
 
-    rng = np.random.default_rng(1)
     folder = os.path.join(root, "in")
-    os.makedirs(folder)
-    for i, (h, w) in enumerate(CLI_SIZES):
-        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        img = np.stack([128 + 90 * np.sin((5 + k + i) * xx) * np.cos((4 + k) * yy) for k in range(3)], 2)
-        cv2.imwrite(os.path.join(folder, f"im{i}.png"), np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
+    _write_photos(folder, CLI_SIZES, np.random.default_rng(1))
     return folder
 
 
@@ -505,16 +510,11 @@ def main() -> None:
         report_cli(a)
     if "photo" in a.sections and a.photo:
         print("\nupscale 3840×2160 → 15360×8640 (lite, default tiles, wavelet guard, PNG written)")
-        before = os.environ.get("SDTOOL_MALLOC")
-        for label, malloc in (("sdtool's setting", ""), ("SDTOOL_MALLOC=system", "system")):
-            os.environ["SDTOOL_MALLOC"] = malloc  # the child's environment is made from this one
-            r = _child("photo", a.threads, 3840, 2160, threads=a.threads)
+        for label, keep in (("sdtool's setting", True), ("system allocator", False)):
+            r = _child("photo", a.threads, 3840, 2160, keep, threads=a.threads)
             print(f"  {label:22} {r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
                   f"(+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MB over the process before the run), "
                   f"output {r['out_mb']:.0f} MB")
-        os.environ.pop("SDTOOL_MALLOC")
-        if before is not None:
-            os.environ["SDTOOL_MALLOC"] = before
     if "sr" in a.sections:
         report_sr(a)
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-import sys
 
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -22,13 +20,19 @@ TRIM_THRESHOLD = 1 << 30  # free heap above this is still returned to the kernel
 ENV = "SDTOOL_MALLOC"  # "system": leave the allocator as it is
 
 
+def is_glibc() -> bool:
+    """Whether this process runs on glibc (asked of the C library itself, not guessed from the executable)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows) or no such name (other C libraries)
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to serve large blocks from its heap and keep up to 1 GiB of freed memory; process-wide, for
     programs that run PyTorch on the CPU (sdtool's command line calls it at start). True if applied; False on
     other C libraries or platforms, or with SDTOOL_MALLOC=system."""
-    if os.environ.get(ENV, "").strip().lower() == "system":
-        return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if os.environ.get(ENV, "").strip().lower() == "system" or not is_glibc():
         return False
     try:
         libc = ctypes.CDLL(None)  # the C library this process already uses

@@ -2,7 +2,6 @@
 command line applies the setting at start."""
 
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -27,8 +26,7 @@ for _ in range(4):
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                                reason="the setting is glibc's")
+glibc_only = pytest.mark.skipif(not sdtool.allocator.is_glibc(), reason="the setting is glibc's")
 
 
 def _probe(malloc: str) -> tuple[str, int]:
